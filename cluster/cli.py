@@ -1,0 +1,165 @@
+"""The ``bex`` command line.
+
+Every command validates its input before starting Ray, prints progress for long
+work, and exits non-zero with a one-line ``bex: error: ...`` on bad input.
+Ray starts embedded on this machine unless ``--address``/``RAY_ADDRESS`` names
+a cluster; ``--node-ip``/``BEX_NODE_IP`` pins the embedded Ray to an address
+(e.g. 127.0.0.2 to stay on loopback).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+os.environ.setdefault("MUJOCO_GL", "disable")
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="bex: behavioral-entropy exploration datasets and offline RL on Ray.")
+
+
+class BexUsageError(Exception):
+    pass
+
+
+def fail(msg: str, code: int = 2):
+    typer.echo(f"bex: error: {msg}", err=True)
+    raise typer.Exit(code)
+
+
+@app.callback()
+def main_options(
+    node_ip: Optional[str] = typer.Option(None, "--node-ip", envvar="BEX_NODE_IP",
+                                          help="address the embedded Ray binds to (e.g. 127.0.0.2)"),
+    address: Optional[str] = typer.Option(None, "--address", envvar="RAY_ADDRESS",
+                                          help="Ray cluster to join (HOST:PORT or auto)"),
+):
+    if node_ip:
+        os.environ["BEX_NODE_IP"] = node_ip
+    if address:
+        os.environ["RAY_ADDRESS"] = address
+
+
+def _progress_printer(label: str):
+    last = [0.0]
+
+    def show(p: dict) -> None:
+        now = time.monotonic()
+        if now - last[0] < 1.0 and p.get("steps", 0) < p.get("total", 1):
+            return
+        last[0] = now
+        frac = p["steps"] / max(p["total"], 1)
+        typer.echo(f"[{label}] {p['steps']}/{p['total']} steps ({frac:5.1%}) "
+                   f"{p.get('env_steps_per_s', 0):.0f} env steps/s", err=True)
+
+    return show
+
+
+@app.command()
+def collect(
+    out: Path = typer.Option(..., "--out", help="dataset root directory"),
+    domain: str = typer.Option("walker", help="dm_control domain"),
+    explorer: str = typer.Option("random", help="random"),
+    steps: int = typer.Option(10_000, help="environment steps to write (exact)"),
+    actors: int = typer.Option(1, help="environment worker actors"),
+    seed: int = typer.Option(0),
+    episodes_per_chunk: int = typer.Option(10, help="episodes per committed Parquet file"),
+    resume: bool = typer.Option(False, "--resume", help="continue an interrupted collection into --out"),
+):
+    """Explore an environment with Ray actors and write a hive-partitioned Parquet dataset."""
+    from .collect import CollectConfig, run_collection
+
+    cfg = CollectConfig(out=str(out), domain=domain, explorer=explorer, steps=steps, actors=actors, seed=seed,
+                        episodes_per_chunk=episodes_per_chunk)
+    try:
+        summary = run_collection(cfg, resume=resume, progress=_progress_printer(f"collect {explorer}"))
+    except (ValueError, FileNotFoundError) as e:
+        fail(str(e))
+    typer.echo(json.dumps({k: summary[k] for k in ("steps", "wall_s", "env_steps_per_s", "nodes")}))
+
+
+@app.command()
+def relabel(
+    dataset: Path = typer.Argument(..., help="dataset root"),
+    task: List[str] = typer.Option(..., "--task", help="task to relabel (walker_stand or stand); repeatable"),
+    workers: Optional[int] = typer.Option(None, help="parallel workers (default: all CPUs)"),
+    local: bool = typer.Option(False, "--local", help="use a local process pool instead of Ray tasks"),
+    force: bool = typer.Option(False, "--force", help="recompute cached rewards"),
+):
+    """Compute and cache task rewards from the stored physics states."""
+    from replay import Dataset, process_pool_map
+    from replay import relabel as do_relabel
+
+    try:
+        ds = Dataset(dataset)
+        from envs import parse_task
+
+        tasks = [parse_task(t, ds.env_spec.domain) for t in task]
+        map_fn = process_pool_map(workers) if local else None
+        if map_fn is None:
+            from .relabel import ray_map
+
+            map_fn = ray_map()
+        for d, t in tasks:
+            t0 = time.perf_counter()
+            res = do_relabel(dataset, f"{d}_{t}", map_fn=map_fn, force=force)
+            res["wall_s"] = round(time.perf_counter() - t0, 3)
+            res["states_per_s"] = round(res["computed_rows"] / max(res["wall_s"], 1e-9))
+            typer.echo(json.dumps(res))
+    except (ValueError, FileNotFoundError) as e:
+        fail(str(e))
+
+
+@app.command()
+def info(dataset: Path = typer.Argument(..., help="dataset root"),
+         as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table")):
+    """Print partitions, episodes, transitions, shapes, schema version and cached task rewards."""
+    from .info import dataset_info, format_info
+
+    try:
+        d = dataset_info(dataset)
+    except (ValueError, FileNotFoundError) as e:
+        fail(str(e))
+    typer.echo(json.dumps(d, indent=2) if as_json else format_info(d))
+
+
+@app.command()
+def export(dataset: Path = typer.Argument(..., help="dataset root"),
+           task: str = typer.Option(..., "--task"),
+           out: Path = typer.Option(..., "--out", help="output .npz file")):
+    """Export D4RL-style arrays (observations, actions, rewards, next_observations, terminals, timeouts)."""
+    from replay import export_npz
+
+    try:
+        typer.echo(json.dumps(export_npz(dataset, task, out)))
+    except (ValueError, FileNotFoundError) as e:
+        fail(str(e))
+
+
+@app.command()
+def demo(root: Path = typer.Option(Path("bex_runs/demo"), "--root", help="run root of the demo"),
+         steps: int = typer.Option(4000, help="environment steps per dataset")):
+    """Run the whole pipeline at small scale on the embedded local Ray."""
+    from .demo import run_demo
+
+    try:
+        run_demo(root, steps=steps, echo=typer.echo)
+    except (ValueError, FileNotFoundError) as e:
+        fail(str(e))
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        typer.echo("bex: interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

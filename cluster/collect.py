@@ -1,0 +1,227 @@
+"""Distributed dataset collection: Ray actors step environments and write Parquet.
+
+Work is cut into *chunks* of whole episodes with deterministic episode ids and
+file names (``<run>-e<first episode>.parquet``).  Each environment worker is a
+Ray actor that collects one chunk per call and commits it as one file; the
+driver hands chunks out dynamically (one in flight per worker).  This gives
+exactly-once output under failures:
+
+* a worker killed mid-chunk committed nothing (files are written under a
+  temporary name and linked into place); Ray restarts it and the driver
+  re-submits the chunk;
+* a chunk that was committed but whose reply was lost is found on disk when
+  re-submitted (the no-clobber link refuses to overwrite), and counted once.
+
+Episodes of a chunk are seeded from ``(seed, episode index)``, so a re-run of a
+chunk reproduces the same episodes.  The last episode of the run is cut so the
+dataset has exactly the requested number of steps.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from envs import Env, EnvSpec, check_domain, tasks_of
+from replay import DatasetWriter, check_output_root, partition_dir
+from replay.schema import dumps, format_param
+
+EXPLORERS = ("random",)
+
+
+@dataclass(frozen=True)
+class CollectConfig:
+    """One collection run (one dataset partition)."""
+
+    out: str                      #: dataset root directory
+    domain: str = "walker"        #: dm_control domain
+    explorer: str = "random"      #: exploration agent
+    objective: str | None = None  #: partition name for the intrinsic objective (defaults to the explorer)
+    param: Any = None             #: the objective's parameter (alpha, q) or None
+    steps: int = 10_000           #: exact number of environment steps (transitions) to write
+    actors: int = 1               #: environment worker actors
+    seed: int = 0                 #: run seed (partition ``seed=``)
+    episodes_per_chunk: int = 10  #: episodes per committed file
+    explorer_config: dict = field(default_factory=dict)
+
+    def validate(self) -> "CollectConfig":
+        check_domain(self.domain)
+        if self.explorer not in EXPLORERS:
+            raise ValueError(f"unknown explorer {self.explorer!r}; allowed: {', '.join(EXPLORERS)}")
+        if int(self.steps) < 1:
+            raise ValueError(f"steps must be a positive integer, got {self.steps}")
+        if int(self.actors) < 1:
+            raise ValueError(f"actors must be a positive integer, got {self.actors}")
+        if int(self.episodes_per_chunk) < 1:
+            raise ValueError(f"episodes_per_chunk must be >= 1, got {self.episodes_per_chunk}")
+        check_output_root(self.out)
+        return self
+
+    @property
+    def partition_objective(self) -> str:
+        return self.objective or self.explorer
+
+    def run_key(self) -> str:
+        d = asdict(self)
+        d.pop("out")
+        d.pop("actors")  # more or fewer workers produce the same dataset
+        return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class Chunk:
+    first_episode: int
+    lengths: tuple[int, ...]  # steps of each episode in the chunk
+
+    @property
+    def steps(self) -> int:
+        return sum(self.lengths)
+
+
+def plan_chunks(steps: int, episode_length: int, episodes_per_chunk: int) -> list[Chunk]:
+    """Cut ``steps`` into whole episodes (the last one shorter) grouped into chunks."""
+    n_eps = math.ceil(steps / episode_length)
+    lengths = [episode_length] * n_eps
+    lengths[-1] = steps - episode_length * (n_eps - 1)
+    return [Chunk(i, tuple(lengths[i:i + episodes_per_chunk])) for i in range(0, n_eps, episodes_per_chunk)]
+
+
+def episode_seed(seed: int, episode: int) -> int:
+    return int(np.random.SeedSequence([int(seed), int(episode)]).generate_state(1)[0])
+
+
+class ChunkCollector:
+    """Collects chunks of episodes in one process and commits each as one file (no Ray here)."""
+
+    def __init__(self, cfg: CollectConfig, run_key: str):
+        from actors import RandomExplorer
+
+        self.cfg = cfg
+        self.run_key = run_key
+        self.env = Env(cfg.domain, tasks_of(cfg.domain)[0], seed=cfg.seed)
+        self.explorer_cls = RandomExplorer
+
+    def collect(self, chunk: Chunk) -> dict:
+        from actors import run_episode
+
+        cfg, t0 = self.cfg, time.perf_counter()
+        name = f"{self.run_key}-e{chunk.first_episode:06d}"
+        pdir = partition_dir(Path(cfg.out), cfg.domain, cfg.partition_objective, cfg.param, cfg.seed)
+        final = pdir / f"{name}-000000.parquet"
+        result = dict(file=str(final), steps=chunk.steps, episodes=len(chunk.lengths), node=node_address(),
+                      pid=os.getpid())
+        if final.exists():
+            return dict(result, reused=True, wall_s=0.0)
+        writer = DatasetWriter(cfg.out, self.env.spec, cfg.partition_objective, cfg.param, cfg.seed,
+                               config=asdict(cfg), writer_id=name, rows_per_file=1 << 62, run_key=self.run_key)
+        for j, length in enumerate(chunk.lengths):
+            ep = chunk.first_episode + j
+            es = episode_seed(cfg.seed, ep)
+            self.env.task._random = np.random.RandomState(es)  # reseed the task's reset randomness
+            explorer = self.explorer_cls(self.env.spec.action_dim, seed=es)
+            writer.write_episode(run_episode(self.env, explorer, f"{self.run_key}-{ep:06d}", max_steps=length))
+        try:
+            writer.close()
+        except FileExistsError:  # committed by an earlier attempt whose reply was lost
+            return dict(result, reused=True, wall_s=time.perf_counter() - t0)
+        return dict(result, reused=False, wall_s=time.perf_counter() - t0)
+
+
+def node_address() -> str:
+    try:
+        import ray
+
+        if ray.is_initialized():
+            return ray.util.get_node_ip_address()
+    except Exception:
+        pass
+    return socket.gethostname()
+
+
+def prepare_output(cfg: CollectConfig, resume: bool) -> tuple[EnvSpec, list[Chunk], set[int]]:
+    """Validate everything before any actor starts; returns the plan and the chunks already done."""
+    cfg.validate()
+    spec = Env(cfg.domain, tasks_of(cfg.domain)[0], seed=0).spec
+    pdir = partition_dir(Path(cfg.out), cfg.domain, cfg.partition_objective, cfg.param, cfg.seed)
+    run_key = cfg.run_key()
+    existing = sorted(p.name for p in pdir.glob("*.parquet")) if pdir.is_dir() else []
+    meta_path = pdir / "_bex_partition.json"
+    if existing or meta_path.exists():
+        old = json.loads(meta_path.read_text()).get("run_key") if meta_path.exists() else None
+        if old != run_key:
+            raise ValueError(f"output {cfg.out!r} already holds a different run's dataset in "
+                             f"{pdir.relative_to(cfg.out)} (run {old}); choose another --out")
+        if not resume and existing:
+            raise ValueError(f"output {cfg.out!r} already holds this run's data ({len(existing)} files); "
+                             f"pass --resume to continue it or choose another --out")
+    chunks = plan_chunks(int(cfg.steps), spec.episode_length, int(cfg.episodes_per_chunk))
+    done = {c.first_episode for c in chunks if f"{run_key}-e{c.first_episode:06d}-000000.parquet" in existing}
+    return spec, chunks, done
+
+
+def run_collection(cfg: CollectConfig, resume: bool = False, progress: Callable[[dict], None] | None = None,
+                   worker_options: dict | None = None) -> dict:
+    """Collect a dataset with ``cfg.actors`` Ray actors; returns a summary (also written as run metadata)."""
+    import ray
+
+    from .runtime import init_ray
+
+    spec, chunks, done = prepare_output(cfg, resume)
+    run_key = cfg.run_key()
+    init_ray()
+    Worker = ray.remote(ChunkCollector)
+    opts = dict(num_cpus=1, max_restarts=-1, max_task_retries=-1, scheduling_strategy="SPREAD")
+    opts.update(worker_options or {})
+    workers = [Worker.options(**opts).remote(cfg, run_key) for _ in range(min(cfg.actors, max(1, len(chunks))))]
+    todo = [c for c in chunks if c.first_episode not in done]
+    stats = dict(steps=sum(c.steps for c in chunks if c.first_episode in done), chunks_done=len(done),
+                 chunks=len(chunks), nodes={}, reused=0)
+    t0 = time.perf_counter()
+    inflight: dict[Any, tuple[int, Chunk]] = {}
+    queue = list(todo)
+
+    def submit(i: int) -> None:
+        if queue:
+            c = queue.pop(0)
+            inflight[workers[i].collect.remote(c)] = (i, c)
+
+    for i in range(len(workers)):
+        submit(i)
+    while inflight:
+        ready, _ = ray.wait(list(inflight), num_returns=1)
+        i, chunk = inflight.pop(ready[0])
+        try:
+            res = ray.get(ready[0])
+        except ray.exceptions.RayActorError:  # actor died for good: retry the chunk on a fresh actor
+            workers[i] = Worker.options(**opts).remote(cfg, run_key)
+            queue.insert(0, chunk)
+            submit(i)
+            continue
+        stats["steps"] += res["steps"]
+        stats["chunks_done"] += 1
+        stats["reused"] += int(res["reused"])
+        stats["nodes"][res["node"]] = stats["nodes"].get(res["node"], 0) + res["steps"]
+        if progress:
+            el = time.perf_counter() - t0
+            progress(dict(steps=stats["steps"], total=int(cfg.steps), elapsed_s=el,
+                          env_steps_per_s=(stats["steps"] - 0) / max(el, 1e-9)))
+        submit(i)
+    wall = time.perf_counter() - t0
+    for w in workers:
+        ray.kill(w)
+    summary = dict(run_key=run_key, config=asdict(cfg), env_spec=spec.to_dict(), steps=stats["steps"],
+                   chunks=stats["chunks"], wall_s=wall, env_steps_per_s=stats["steps"] / max(wall, 1e-9),
+                   nodes=stats["nodes"], resumed_chunks=len(done), reused_chunks=stats["reused"])
+    pdir = partition_dir(Path(cfg.out), cfg.domain, cfg.partition_objective, cfg.param, cfg.seed)
+    from replay import atomic_write_bytes
+
+    atomic_write_bytes(pdir / "_bex_run.json", dumps(summary).encode())
+    return summary

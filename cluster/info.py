@@ -1,0 +1,39 @@
+"""``bex info``: a summary of a dataset."""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from replay import Dataset
+
+
+def dataset_info(root) -> dict:
+    ds = Dataset(root)
+    spec = ds.env_spec if ds.files else None
+    parts = []
+    for part in ds.partitions:
+        files = [f for f in ds.files if f.partition == part]
+        episodes = 0
+        for f in files:
+            episodes += int(np.count_nonzero(pq.read_table(f.path, columns=["is_first"]).column(0).to_numpy()))
+        rows = sum(f.num_rows for f in files)
+        parts.append(dict(partition="/".join(f"{k}={v}" for k, v in part.items()), files=len(files),
+                          episodes=episodes, transitions=rows - episodes))
+    return dict(
+        root=str(ds.root), schema_version=ds.meta.get("schema_version"), bex_version=ds.meta.get("bex_version"),
+        partitions=parts, episodes=sum(p["episodes"] for p in parts),
+        transitions=sum(p["transitions"] for p in parts),
+        shapes=None if spec is None else dict(observation=spec.obs_dim, action=spec.action_dim,
+                                              physics=spec.physics_dim),
+        domain=None if spec is None else spec.domain, cached_rewards=ds.cached_tasks())
+
+
+def format_info(d: dict) -> str:
+    lines = [f"dataset      {d['root']}", f"schema       v{d['schema_version']} (written by bex {d['bex_version']})",
+             f"domain       {d['domain']}", f"shapes       {d['shapes']}",
+             f"episodes     {d['episodes']}", f"transitions  {d['transitions']}",
+             f"rewards      {', '.join(d['cached_rewards']) or '(none cached: run bex relabel)'}", "partitions"]
+    for p in d["partitions"]:
+        lines.append(f"  {p['partition']:<50} files={p['files']:<4} episodes={p['episodes']:<5} "
+                     f"transitions={p['transitions']}")
+    return "\n".join(lines)

@@ -1,0 +1,239 @@
+"""Load a bex dataset (or a filtered subset of its partitions) into arrays.
+
+The reader validates every file's footer and schema version before loading, so
+a truncated or corrupt file or one written by an unknown schema version is
+reported by name instead of being half-read.  Arrays are contiguous numpy
+arrays in a fixed order (files sorted by path, rows in file order), so the
+relabel cache and the transitions line up row for row.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from envs import EnvSpec, parse_task
+
+from .schema import (DATASET_META_FILE, META_KEY, PARTITION_KEYS, PARTITION_META_FILE, REWARD_DIR,
+                     SUPPORTED_SCHEMA_VERSIONS)
+
+
+@dataclass(frozen=True)
+class DataFile:
+    path: Path
+    partition: dict[str, str]
+    num_rows: int
+
+
+@dataclass
+class StepArrays:
+    """All rows of the selected files, as contiguous arrays."""
+
+    episode_id: np.ndarray      # (N,) object (str)
+    step: np.ndarray            # (N,) int32
+    observation: np.ndarray     # (N, obs_dim) float32
+    action: np.ndarray          # (N, action_dim) float32
+    physics: np.ndarray         # (N, physics_dim) float64
+    discount: np.ndarray        # (N,) float32
+    is_first: np.ndarray        # (N,) bool
+    is_last: np.ndarray         # (N,) bool
+    reward_intrinsic: np.ndarray  # (N,) float32, NaN where null
+
+    def __len__(self) -> int:
+        return len(self.is_first)
+
+
+@dataclass
+class Transitions:
+    """One-step transitions ``(s, a, r, s', discount)`` plus episode boundaries."""
+
+    obs: np.ndarray
+    action: np.ndarray
+    reward: np.ndarray
+    next_obs: np.ndarray
+    discount: np.ndarray
+    is_last: np.ndarray   # s' is the final observation of its episode (time limit or terminal)
+
+    def __len__(self) -> int:
+        return len(self.reward)
+
+
+def _parse_partition(root: Path, path: Path) -> dict[str, str]:
+    part = {}
+    for comp in path.relative_to(root).parts[:-1]:
+        if "=" in comp:
+            k, v = comp.split("=", 1)
+            part[k] = v
+    return part
+
+
+def _visible(name: str) -> bool:
+    return not name.startswith((".", "_"))
+
+
+class Dataset:
+    """A bex dataset on disk: ``Dataset(root, domain="walker", objective="be")``.
+
+    Keyword filters select partitions (a value or a list of values; compared as
+    strings, so ``param=0.5`` and ``param="0.5"`` are the same).
+    """
+
+    def __init__(self, root: str | os.PathLike, **filters):
+        self.root = Path(root)
+        if not self.root.exists():
+            raise FileNotFoundError(f"dataset {str(self.root)!r} does not exist")
+        if not self.root.is_dir():
+            raise ValueError(f"dataset path {str(self.root)!r} is a file, not a dataset directory")
+        meta_path = self.root / DATASET_META_FILE
+        if not meta_path.exists():
+            raise ValueError(f"{str(self.root)!r} is not a bex dataset (no {DATASET_META_FILE})")
+        self.meta = json.loads(meta_path.read_text())
+        v = self.meta.get("schema_version")
+        if v not in SUPPORTED_SCHEMA_VERSIONS:
+            raise ValueError(f"dataset {str(self.root)!r} has unknown schema version {v!r}; "
+                             f"this bex reads versions {list(SUPPORTED_SCHEMA_VERSIONS)}")
+        for k in filters:
+            if k not in PARTITION_KEYS:
+                raise ValueError(f"unknown partition filter {k!r}; allowed: {', '.join(PARTITION_KEYS)}")
+        self.filters = {k: ({str(x) for x in v} if isinstance(v, (list, tuple, set)) else {str(v)})
+                        for k, v in filters.items() if v is not None}
+        self.files = self._discover()
+
+    # ---------------------------------------------------------------- discovery
+    def _discover(self) -> list[DataFile]:
+        files = []
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            dirnames[:] = sorted(d for d in dirnames if _visible(d))
+            for name in sorted(filenames):
+                if not (_visible(name) and name.endswith(".parquet")):
+                    continue
+                path = Path(dirpath) / name
+                part = _parse_partition(self.root, path)
+                if any(part.get(k) not in vals for k, vals in self.filters.items()):
+                    continue
+                files.append(DataFile(path, part, self._check_file(path)))
+        files.sort(key=lambda f: str(f.path))
+        return files
+
+    @staticmethod
+    def _check_file(path: Path) -> int:
+        try:
+            md = pq.read_metadata(path)
+        except Exception as e:  # truncated or not Parquet at all
+            raise ValueError(f"corrupt or truncated Parquet file {str(path)!r}: {str(e).splitlines()[0]}") from None
+        kv = md.metadata or {}
+        v = kv.get(META_KEY)
+        version = int(v) if v is not None and v.isdigit() else v
+        if version not in SUPPORTED_SCHEMA_VERSIONS:
+            raise ValueError(f"file {str(path)!r} has unknown schema version {version!r}; "
+                             f"this bex reads versions {list(SUPPORTED_SCHEMA_VERSIONS)}")
+        return md.num_rows
+
+    @property
+    def partitions(self) -> list[dict[str, str]]:
+        seen = []
+        for f in self.files:
+            if f.partition not in seen:
+                seen.append(f.partition)
+        return seen
+
+    def partition_meta(self, partition: Mapping[str, str]) -> dict:
+        pdir = self.root.joinpath(*(f"{k}={partition[k]}" for k in PARTITION_KEYS if k in partition))
+        p = pdir / PARTITION_META_FILE
+        return json.loads(p.read_text()) if p.exists() else {}
+
+    @property
+    def env_spec(self) -> EnvSpec:
+        """The environment of the selected files (one domain per loaded dataset)."""
+        domains = sorted({f.partition.get("domain") for f in self.files})
+        if not domains:
+            raise ValueError(f"dataset {str(self.root)!r} has no data files"
+                             + (f" matching {self.filters}" if self.filters else ""))
+        if len(domains) > 1:
+            raise ValueError(f"dataset {str(self.root)!r} mixes domains {domains}; filter with domain=...")
+        meta = self.partition_meta(self.files[0].partition)
+        return EnvSpec.from_dict(meta["env_spec"])
+
+    @property
+    def num_rows(self) -> int:
+        return sum(f.num_rows for f in self.files)
+
+    # ---------------------------------------------------------------- loading
+    def _read(self, f: DataFile, columns: Iterable[str]) -> pa.Table:
+        try:
+            return pq.read_table(f.path, columns=list(columns), use_threads=True)
+        except Exception as e:
+            raise ValueError(f"corrupt Parquet file {str(f.path)!r}: {str(e).splitlines()[0]}") from None
+
+    def load(self, columns: Iterable[str] | None = None) -> StepArrays:
+        """Read the selected files into contiguous arrays (all columns by default)."""
+        spec = self.env_spec
+        cols = list(columns or ("episode_id", "step", "observation", "action", "physics", "discount",
+                                "is_first", "is_last", "reward_intrinsic"))
+        tables = [self._read(f, cols) for f in self.files]
+        table = pa.concat_tables(tables) if tables else None
+        widths = {"observation": spec.obs_dim, "action": spec.action_dim, "physics": spec.physics_dim}
+        out = {}
+        for name in StepArrays.__dataclass_fields__:
+            if name not in cols:
+                out[name] = None
+                continue
+            col = table.column(name).combine_chunks()
+            if name in widths:
+                out[name] = col.values.to_numpy(zero_copy_only=False).reshape(-1, widths[name])
+            elif name == "episode_id":
+                out[name] = np.asarray(col.to_pylist(), dtype=object)
+            elif name == "reward_intrinsic":
+                out[name] = col.fill_null(np.nan).to_numpy(zero_copy_only=False).astype(np.float32)
+            else:
+                out[name] = col.to_numpy(zero_copy_only=False)
+        return StepArrays(**out)
+
+    # ---------------------------------------------------------------- rewards
+    def reward_cache_path(self, f: DataFile, domain: str, task: str) -> Path:
+        return f.path.parent / REWARD_DIR / f"{domain}_{task}" / f.path.name
+
+    def cached_tasks(self) -> list[str]:
+        tasks = set()
+        for f in self.files:
+            rdir = f.path.parent / REWARD_DIR
+            if rdir.is_dir():
+                tasks.update(p.name for p in rdir.iterdir() if (p / f.path.name).exists())
+        return sorted(t for t in tasks if all((f.path.parent / REWARD_DIR / t / f.path.name).exists()
+                                               for f in self.files))
+
+    def rewards(self, task: str) -> np.ndarray:
+        """Cached task rewards for every row (run ``relabel`` first)."""
+        domain, task = parse_task(task, self.env_spec.domain)
+        parts = []
+        for f in self.files:
+            p = self.reward_cache_path(f, domain, task)
+            if not p.exists():
+                raise ValueError(f"task {domain}_{task} is not relabelled for {str(f.path)!r}; "
+                                 f"run `bex relabel {self.root} --task {domain}_{task}`")
+            t = pq.read_table(p)
+            if t.num_rows != f.num_rows:
+                raise ValueError(f"reward cache {str(p)!r} has {t.num_rows} rows, data file has {f.num_rows}; "
+                                 f"delete it and relabel")
+            parts.append(t.column("reward").to_numpy())
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+    def transitions(self, task: str | None = None, steps: StepArrays | None = None,
+                    reward: np.ndarray | None = None) -> Transitions:
+        """Transitions for ``task`` (rewards from the relabel cache), or intrinsic rewards when ``task`` is None."""
+        steps = steps or self.load(("observation", "action", "discount", "is_first", "is_last",
+                                    "reward_intrinsic"))
+        if reward is None:
+            reward = self.rewards(task) if task is not None else steps.reward_intrinsic
+        idx = np.flatnonzero(~steps.is_first)
+        if len(steps) and not steps.is_first[0]:
+            raise ValueError("dataset does not start with an episode's first row")
+        return Transitions(obs=steps.observation[idx - 1], action=steps.action[idx],
+                           reward=np.asarray(reward, dtype=np.float32)[idx], next_obs=steps.observation[idx],
+                           discount=steps.discount[idx], is_last=steps.is_last[idx])
