@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -167,33 +168,55 @@ class Dataset:
     # ---------------------------------------------------------------- loading
     def _read(self, f: DataFile, columns: Iterable[str]) -> pa.Table:
         try:
-            return pq.read_table(f.path, columns=list(columns), use_threads=True)
+            return pq.read_table(f.path, columns=list(columns), use_threads=False)
         except Exception as e:
             raise ValueError(f"corrupt Parquet file {str(f.path)!r}: {str(e).splitlines()[0]}") from None
 
-    def load(self, columns: Iterable[str] | None = None) -> StepArrays:
-        """Read the selected files into contiguous arrays (all columns by default)."""
+    def load(self, columns: Iterable[str] | None = None, threads: int | None = None) -> StepArrays:
+        """Read the selected files into contiguous arrays (all columns by default).
+
+        Output arrays are allocated once from the footers' row counts and each
+        file is decoded straight into its slice (files decode in parallel
+        threads; Arrow releases the GIL), so the data is copied once.
+        """
         spec = self.env_spec
-        cols = list(columns or ("episode_id", "step", "observation", "action", "physics", "discount",
-                                "is_first", "is_last", "reward_intrinsic"))
-        tables = [self._read(f, cols) for f in self.files]
-        table = pa.concat_tables(tables) if tables else None
+        cols = list(columns or StepArrays.__dataclass_fields__)
+        unknown = [c for c in cols if c not in StepArrays.__dataclass_fields__]
+        if unknown:
+            raise ValueError(f"unknown column(s) {unknown}; allowed: {list(StepArrays.__dataclass_fields__)}")
+        n = self.num_rows
         widths = {"observation": spec.obs_dim, "action": spec.action_dim, "physics": spec.physics_dim}
-        out = {}
-        for name in StepArrays.__dataclass_fields__:
-            if name not in cols:
-                out[name] = None
-                continue
-            col = table.column(name).combine_chunks()
-            if name in widths:
-                out[name] = col.values.to_numpy(zero_copy_only=False).reshape(-1, widths[name])
-            elif name == "episode_id":
-                out[name] = np.asarray(col.to_pylist(), dtype=object)
-            elif name == "reward_intrinsic":
-                out[name] = col.fill_null(np.nan).to_numpy(zero_copy_only=False).astype(np.float32)
-            else:
-                out[name] = col.to_numpy(zero_copy_only=False)
-        return StepArrays(**out)
+        dtypes = {"observation": np.float32, "action": np.float32, "physics": np.float64, "step": np.int32,
+                  "discount": np.float32, "is_first": np.bool_, "is_last": np.bool_,
+                  "reward_intrinsic": np.float32, "episode_id": object}
+        out = {c: np.empty((n, widths[c]) if c in widths else n, dtype=dtypes[c]) for c in cols}
+        offsets = np.concatenate([[0], np.cumsum([f.num_rows for f in self.files])]).astype(int)
+
+        def fill(i: int) -> None:
+            f, lo, hi = self.files[i], offsets[i], offsets[i + 1]
+            table = self._read(f, cols)
+            if table.num_rows != hi - lo:
+                raise ValueError(f"corrupt Parquet file {str(f.path)!r}: footer says {hi - lo} rows, "
+                                 f"read {table.num_rows}")
+            for c in cols:
+                col = table.column(c).combine_chunks()
+                if c in widths:
+                    out[c][lo:hi] = col.values.to_numpy(zero_copy_only=False).reshape(-1, widths[c])
+                elif c == "episode_id":
+                    out[c][lo:hi] = col.to_pylist()
+                elif c == "reward_intrinsic":
+                    out[c][lo:hi] = col.fill_null(np.nan).to_numpy(zero_copy_only=False)
+                else:
+                    out[c][lo:hi] = col.to_numpy(zero_copy_only=False)
+
+        workers = min(threads or os.cpu_count() or 1, max(1, len(self.files)))
+        if workers > 1:
+            with ThreadPoolExecutor(workers) as pool:
+                list(pool.map(fill, range(len(self.files))))
+        else:
+            for i in range(len(self.files)):
+                fill(i)
+        return StepArrays(**{c: out.get(c) for c in StepArrays.__dataclass_fields__})
 
     # ---------------------------------------------------------------- rewards
     def reward_cache_path(self, f: DataFile, domain: str, task: str) -> Path:

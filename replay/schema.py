@@ -40,14 +40,19 @@ def bex_version() -> str:
         return "0+source"
 
 
+def _vector(dtype: pa.DataType, width: int) -> pa.DataType:
+    """A fixed-width vector column; non-null items skip Parquet's item definition levels."""
+    return pa.list_(pa.field("element", dtype, nullable=False), width)
+
+
 def step_schema(obs_dim: int, action_dim: int, physics_dim: int) -> pa.Schema:
     """The Arrow schema of one dataset file (without partition columns)."""
     fields = [
         pa.field("episode_id", pa.string(), nullable=False),
         pa.field("step", pa.int32(), nullable=False),
-        pa.field("observation", pa.list_(pa.float32(), obs_dim), nullable=False),
-        pa.field("action", pa.list_(pa.float32(), action_dim), nullable=False),
-        pa.field("physics", pa.list_(pa.float64(), physics_dim), nullable=False),
+        pa.field("observation", _vector(pa.float32(), obs_dim), nullable=False),
+        pa.field("action", _vector(pa.float32(), action_dim), nullable=False),
+        pa.field("physics", _vector(pa.float64(), physics_dim), nullable=False),
         pa.field("discount", pa.float32(), nullable=False),
         pa.field("is_first", pa.bool_(), nullable=False),
         pa.field("is_last", pa.bool_(), nullable=False),
@@ -101,7 +106,7 @@ class Episode:
             arr = np.ascontiguousarray(arr, dtype=dtype)
             if arr.shape != (n, width):
                 raise ValueError(f"episode {self.episode_id!r}: {name} has shape {arr.shape}, expected {(n, width)}")
-            return pa.FixedSizeListArray.from_arrays(pa.array(arr.reshape(-1)), width)
+            return pa.FixedSizeListArray.from_arrays(pa.array(arr.reshape(-1)), type=_vector(pa.from_numpy_dtype(dtype), width))
 
         is_first = np.zeros(n, dtype=bool)
         is_first[0] = True

@@ -100,7 +100,9 @@ def ensure_partition_meta(pdir: Path, env_spec: EnvSpec, config: dict, run_key: 
             "config": config, "run_key": run_key}
     if meta_path.exists():
         old = json.loads(meta_path.read_text())
-        if old.get("env_spec") != json.loads(dumps(env_spec.to_dict())):
+        same_env = {k: v for k, v in old.get("env_spec", {}).items() if k != "task"} == \
+            {k: v for k, v in json.loads(dumps(env_spec.to_dict())).items() if k != "task"}
+        if not same_env:
             raise ValueError(f"partition {str(pdir)!r} holds data of another environment "
                              f"({old.get('env_spec', {}).get('domain')}); choose another --out")
         if run_key is not None and old.get("run_key") not in (None, run_key):
@@ -152,7 +154,8 @@ class DatasetWriter:
         path = self.pdir / f"{self.writer_id}-{self.seq:06d}.parquet"
         tmp = self.pdir / f".{path.name}.tmp-{os.getpid()}"
         try:
-            pq.write_table(table, tmp, compression=COMPRESSION, row_group_size=max(1, table.num_rows))
+            pq.write_table(table, tmp, compression=COMPRESSION, row_group_size=max(1, table.num_rows),
+                           use_dictionary=["episode_id"])
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
         except BaseException:

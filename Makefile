@@ -1,0 +1,41 @@
+# Two entry points: `make demo` and `make test`. Both create or refresh .venv first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.bex-installed
+PYTEST_ARGS ?=
+
+# Headless MuJoCo, and keep the embedded Ray on loopback (Ray rewrites 127.0.0.1
+# to the machine's network address but keeps 127.0.0.2).
+export MUJOCO_GL ?= disable
+export BEX_NODE_IP ?= 127.0.0.2
+export PYTHONUNBUFFERED := 1
+
+.PHONY: install demo test test-fast bench clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first: the pinned CPU build is on disk here; an unpinned torch pulls CUDA wheels.
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/bex demo
+
+# The whole suite, Ray end-to-end tests included (select them with -m ray).
+test: install
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS) tests
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not ray and not slow" tests
+
+bench: install
+	for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b --quick || exit 1; done
+
+clean:
+	rm -rf $(VENV) bex_runs .pytest_cache

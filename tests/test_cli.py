@@ -1,0 +1,106 @@
+"""The bex command line: bad input fails fast with one line; a real Ray collection end to end."""
+import json
+import subprocess
+
+import numpy as np
+import pytest
+
+from replay import Dataset
+from tests.conftest import BEX
+
+
+def bex(*args, timeout=240):
+    return subprocess.run([BEX, *map(str, args)], capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_line_error(p, *needles):
+    assert p.returncode != 0, p.stdout
+    lines = [line for line in p.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("bex: error: "), p.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("args,needles", [
+    (["--domain", "robot"], ["unknown domain 'robot'"]),
+    (["--steps", "0"], ["steps must be a positive integer, got 0"]),
+    (["--steps", "-5"], ["got -5"]),
+    (["--actors", "0"], ["actors must be a positive integer, got 0"]),
+    (["--explorer", "magic"], ["unknown explorer 'magic'"]),
+])
+def test_collect_bad_input(tmp_path, args, needles):
+    p = bex("collect", "--out", tmp_path / "d", *args)
+    assert_one_line_error(p, *needles)
+    assert not (tmp_path / "d").exists()  # nothing half-written
+
+
+def test_collect_out_is_a_file(tmp_path):
+    f = tmp_path / "f"
+    f.write_text("x")
+    assert_one_line_error(bex("collect", "--out", f, "--steps", "10"), "is a file")
+    assert f.read_text() == "x"
+
+
+def _small_dataset(root):
+    from replay import DatasetWriter
+    from tests.helpers import collect_episode
+
+    ep, live, spec = collect_episode("walker", "stand", seed=0, steps=40)
+    with DatasetWriter(root, spec, "random", None, 0) as w:
+        w.write_episode(ep)
+    return w.files[0], live
+
+
+def test_relabel_info_export_bad_input(tmp_path):
+    assert_one_line_error(bex("info", tmp_path / "nope"), "does not exist")
+    f, _ = _small_dataset(tmp_path / "d")
+    assert_one_line_error(bex("relabel", tmp_path / "d", "--task", "quadruped_walk", "--local"),
+                          "belongs to domain 'quadruped'")
+    assert_one_line_error(bex("relabel", tmp_path / "d", "--task", "fly", "--local"), "unknown task 'fly'")
+    assert_one_line_error(bex("export", tmp_path / "d", "--task", "stand", "--out", tmp_path / "x.npz"),
+                          "not relabelled")
+    assert not (tmp_path / "x.npz").exists()
+    data = f.read_bytes()
+    f.write_bytes(data[:100])
+    assert_one_line_error(bex("info", tmp_path / "d"), "corrupt or truncated", f.name)
+
+
+def test_relabel_local_info_export_roundtrip(tmp_path):
+    f, live = _small_dataset(tmp_path / "d")
+    p = bex("relabel", tmp_path / "d", "--task", "walker_stand", "--task", "run", "--local", "--workers", "1")
+    assert p.returncode == 0, p.stderr
+    assert [json.loads(x)["task"] for x in p.stdout.splitlines()] == ["walker_stand", "walker_run"]
+    info = json.loads(bex("info", tmp_path / "d", "--json").stdout)
+    assert info["episodes"] == 1 and info["transitions"] == 40 and info["schema_version"] == 1
+    assert info["cached_rewards"] == ["walker_run", "walker_stand"]
+    assert info["shapes"] == {"observation": 24, "action": 6, "physics": 18}
+    assert bex("export", tmp_path / "d", "--task", "stand", "--out", tmp_path / "x.npz").returncode == 0
+    np.testing.assert_allclose(np.load(tmp_path / "x.npz")["rewards"], live[1:], atol=1e-6)
+
+
+@pytest.mark.ray
+def test_collect_random_with_two_actors_exact_steps(tmp_path):
+    out = tmp_path / "d"
+    p = bex("collect", "--out", out, "--steps", 2500, "--actors", 2, "--seed", 4, "--episodes-per-chunk", 1)
+    assert p.returncode == 0, p.stderr
+    summary = json.loads(p.stdout.strip().splitlines()[-1])
+    assert summary["steps"] == 2500
+    ds = Dataset(out)
+    arr = ds.load(["episode_id", "step", "is_first", "is_last"])
+    assert len(arr) - arr.is_first.sum() == 2500 and arr.is_first.sum() == 3
+    keys = set(zip(arr.episode_id, arr.step))
+    assert len(keys) == len(arr)  # no duplicated (episode_id, step)
+    assert len(ds.files) == 3 and ds.partitions[0]["seed"] == "4"
+    # the same command again refuses to mix data; --resume finds everything done
+    assert_one_line_error(bex("collect", "--out", out, "--steps", 2500, "--actors", 2, "--seed", 4,
+                              "--episodes-per-chunk", 1), "--resume")
+    p = bex("collect", "--out", out, "--steps", 2500, "--actors", 1, "--seed", 4, "--episodes-per-chunk", 1,
+            "--resume")
+    assert p.returncode == 0, p.stderr
+    assert len(Dataset(out).files) == 3
+    # a different run into the same partition is refused before any actor starts
+    assert_one_line_error(bex("collect", "--out", out, "--steps", 3000, "--seed", 4), "different run")
+    # relabel through Ray tasks
+    p = bex("relabel", out, "--task", "walker_walk")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout.splitlines()[-1])["computed_rows"] == len(arr)
