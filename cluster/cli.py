@@ -142,6 +142,95 @@ def export(dataset: Path = typer.Argument(..., help="dataset root"),
 
 
 @app.command()
+def train(
+    dataset: Path = typer.Option(..., "--dataset", help="dataset root"),
+    task: str = typer.Option(..., "--task", help="walker_stand or stand"),
+    learner: str = typer.Option("td3", "--learner"),
+    preset: str = typer.Option("small", "--preset", help="small | paper"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="gradient steps (default: 10000)"),
+    seed: int = typer.Option(0, "--seed"),
+    eval_every: Optional[int] = typer.Option(None, "--eval-every"),
+    eval_episodes: int = typer.Option(5, "--eval-episodes"),
+    objective: Optional[str] = typer.Option(None, "--objective", help="partition filter"),
+    param: Optional[str] = typer.Option(None, "--param", help="partition filter"),
+    set_: List[str] = typer.Option([], "--set", help="learner hyperparameter KEY=VALUE (repeatable)"),
+    storage: Path = typer.Option(Path("bex_runs/train"), "--storage", help="Tune results root"),
+    name: Optional[str] = typer.Option(None, "--name", help="experiment name (default: generated)"),
+    max_failures: int = typer.Option(2, "--max-failures"),
+):
+    """Train one offline learner as a Tune trial; prints one JSON line of final metrics."""
+    import yaml
+
+    from .train import TrialConfig, run_trials
+
+    try:
+        overrides = {}
+        for kv in set_:
+            if "=" not in kv:
+                raise ValueError(f"--set expects KEY=VALUE, got {kv!r}")
+            k, v = kv.split("=", 1)
+            overrides[k] = yaml.safe_load(v)
+        filters = {k: v for k, v in (("objective", objective), ("param", param)) if v is not None}
+        steps = steps or 10_000
+        cfg = TrialConfig.from_dict(dict(dataset=str(dataset), task=task, learner=learner, preset=preset,
+                                         steps=steps, seed=seed, eval_every=eval_every or steps,
+                                         eval_episodes=eval_episodes, learner_config=overrides, filters=filters,
+                                         report_every=min(1000, steps)))
+        name = name or f"train-{learner}-{Path(dataset).name}-{task}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+        grid = run_trials([cfg], name=name, storage=str(storage), resources={"cpu": 1}, max_failures=max_failures,
+                          verbose=0)
+    except (ValueError, FileNotFoundError) as e:
+        fail(str(e))
+    r = grid[0]
+    if r.error:
+        fail(f"trial failed: {str(r.error).splitlines()[0]}", code=1)
+    m = r.metrics
+    typer.echo(json.dumps({"eval/return_mean": m.get("eval/return_mean"), "eval/return_std": m.get("eval/return_std"),
+                           "steps": m.get("steps"), "wall_s": round(m.get("wall_s", 0.0), 2),
+                           "resumed_from": m.get("resumed_from"), "path": r.path}))
+
+
+@app.command()
+def sweep(config: Path = typer.Argument(..., help="tune_configs/*.yaml"),
+          resume: bool = typer.Option(False, "--resume", help="continue an interrupted sweep"),
+          storage: Optional[Path] = typer.Option(None, "--storage", help="override the config's storage root")):
+    """Run a Tune grid of offline trials (datasets x tasks x learners x seeds x hyperparameters)."""
+    from .results import write_results
+    from .sweep import SweepConfig
+    from .train import run_trials
+
+    try:
+        sc = SweepConfig.from_yaml(config)
+        trials = sc.trials()
+        root = str(storage or sc.storage)
+        typer.echo(f"[sweep {sc.name}] {len(trials)} trials -> {root}/{sc.name}", err=True)
+        grid = run_trials(trials, name=sc.name, storage=root, resources=sc.resources,
+                          max_concurrent=sc.max_concurrent_trials, max_failures=sc.max_failures, resume=resume)
+        errors = sum(1 for r in grid if r.error)
+        out = write_results(Path(root) / sc.name)
+    except (ValueError, FileNotFoundError) as e:
+        fail(str(e))
+    typer.echo(out["markdown"])
+    typer.echo(f"[sweep {sc.name}] {len(trials) - errors}/{len(trials)} trials ok; tables: {out['md']}, {out['csv']}",
+               err=True)
+    if errors:
+        raise typer.Exit(1)
+
+
+@app.command()
+def results(run: Path = typer.Argument(..., help="Tune experiment directory (STORAGE/NAME)")):
+    """Print and write the results table (Markdown, CSV) and learning-curve PNGs of a sweep."""
+    from .results import write_results
+
+    try:
+        out = write_results(run)
+    except (ValueError, FileNotFoundError) as e:
+        fail(str(e))
+    typer.echo(out["markdown"])
+    typer.echo(f"written: {out['md']}, {out['csv']}, {len(out['plots'])} plot(s)", err=True)
+
+
+@app.command()
 def demo(root: Path = typer.Option(Path("bex_runs/demo"), "--root", help="run root of the demo"),
          steps: int = typer.Option(4000, help="environment steps per dataset")):
     """Run the whole pipeline at small scale on the embedded local Ray."""

@@ -1,0 +1,137 @@
+"""``bex results``: the paper's Table 1 layout from a Tune experiment directory.
+
+Rows are datasets (explorer / objective / parameter), columns task × learner,
+cells the mean ± std over seeds of each trial's final ``eval/return_mean``; the
+best cell of each column is marked.  Written as ``results.md`` and
+``results.csv`` in the run directory, plus one learning-curve PNG per
+task × learner under ``curves/``.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from replay import atomic_write_bytes
+
+
+def read_trials(run_dir: str | Path) -> list[dict]:
+    """Every trial of a Tune experiment: its TrialConfig dict and its reported rows."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run directory {str(run_dir)!r} does not exist")
+    trials = []
+    for params in sorted(run_dir.glob("*/params.json")):
+        cfg = json.loads(params.read_text()).get("trial")
+        if cfg is None:
+            continue
+        rows = []
+        result = params.with_name("result.json")
+        if result.exists():
+            for line in result.read_text().splitlines():
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError:
+                        pass  # a trial killed mid-write leaves a partial last line
+        trials.append({"config": cfg, "rows": rows, "dir": str(params.parent)})
+    if not trials:
+        raise ValueError(f"{str(run_dir)!r} holds no bex trials (no */params.json)")
+    return trials
+
+
+def _learner_label(cfg: dict) -> str:
+    extra = ",".join(f"{k}={v}" for k, v in sorted(cfg.get("learner_config", {}).items()))
+    return cfg["learner"] + (f"[{extra}]" if extra else "")
+
+
+def results_table(run_dir: str | Path) -> dict:
+    """Aggregate final evaluation returns; returns rows, columns and cells."""
+    cells: dict[tuple[str, str], list[float]] = defaultdict(list)
+    curves: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    incomplete = 0
+    for tr in read_trials(run_dir):
+        cfg = tr["config"]
+        evals = [r for r in tr["rows"] if "eval/return_mean" in r]
+        if not evals or evals[-1].get("steps", 0) < cfg["steps"]:
+            incomplete += 1
+        if not evals:
+            continue
+        row = cfg.get("label") or Path(cfg["dataset"]).name
+        col = f"{cfg['task']} {_learner_label(cfg)}"
+        cells[(row, col)].append(float(evals[-1]["eval/return_mean"]))
+        curves[col][row].append(([r["steps"] for r in evals], [r["eval/return_mean"] for r in evals]))
+    rows = sorted({r for r, _ in cells})
+    cols = sorted({c for _, c in cells})
+    return {"rows": rows, "cols": cols, "cells": {k: v for k, v in cells.items()}, "curves": curves,
+            "incomplete_trials": incomplete}
+
+
+def format_markdown(tab: dict) -> str:
+    rows, cols, cells = tab["rows"], tab["cols"], tab["cells"]
+    best = {c: max((np.mean(cells[(r, c)]) for r in rows if (r, c) in cells), default=None) for c in cols}
+    out = ["| dataset | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    for r in rows:
+        line = [r]
+        for c in cols:
+            v = cells.get((r, c))
+            if not v:
+                line.append("–")
+                continue
+            s = f"{np.mean(v):.1f} ± {np.std(v):.1f} (n={len(v)})"
+            line.append(f"**{s}**" if np.mean(v) == best[c] else s)
+        out.append("| " + " | ".join(line) + " |")
+    if tab["incomplete_trials"]:
+        out.append(f"\n{tab['incomplete_trials']} trial(s) did not reach their final step; their last evaluation is used.")
+    return "\n".join(out)
+
+
+def write_results(run_dir: str | Path) -> dict:
+    run_dir = Path(run_dir)
+    tab = results_table(run_dir)
+    md = format_markdown(tab)
+    atomic_write_bytes(run_dir / "results.md", (md + "\n").encode())
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["dataset", "column", "mean", "std", "n", "returns"])
+    for (r, c), v in sorted(tab["cells"].items()):
+        w.writerow([r, c, f"{np.mean(v):.3f}", f"{np.std(v):.3f}", len(v), " ".join(f"{x:.3f}" for x in v)])
+    atomic_write_bytes(run_dir / "results.csv", buf.getvalue().encode())
+    pngs = _plot_curves(run_dir, tab["curves"])
+    return {"markdown": md, "csv": str(run_dir / "results.csv"), "md": str(run_dir / "results.md"), "plots": pngs}
+
+
+def _plot_curves(run_dir: Path, curves) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = run_dir / "curves"
+    out_dir.mkdir(exist_ok=True)
+    paths = []
+    for col, by_row in sorted(curves.items()):
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for row, runs in sorted(by_row.items()):
+            n = min(len(s) for s, _ in runs)
+            steps = np.array(runs[0][0][:n])
+            vals = np.array([v[:n] for _, v in runs])
+            m, s = vals.mean(0), vals.std(0)
+            ax.plot(steps, m, label=row)
+            ax.fill_between(steps, m - s, m + s, alpha=0.2)
+        ax.set_xlabel("gradient steps")
+        ax.set_ylabel("evaluation return")
+        ax.set_title(col)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=100)
+        plt.close(fig)
+        p = out_dir / (col.replace(" ", "_").replace("/", "-").replace("[", "").replace("]", "") + ".png")
+        atomic_write_bytes(p, buf.getvalue())
+        paths.append(str(p))
+    return paths

@@ -1,0 +1,145 @@
+"""Offline training on Ray Tune: bad input before Tune starts, checkpoint resume, sweep + results table."""
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cluster.sweep import SweepConfig
+from cluster.train import TrialConfig
+from replay import DatasetWriter
+from tests.conftest import BEX
+from tests.helpers import collect_episode
+
+
+@pytest.fixture(scope="module")
+def walker_data(tmp_path_factory):
+    """Two small walker 'datasets' (partitions) of random episodes."""
+    root = tmp_path_factory.mktemp("data") / "walker"
+    for objective, param, seed in [("be", 0.5, 1), ("shannon", None, 2)]:
+        with DatasetWriter(root, collect_episode("walker", "stand", 0, 5)[2], objective, param, 0) as w:
+            for i in range(2):
+                ep, _, _ = collect_episode("walker", "stand", seed * 10 + i, 400, episode_id=f"{objective}{i}")
+                w.write_episode(ep)
+    return root
+
+
+def bex(*args, timeout=600):
+    return subprocess.run([BEX, *map(str, args)], capture_output=True, text=True, timeout=timeout)
+
+
+def one_line_error(p, needle):
+    assert p.returncode != 0
+    lines = [x for x in p.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("bex: error:") and needle in lines[0], p.stderr
+
+
+def test_trial_config_is_strict(walker_data):
+    base = dict(dataset=str(walker_data), task="walker_stand")
+    assert TrialConfig.from_dict(base).resolved_learner_config()["hidden_dim"] == 256  # small preset
+    with pytest.raises(ValueError, match="unknown learner 'td4'"):
+        TrialConfig.from_dict(dict(base, learner="td4"))
+    with pytest.raises(ValueError, match=r"unknown trial key\(s\) \['stepz'\]"):
+        TrialConfig.from_dict(dict(base, stepz=3))
+    with pytest.raises(ValueError, match=r"unknown td3 hyperparameter\(s\) \['gama'\]"):
+        TrialConfig.from_dict(dict(base, learner_config={"gama": 0.9}))
+    with pytest.raises(ValueError, match="steps must be a positive integer"):
+        TrialConfig.from_dict(dict(base, steps=0))
+
+
+def test_train_bad_input_fails_before_tune(walker_data, tmp_path):
+    one_line_error(bex("train", "--dataset", walker_data, "--task", "walker_stand", "--learner", "sac",
+                       "--storage", tmp_path), "unknown learner 'sac'")
+    one_line_error(bex("train", "--dataset", walker_data, "--task", "quadruped_walk", "--storage", tmp_path),
+                   "belongs to domain 'quadruped'")
+    one_line_error(bex("train", "--dataset", tmp_path / "nope", "--task", "stand", "--storage", tmp_path),
+                   "does not exist")
+    one_line_error(bex("train", "--dataset", walker_data, "--task", "stand", "--set", "lr=-1",
+                       "--storage", tmp_path), "lr")
+    assert not any(tmp_path.iterdir())  # nothing started, nothing written
+
+
+def test_sweep_yaml_validation(walker_data, tmp_path):
+    good = dict(name="s", datasets=[str(walker_data)], tasks=["walker_stand"], learners=["td3", "bc"],
+                seeds=[0, 1], grid={"td3": {"bc_alpha": [0.0, 2.5]}})
+    trials = SweepConfig.from_dict(good).trials()
+    # 2 dataset rows (be/0.5, shannon) x (td3 x 2 bc_alpha + bc) x 2 seeds
+    assert len(trials) == 2 * 3 * 2
+    assert {t.label for t in trials} == {"be/0.5", "shannon"}
+    assert {t.filters["objective"] for t in trials} == {"be", "shannon"}
+    for bad, needle in [(dict(good, learnerz=["td3"]), "unknown key(s) ['learnerz']"),
+                        (dict(good, learners=["td3", "nope"]), "unknown learner 'nope'"),
+                        (dict(good, tasks=["quadruped_walk"]), "no dataset of domain 'quadruped'"),
+                        (dict(good, grid={"td3": {"tau": [2.0]}}), "tau"),
+                        (dict(good, datasets=[{"path": str(walker_data), "filtr": {}}]), "unknown key(s) ['filtr']"),
+                        (dict(good, datasets=[str(tmp_path / "none")]), "does not exist")]:
+        with pytest.raises((ValueError, FileNotFoundError)) as e:
+            SweepConfig.from_dict(bad).trials()
+        assert needle in str(e.value) and "\n" not in str(e.value)
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("name: s\ndatasets: [x]\ntasks: [walker_stand]\nlearners: [td3]\nunknown_key: 1\n")
+    one_line_error(bex("sweep", cfg), "unknown key(s) ['unknown_key']")
+
+
+@pytest.mark.ray
+def test_killed_trial_resumes_from_checkpoint(walker_data, tmp_path):
+    """Kill the trial's worker process after its first checkpoint; Tune restarts it from there."""
+    proc = subprocess.Popen([BEX, "train", "--dataset", walker_data, "--task", "walker_stand", "--learner", "td3",
+                             "--steps", "3000", "--eval-every", "1000", "--eval-episodes", "1", "--storage",
+                             tmp_path, "--name", "kill", "--max-failures", "3"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not list(tmp_path.glob("kill/*/checkpoint_000000")):
+        time.sleep(0.5)
+    assert list(tmp_path.glob("kill/*/checkpoint_000000")), "no checkpoint appeared"
+    pids = subprocess.run(["pgrep", "-f", "ray::ImplicitFunc.train"], capture_output=True, text=True).stdout.split()
+    assert pids
+    for pid in pids:
+        os.kill(int(pid), signal.SIGKILL)
+    out, err = proc.communicate(timeout=400)
+    assert proc.returncode == 0, err[-2000:]
+    final = json.loads(out.strip().splitlines()[-1])
+    assert final["steps"] == 3000
+    assert final["resumed_from"] in (1000, 2000)  # continued its step count from a checkpoint
+    rows = [json.loads(x) for x in next(tmp_path.glob("kill/*/result.json")).read_text().splitlines() if x.strip()]
+    assert rows[-1]["steps"] == 3000
+    assert np.isfinite(final["eval/return_mean"])
+
+
+@pytest.mark.ray
+def test_sweep_then_results_table(walker_data, tmp_path):
+    cfg = tmp_path / "sweep.yaml"
+    cfg.write_text(f"""
+name: tiny
+storage: {tmp_path / 'runs'}
+datasets: [{walker_data}]
+tasks: [walker_stand]
+learners: [bc]
+seeds: [0, 1]
+steps: 200
+eval_every: 100
+eval_episodes: 1
+report_every: 100
+max_concurrent_trials: 2
+""")
+    p = bex("sweep", cfg)
+    assert p.returncode == 0, p.stderr[-3000:]
+    run = tmp_path / "runs" / "tiny"
+    md = (run / "results.md").read_text()
+    assert "| dataset | walker_stand bc |" in md
+    lines = [x for x in md.splitlines() if x.startswith("| be/0.5") or x.startswith("| shannon")]
+    assert len(lines) == 2 and sum("**" in x for x in lines) == 1  # best of the column marked once
+    assert "(n=2)" in lines[0]
+    csv = (run / "results.csv").read_text().splitlines()
+    assert csv[0] == "dataset,column,mean,std,n,returns" and len(csv) == 3
+    assert list((run / "curves").glob("*.png"))
+    # the same table again from `bex results`
+    p2 = bex("results", run)
+    assert p2.returncode == 0 and p2.stdout.strip() == md.strip()
+    # resuming a finished sweep runs nothing new and keeps the table
+    p3 = bex("sweep", cfg, "--resume")
+    assert p3.returncode == 0, p3.stderr[-2000:]
