@@ -1,0 +1,147 @@
+"""Random Network Distillation on DDPG, as URLB implements it (``agent/rnd.py``).
+
+Source: Burda et al., "Exploration by Random Network Distillation" (ICLR 2019,
+arXiv 1810.12894); reference code ``rll-research/url_benchmark`` ``agent/rnd.py``.
+
+* Observation normalisation: ``BatchNorm1d(obs, affine=False)`` (batch
+  statistics in updates, running statistics otherwise), then clip to
+  ``[-obs_clip, obs_clip]`` (5).
+* Predictor and frozen random target: ``Linear(obs, hidden) -> ReLU ->
+  Linear(hidden, hidden) -> ReLU -> Linear(hidden, rnd_rep_dim)``.
+* Error ``e(s) = mean_j (target_j(s) - pred_j(s))**2``; loss ``mean e``; Adam lr 1e-4.
+* Reward of a sampled transition ``rnd_scale * e(s_t) / (sqrt(var) + 1e-8)``
+  with ``var`` the running variance of all errors seen (URLB ``utils.RMS``,
+  here :class:`entropy.rewards.RunningMean`), computed after the RND step;
+  then one DDPG step (:func:`actors.nets.ddpg_update`) on n-step samples, the
+  single reward replacing the n-step sum as in URLB.
+
+Deliberate differences from URLB: the per-step ``intrinsic_reward(next_obs)``
+for the dataset column is a bex addition — the same formula with the
+BatchNorm in eval mode (running statistics) and the running variance not
+updated; the running variance is kept in float64.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from entropy.rewards import RunningMean
+
+from .config import RNDConfig
+from .nets import DDPG, adam, ddpg_update, weight_init
+from .nstep import NStepBatch, NStepReplay, ReplayExplorer
+
+
+def _mlp(i: int, h: int, o: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(i, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(), nn.Linear(h, o))
+
+
+class RND(nn.Module):
+    """Normaliser, predictor and frozen target."""
+
+    def __init__(self, obs_dim: int, hidden_dim: int, rep_dim: int, obs_clip: float = 5.0):
+        super().__init__()
+        self.obs_clip = obs_clip
+        self.normalize_obs = nn.BatchNorm1d(obs_dim, affine=False)
+        self.predictor = _mlp(obs_dim, hidden_dim, rep_dim)
+        self.target = _mlp(obs_dim, hidden_dim, rep_dim)
+        for p in self.target.parameters():
+            p.requires_grad_(False)
+        self.apply(weight_init)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """Per-sample prediction error (B, 1)."""
+        x = self.normalize_obs(obs).clamp(-self.obs_clip, self.obs_clip)
+        return torch.square(self.target(x).detach() - self.predictor(x)).mean(dim=-1, keepdim=True)
+
+
+class RNDAgent:
+    """DDPG + RND (no replay, no environment)."""
+
+    def __init__(self, obs_dim: int, action_dim: int, config: RNDConfig | Mapping[str, Any] | None = None,
+                 seed: int = 0):
+        self.cfg = config if isinstance(config, RNDConfig) else RNDConfig.from_dict(config)
+        self.device = torch.device(self.cfg.device)
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(int(seed))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            self.ddpg = DDPG(obs_dim, action_dim, self.cfg, self.generator)
+            self.rnd = RND(obs_dim, self.cfg.hidden_dim, self.cfg.rnd_rep_dim, self.cfg.obs_clip).to(self.device)
+        self.rnd_opt = adam([p for p in self.rnd.parameters() if p.requires_grad], self.cfg.lr)
+        self.reward_rms = RunningMean()
+        self.num_updates = 0
+
+    def act(self, obs: np.ndarray, step: int, eval_mode: bool = False) -> np.ndarray:
+        return self.ddpg.act(obs, step, eval_mode).cpu().numpy().astype(np.float32)
+
+    def _scale(self, err: torch.Tensor) -> torch.Tensor:
+        return self.cfg.rnd_scale * err / (float(np.sqrt(self.reward_rms.var)) + 1e-8)
+
+    def update(self, batch: NStepBatch) -> dict[str, float]:
+        batch = batch.to(self.device)
+        self.rnd.train()
+        loss = self.rnd(batch.obs).mean()
+        self.rnd_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.rnd_opt.step()
+        with torch.no_grad():
+            err = self.rnd(batch.obs)
+            self.reward_rms.update(err.cpu().numpy())
+            reward = self._scale(err)
+        metrics = {"rnd/loss": loss.item(), "intr/reward_mean": reward.mean().item(),
+                   "rnd/pred_error_mean": float(self.reward_rms.mean),
+                   "rnd/pred_error_std": float(np.sqrt(self.reward_rms.var))}
+        metrics.update(ddpg_update(self.ddpg, batch.obs, batch.action, reward, batch.discount, batch.next_obs))
+        self.num_updates += 1
+        return metrics
+
+    @torch.no_grad()
+    def step_reward(self, obs: np.ndarray) -> float:
+        """The reward of one observation with running statistics, changing nothing."""
+        self.rnd.eval()
+        try:
+            err = self.rnd(torch.as_tensor(obs, dtype=torch.float32, device=self.device).reshape(1, -1))
+        finally:
+            self.rnd.train()
+        return float(self._scale(err).reshape(-1)[0])
+
+    def state_dict(self) -> dict:
+        return {"ddpg": self.ddpg.state_dict(), "rnd": self.rnd.state_dict(), "rnd_opt": self.rnd_opt.state_dict(),
+                "reward_rms": self.reward_rms.state_dict(), "generator": self.generator.get_state(),
+                "num_updates": self.num_updates}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        state = copy.deepcopy(dict(state))  # optimiser states would otherwise share tensors with the source
+        self.ddpg.load_state_dict(state["ddpg"])
+        self.rnd.load_state_dict(state["rnd"])
+        self.rnd_opt.load_state_dict(state["rnd_opt"])
+        self.reward_rms.load_state_dict(state["reward_rms"])
+        self.generator.set_state(state["generator"])
+        self.num_updates = int(state["num_updates"])
+
+    def policy_state(self) -> dict:
+        return {k: v.detach().cpu().clone() for k, v in self.ddpg.actor.state_dict().items()}
+
+    def load_policy_state(self, state) -> None:
+        self.ddpg.actor.load_state_dict(state)
+
+
+class RNDExplorer(ReplayExplorer):
+    """RND as an :class:`actors.base.Explorer`; ``intrinsic_reward`` is :meth:`RNDAgent.step_reward`."""
+
+    name = "rnd"
+
+    def __init__(self, obs_dim: int, action_dim: int, config: RNDConfig | Mapping[str, Any] | None = None,
+                 seed: int = 0):
+        self.cfg = config if isinstance(config, RNDConfig) else RNDConfig.from_dict(config)
+        self.agent = RNDAgent(obs_dim, action_dim, self.cfg, seed=seed)
+        self.replay = NStepReplay(self.cfg.replay_capacity, obs_dim, action_dim)
+        self._init_common(seed)
+
+    def intrinsic_reward(self, next_obs: np.ndarray) -> float | None:
+        return self.agent.step_reward(next_obs)

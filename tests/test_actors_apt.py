@@ -1,0 +1,259 @@
+"""APT (ICM-APT) agent, n-step replay, k-NN rewards and configs: hand-checked values."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from actors import APTAgent, APTConfig, APTExplorer, BatchKnnReward, NStepReplay, WindowKnnReward
+from actors.nets import DDPG, critic_target, ddpg_update, truncated_normal_sample
+
+torch.set_num_threads(1)
+
+TINY = {"preset": "small", "hidden_dim": 32, "rep_dim": 16, "batch_size": 64, "num_seed_frames": 100,
+        "replay_capacity": 2000}
+OBS, ACT = 7, 3
+
+
+def filled_replay(n=600, episode=200, seed=0, obs_dim=OBS):
+    rng = np.random.default_rng(seed)
+    rb = NStepReplay(5000, obs_dim, ACT)
+    for i in range(n):
+        rb.add(rng.normal(size=obs_dim), rng.uniform(-1, 1, ACT), rng.normal(size=obs_dim), 1.0,
+               i % episode == episode - 1)
+    return rb
+
+
+# --------------------------------------------------------------------------- critic target, n-step replay
+
+def test_critic_target_by_hand():
+    reward = torch.tensor([[1.0], [2.0], [0.5]])
+    discount = torch.tensor([[0.99 ** 3], [0.0], [0.5 * 0.99 ** 3]])
+    q1 = torch.tensor([[10.0], [5.0], [-1.0]])
+    q2 = torch.tensor([[8.0], [7.0], [-3.0]])
+    out = critic_target(reward, discount, q1, q2)
+    expected = [1.0 + 0.970299 * 8.0, 2.0, 0.5 + 0.5 * 0.970299 * -3.0]
+    assert out.shape == (3, 1)
+    np.testing.assert_allclose(out[:, 0].numpy(), expected, rtol=1e-6)
+
+
+def test_ddpg_update_uses_clipped_double_q_target():
+    cfg = APTConfig.from_dict(TINY)
+    g = torch.Generator().manual_seed(3)
+    torch.manual_seed(0)
+    ddpg = DDPG(OBS, ACT, cfg, g)
+    b = filled_replay().sample(16, 3, 0.99, np.random.default_rng(1))
+    reward = torch.linspace(0, 1, 16).unsqueeze(1)
+    g2 = torch.Generator().manual_seed(0)
+    g2.set_state(g.get_state())
+    with torch.no_grad():
+        na = truncated_normal_sample(ddpg.actor(b.next_obs), cfg.stddev, cfg.stddev_clip, g2)
+        tq1, tq2 = ddpg.critic_target(b.next_obs, na)
+        expected = (reward + b.discount * torch.min(tq1, tq2)).mean().item()
+    m = ddpg_update(ddpg, b.obs, b.action, reward, b.discount, b.next_obs)
+    assert m["critic/target_q"] == pytest.approx(expected, rel=1e-5)
+    assert np.allclose(b.discount.numpy(), 0.99 ** 3)
+
+
+def _hand_replay(capacity=50):
+    # episode A: 5 transitions, env discounts 1, .5, 1, 1, 0 (terminal); episode B: 4 transitions.
+    rb = NStepReplay(capacity, 1, 1)
+    disc = [1, 0.5, 1, 1, 0, 1, 1, 1, 1]
+    last = [0, 0, 0, 0, 1, 0, 0, 0, 1]
+    for i in range(9):
+        rb.add([i], [i / 10], [100 + i + 1], disc[i], bool(last[i]))
+    return rb
+
+
+def test_nstep_sample_hand_built_episode():
+    rb = _hand_replay()
+    assert rb.num_valid_starts(3) == 5
+    b = rb.sample(4000, 3, 0.9, np.random.default_rng(0))
+    starts = b.obs[:, 0].numpy().astype(int)
+    assert set(starts) == {0, 1, 2, 5, 6}  # never a window crossing an episode end
+    np.testing.assert_allclose(b.next_obs[:, 0].numpy(), 100 + starts + 3)  # s_{t+n}
+    np.testing.assert_allclose(b.action[:, 0].numpy(), starts / 10, rtol=1e-6)
+    d = {0: 0.5 * 0.729, 1: 0.5 * 0.729, 2: 0.0, 5: 0.729, 6: 0.729}
+    w = {0: [1, 0.9, 0.81 * 0.5], 1: [1, 0.9 * 0.5, 0.81 * 0.5], 2: [1, 0.9, 0.81], 5: [1, 0.9, 0.81],
+         6: [1, 0.9, 0.81]}
+    for s in d:
+        rows = starts == s
+        np.testing.assert_allclose(b.discount[rows, 0].numpy(), d[s], rtol=1e-6)
+        np.testing.assert_allclose(b.step_weights[rows].numpy(), np.tile(w[s], (rows.sum(), 1)), rtol=1e-6)
+
+
+def test_nstep_sample_steps_and_ring_wrap():
+    rb = _hand_replay(capacity=6)  # keeps logical transitions 3..8: valid 3-step starts 5, 6 only
+    b = rb.sample(500, 3, 0.9, np.random.default_rng(1), with_steps=True)
+    starts = b.obs[:, 0].numpy().astype(int)
+    assert set(starts) == {5, 6}
+    np.testing.assert_allclose(b.step_obs[:, :, 0].numpy(), starts[:, None] + np.arange(3))
+    with pytest.raises(ValueError, match="nstep"):
+        NStepReplay(10, 1, 1).sample(2, 3, 0.9, np.random.default_rng(0))
+
+
+def test_nstep_replay_state_dict_round_trip():
+    rb = _hand_replay(capacity=6)
+    rb2 = NStepReplay(6, 1, 1)
+    rb2.load_state_dict(rb.state_dict())
+    b1 = rb.sample(50, 2, 0.9, np.random.default_rng(5))
+    b2 = rb2.sample(50, 2, 0.9, np.random.default_rng(5))
+    assert torch.equal(b1.obs, b2.obs) and torch.equal(b1.discount, b2.discount)
+
+
+# --------------------------------------------------------------------------- k-NN rewards
+
+def _numpy_rewards(rep, k, objective, avg, rms, clip, alpha=0.5, q=1.1, c=1.0):
+    x = rep.astype(np.float64)
+    dist = np.sqrt(((x[:, None, :] - x[None, :, :]) ** 2).sum(-1))
+    knn = np.sort(dist, axis=1)[:, :k]  # own zero distance included (URLB)
+    d = knn if avg else knn[:, -1:]
+    if rms:  # URLB RMS after one batch: M = mean * n / (1e-4 + n)
+        d = d / (d.mean() * d.size / (1e-4 + d.size))
+    d = np.maximum(d - clip, 0.0)
+    R = d.mean(axis=1)
+    if objective == "shannon":
+        return np.log(c + R)
+    if objective == "renyi":
+        return (c + R) ** (1 - q) / (1 - q)
+    beta = math.log(512) ** (1 - alpha)
+    L = np.log(c + R)
+    return R * np.exp(-beta * L ** alpha) * beta * L ** alpha
+
+
+@pytest.mark.parametrize("objective,avg,rms,clip", [
+    ("shannon", True, False, 0.0), ("shannon", False, False, 0.0), ("be", True, False, 0.0),
+    ("be", True, True, 0.05), ("renyi", True, False, 0.0), ("renyi", False, True, 0.1)])
+def test_batch_knn_reward_matches_brute_force(objective, avg, rms, clip):
+    rep = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32)
+    cfg = APTConfig.from_dict({**TINY, "k": 5, "objective": objective, "knn_avg": avg, "knn_rms": rms,
+                               "knn_clip": clip, "alpha": 0.5, "q": 1.1})
+    r = BatchKnnReward(cfg)(torch.from_numpy(rep))
+    assert r.shape == (50,) and r.dtype == torch.float32
+    np.testing.assert_allclose(r.numpy(), _numpy_rewards(rep, 5, objective, avg, rms, clip), rtol=1e-5, atol=1e-6)
+
+
+def test_knn_query_does_not_change_state_and_window_mode_runs():
+    cfg = APTConfig.from_dict({**TINY, "k": 4, "knn_rms": True})
+    f = BatchKnnReward(cfg)
+    rep = torch.randn(30, 5)
+    assert f.query(rep[:2]) is None
+    f(rep)
+    before = f.state_dict()["transform"]
+    q = f.query(rep[:3])
+    assert q.shape == (3,) and torch.isfinite(q).all()
+    assert f.state_dict()["transform"] == before
+
+
+def test_window_knn_reward_excludes_own_copy():
+    w = WindowKnnReward(APTConfig.from_dict({**TINY, "k": 4, "knn_mode": "window", "knn_window": 50}))
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(30, 5)).astype(np.float32), rng.normal(size=(30, 5)).astype(np.float32)
+    w(torch.from_numpy(a))
+    out = w(torch.from_numpy(b)).numpy()
+    ref = np.concatenate([a[10:], b]).astype(np.float64)  # the ring keeps the last 50 embeddings
+    dist = np.sqrt(((b[:, None, :].astype(np.float64) - ref[None]) ** 2).sum(-1))
+    dist[np.arange(30), 20 + np.arange(30)] = np.inf  # own copy excluded
+    expected = np.log(1.0 + np.sort(dist, axis=1)[:, :4].mean(1))
+    np.testing.assert_allclose(out, expected, rtol=1e-5)
+    q = w.query(torch.from_numpy(b[:2]))
+    np.testing.assert_allclose(q.numpy(), np.log(1.0 + np.sort(
+        np.sqrt(((b[:2, None, :].astype(np.float64) - ref[None]) ** 2).sum(-1)), axis=1)[:, :4].mean(1)), rtol=1e-5)
+    ex = APTExplorer(OBS, ACT, {**TINY, "knn_mode": "window", "knn_window": 200}, seed=0)
+    ex.agent.update(filled_replay().sample(64, 3, 0.99, np.random.default_rng(0)))
+    assert ex.intrinsic_reward(np.zeros(OBS, np.float32)) > 0
+
+
+# --------------------------------------------------------------------------- agent
+
+def test_representation_loss_decreases_on_fixed_batch():
+    agent = APTAgent(OBS, ACT, {**TINY, "lr": 1e-3}, seed=0)
+    batch = filled_replay().sample(64, 3, 0.99, np.random.default_rng(0))
+    losses = [agent.update(batch)["rep/loss"] for _ in range(50)]
+    assert np.mean(losses[-5:]) < 0.8 * losses[0]
+    assert np.mean(np.diff(losses) < 0) > 0.8
+    assert agent.num_updates == 50
+
+
+def test_injected_knn_reward_and_nstep_sum_flag():
+    calls = []
+
+    def fake(rep):
+        calls.append(tuple(rep.shape))
+        return rep.sum(dim=1)
+
+    agent = APTAgent(OBS, ACT, TINY, knn_reward=fake, seed=0)
+    batch = filled_replay().sample(64, 3, 0.99, np.random.default_rng(0), with_steps=True)
+    r = agent.intrinsic_reward(batch)
+    np.testing.assert_allclose(r[:, 0].numpy(), agent.icm.rep(batch.obs).sum(1).detach().numpy(), rtol=1e-5)
+    m = agent.update(batch)
+    assert calls[-1] == (64, 16) and math.isfinite(m["critic/loss"])
+    agent2 = APTAgent(OBS, ACT, {**TINY, "intr_nstep_sum": True}, seed=0)
+    agent2.set_knn_reward(fake)
+    r2 = agent2.intrinsic_reward(batch)
+    with torch.no_grad():
+        expected = sum(batch.step_weights[:, i] * agent2.icm.rep(batch.step_obs[:, i]).sum(1) for i in range(3))
+    np.testing.assert_allclose(r2[:, 0].numpy(), expected.numpy(), rtol=1e-5)
+
+
+def test_update_metrics_namespaced_and_finite():
+    agent = APTAgent(OBS, ACT, {**TINY, "objective": "be", "alpha": 0.7}, seed=0)
+    m = agent.update(filled_replay().sample(64, 3, 0.99, np.random.default_rng(0)))
+    for key in ("critic/loss", "critic/target_q", "actor/loss", "rep/loss", "intr/reward_mean"):
+        assert math.isfinite(m[key]), key
+
+
+def test_explorer_state_dict_round_trip_reproduces_act():
+    ex = APTExplorer(OBS, ACT, TINY, seed=0)
+    rng = np.random.default_rng(0)
+    obs = rng.normal(size=OBS).astype(np.float32)
+    for step in range(130):
+        a = ex.act(obs, step)
+        nxt = rng.normal(size=OBS).astype(np.float32)
+        ex.observe(obs, a, nxt, 1.0, False, step)
+        obs = nxt
+    assert ex.agent.num_updates > 0
+    ex2 = APTExplorer(OBS, ACT, TINY, seed=99)
+    ex2.load_state_dict(ex.state_dict())
+    np.testing.assert_array_equal(ex.agent.act(obs, 500, eval_mode=True), ex2.agent.act(obs, 500, eval_mode=True))
+    np.testing.assert_array_equal(ex.act(obs, 500), ex2.act(obs, 500))  # RNG state restored too
+    m1 = ex.observe(obs, ex.act(obs, 130), obs, 1.0, False, 130)
+    m2 = ex2.observe(obs, ex2.act(obs, 130), obs, 1.0, False, 130)
+    assert m1 == m2
+    ex3 = APTExplorer(OBS, ACT, TINY, seed=5)
+    ex3.load_policy_state(ex.policy_state())
+    np.testing.assert_array_equal(ex.agent.act(obs, 0, eval_mode=True), ex3.agent.act(obs, 0, eval_mode=True))
+
+
+# --------------------------------------------------------------------------- config
+
+@pytest.mark.parametrize("key,value,needle", [
+    ("alpha", 0.0, "alpha=0.0"), ("alpha", -1.0, "alpha=-1.0"), ("alpha", 11.0, "alpha=11.0"),
+    ("q", 1.0, "q=1.0"), ("q", 0.0, "q=0.0"), ("q", 10.5, "q=10.5"), ("k", 0, "k=0"), ("k", 64, "k=64"),
+    ("objective", "tsallis", "objective='tsallis'"), ("knn_mode", "global", "knn_mode='global'"),
+    ("beta", -2.0, "beta=-2.0"), ("c", 0.0, "c=0.0"), ("batch_size", 1, "batch_size=1"),
+    ("discount", 1.5, "discount=1.5")])
+def test_apt_config_rejects_out_of_range(key, value, needle):
+    with pytest.raises(ValueError, match=needle.replace("(", r"\(").replace(".", r"\.")):
+        APTConfig.from_dict({**TINY, key: value})
+
+
+def test_apt_config_unknown_key_presets_and_defaults():
+    with pytest.raises(ValueError, match="'hiden_dim'"):
+        APTConfig.from_dict({"hiden_dim": 3})
+    with pytest.raises(ValueError, match="'huge'"):
+        APTConfig.preset("huge")
+    paper = APTConfig.preset("paper")
+    assert paper == APTConfig()
+    assert (paper.hidden_dim, paper.rep_dim, paper.batch_size, paper.nstep, paper.k) == (1024, 512, 1024, 3, 12)
+    assert (paper.lr, paper.critic_target_tau, paper.discount, paper.stddev, paper.stddev_clip) == \
+        (1e-4, 0.01, 0.99, 0.2, 0.3)
+    assert (paper.num_seed_frames, paper.replay_capacity, paper.update_every_steps) == (4000, 1_000_000, 2)
+    assert (paper.knn_avg, paper.knn_rms, paper.knn_clip, paper.objective) == (True, False, 0.0, "shannon")
+    small = APTConfig.preset("small")
+    assert small.hidden_dim < paper.hidden_dim and small.rep_dim < paper.rep_dim
+    assert APTConfig.from_dict({"preset": "small", "alpha": 2.0}).alpha == 2.0
+    assert APTConfig(objective="be", alpha=0.5).reward_config().resolved_beta == pytest.approx(
+        math.log(512) ** 0.5)
