@@ -36,11 +36,18 @@ def make_config(name: str, config_dict: dict[str, Any] | None = None, preset: st
     return cfg_cls.from_dict(config_dict or {})
 
 
-def make_learner(name: str, obs_dim: int, action_dim: int, config_dict: dict[str, Any] | None = None,
+def make_learner(name: str, obs_dim: int, action_dim: int, config_dict: dict[str, Any] | ConfigBase | None = None,
                  device: str = "cpu", seed: int | None = None):
-    """Build learner ``name`` from a plain config dict (unknown keys / bad values raise ``ValueError``)."""
-    _, learner_cls = _lookup(name)
-    return learner_cls(obs_dim, action_dim, make_config(name, config_dict), device=device, seed=seed)
+    """Build learner ``name`` from a plain config dict (unknown keys / bad values raise ``ValueError``)
+    or from an instance of its config class."""
+    cfg_cls, learner_cls = _lookup(name)
+    if isinstance(config_dict, ConfigBase):
+        if type(config_dict) is not cfg_cls:
+            raise ValueError(f"learner {name!r} needs a {cfg_cls.__name__}, got {type(config_dict).__name__}")
+        config = config_dict
+    else:
+        config = make_config(name, config_dict)
+    return learner_cls(obs_dim, action_dim, config, device=device, seed=seed)
 
 
 def _lookup(name: str):

@@ -1,0 +1,73 @@
+"""Behaviour cloning: a deterministic actor regressed onto the dataset actions.
+
+``min_pi E_(s,a)~D ||pi(s) - a||^2`` (mean over batch and action dims), the
+``-BC`` baseline of Fujimoto & Gu 2021 and ExORL's ``agent/bc.py`` objective.
+Deliberate difference from ExORL's ``bc.py``: ExORL fits a Gaussian with a
+fixed std by log-likelihood, which is the same minimiser up to a constant
+factor on the loss; bex uses the plain MSE of a deterministic ``tanh`` actor.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from replay.batch import Batch
+
+from .common import (ConfigBase, DeterministicActor, act_numpy, load_module_state, make_adam, make_generator,
+                     module_state, param, seeded, to_float_dict)
+
+__all__ = ["BCConfig", "BC", "bc_loss"]
+
+
+@dataclass(frozen=True)
+class BCConfig(ConfigBase):
+    """Behaviour-cloning hyper-parameters (defaults: ExORL network and optimiser)."""
+
+    hidden_dim: int = param(1024, "Width of the two hidden layers of the actor.", lo=1)
+    batch_size: int = param(1024, "Transitions per gradient step (used by the sampler).", lo=1)
+    lr: float = param(1e-4, "Adam learning rate.", lo=0.0, hi=1.0, lo_open=True)
+
+
+def bc_loss(actor: nn.Module, batch: Batch):
+    """``mean (pi(s) - a)^2`` over batch and action dims."""
+    loss = (actor(batch.obs) - batch.action).pow(2).mean()
+    return loss, {"actor/loss": loss.detach(), "actor/bc_loss": loss.detach()}
+
+
+class BC:
+    """Deterministic behaviour cloning."""
+
+    config_cls = BCConfig
+
+    def __init__(self, obs_dim: int, action_dim: int, config: BCConfig | None = None,
+                 device: str | torch.device = "cpu", seed: int | None = None):
+        self.config = c = config if config is not None else self.config_cls()
+        self.obs_dim, self.action_dim, self.device = obs_dim, action_dim, torch.device(device)
+        with seeded(seed):
+            self.actor = DeterministicActor(obs_dim, action_dim, c.hidden_dim).to(self.device)
+        self.actor_opt = make_adam(self.actor.parameters(), c.lr)
+        self.generator = make_generator(seed, self.device)
+        self.steps = 0
+
+    def update(self, batch: Batch) -> dict[str, float]:
+        loss, metrics = bc_loss(self.actor, batch)
+        self.actor_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.actor_opt.step()
+        self.steps += 1
+        return to_float_dict(metrics)
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        return act_numpy(self.actor, obs, self.device)
+
+    def _parts(self):
+        return {"actor": self.actor, "actor_opt": self.actor_opt}
+
+    def state_dict(self) -> dict:
+        return module_state(self._parts(), self.steps, self.generator, self.config)
+
+    def load_state_dict(self, sd: dict) -> None:
+        self.steps = load_module_state(self._parts(), sd, self.generator)

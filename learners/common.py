@@ -1,0 +1,328 @@
+"""Shared building blocks of the offline learners: strict configs, networks, updates.
+
+Networks follow ExORL (denisyarats/exorl, ``agent/td3.py``): every actor and
+critic trunk is ``Linear -> LayerNorm -> Tanh -> Linear -> ReLU -> Linear``
+with orthogonal weights and zero biases (``utils.weight_init``).
+
+Deliberate differences from ExORL, none of which changes the maths:
+
+* The twin critic is one *ensemble* module: the weights of Q1 and Q2 are
+  stacked (leading dimension 2) and evaluated with one batched matmul per layer
+  (``torch.baddbmm``) instead of two ``nn.Sequential`` stacks.  Q1 alone can be
+  evaluated (``TwinCritic.q1``) for the actor step.  One optimizer covers both.
+* Soft target updates are one in-place ``torch._foreach_lerp_`` call.
+* Adam uses the fused CPU/GPU kernel when the installed torch has it.
+
+Config convention: a learner's config is a frozen dataclass derived from
+:class:`ConfigBase`; every field is declared with :func:`param`, which stores its
+docstring and its allowed range/choices.  ``from_dict`` rejects unknown keys and
+values of the wrong type or out of range with a one-line ``ValueError``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "param", "ConfigBase", "PRESETS", "mlp", "DeterministicActor", "TwinCritic",
+    "soft_update", "make_adam", "set_requires_grad", "seeded", "make_generator", "to_float_dict",
+    "act_numpy", "module_state", "load_module_state",
+]
+
+# --------------------------------------------------------------------------- configs
+
+#: Presets shared by every learner config.  ``paper`` is ExORL's offline setting.
+PRESETS: dict[str, dict[str, Any]] = {
+    "small": {"hidden_dim": 256, "batch_size": 256, "lr": 3e-4},
+    "paper": {"hidden_dim": 1024, "batch_size": 1024, "lr": 1e-4},
+}
+
+
+def param(default: Any, doc: str, *, lo: float | None = None, hi: float | None = None,
+          lo_open: bool = False, hi_open: bool = False, choices: Sequence[Any] | None = None):
+    """Declare a config field with its docstring and its allowed values.
+
+    ``lo``/``hi`` bound numeric fields (closed unless ``lo_open``/``hi_open``);
+    ``choices`` lists the allowed values of a string field.  ``None`` is always
+    allowed for fields annotated ``X | None``.
+    """
+    return field(default=default, metadata={"doc": doc, "lo": lo, "hi": hi, "lo_open": lo_open,
+                                            "hi_open": hi_open, "choices": tuple(choices) if choices else None})
+
+
+def _fmt_range(md: dict) -> str:
+    if md["choices"]:
+        return "one of " + ", ".join(repr(c) for c in md["choices"])
+    lo, hi = md["lo"], md["hi"]
+    left = "(" if md["lo_open"] or lo is None else "["
+    right = ")" if md["hi_open"] or hi is None else "]"
+    return f"{left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{right}"
+
+
+def _allowed_types(tp: Any) -> tuple[tuple[type, ...], bool]:
+    """(concrete types, None allowed) of an annotation such as ``float | None``."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        return tuple(a for a in args if a is not type(None)), type(None) in args
+    return (tp,), False
+
+
+@dataclass(frozen=True)
+class ConfigBase:
+    """Base of every learner config: strict ``from_dict``/``to_dict`` and validation."""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            self.validate(f.name, getattr(self, f.name))
+
+    @classmethod
+    def _field(cls, key: str) -> dataclasses.Field:
+        for f in dataclasses.fields(cls):
+            if f.name == key:
+                return f
+        raise ValueError(f"{cls.__name__}: unknown key {key!r}; allowed keys: "
+                         + ", ".join(f.name for f in dataclasses.fields(cls)))
+
+    @classmethod
+    def validate(cls, key: str, value: Any) -> Any:
+        """Check ``value`` for field ``key`` (type, range, choices); return it coerced.
+
+        ints are accepted for float fields (and converted); bools are never
+        accepted as numbers.  Raises a one-line ``ValueError`` naming key, value
+        and the allowed range.
+        """
+        f = cls._field(key)
+        md = f.metadata
+        hints = typing.get_type_hints(cls)
+        allowed, none_ok = _allowed_types(hints[key])
+        name = f"{cls.__name__}.{key}"
+        if value is None:
+            if none_ok:
+                return None
+            raise ValueError(f"{name}=None not allowed; expected {'/'.join(t.__name__ for t in allowed)}")
+        if isinstance(value, bool) and bool not in allowed:
+            raise ValueError(f"{name}={value!r} has type bool; expected {'/'.join(t.__name__ for t in allowed)}")
+        if float in allowed and isinstance(value, (int, np.integer, np.floating)) and not isinstance(value, bool):
+            value = float(value)
+        if int in allowed and isinstance(value, np.integer):
+            value = int(value)
+        if not isinstance(value, allowed):
+            raise ValueError(f"{name}={value!r} has type {type(value).__name__}; "
+                             f"expected {'/'.join(t.__name__ for t in allowed)}")
+        if md.get("choices") and value not in md["choices"]:
+            raise ValueError(f"{name}={value!r} not allowed; must be {_fmt_range(md)}")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            lo, hi = md.get("lo"), md.get("hi")
+            bad = (isinstance(value, float) and not math.isfinite(value))
+            bad |= lo is not None and (value <= lo if md["lo_open"] else value < lo)
+            bad |= hi is not None and (value >= hi if md["hi_open"] else value > hi)
+            if bad:
+                raise ValueError(f"{name}={value!r} out of range; must be in {_fmt_range(md)}")
+        return value
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None):
+        """Build a config from a plain dict; unknown keys and bad values raise ``ValueError``."""
+        d = dict(d or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"{cls.__name__}: unknown key(s) {', '.join(map(repr, unknown))}; "
+                             f"allowed keys: {', '.join(sorted(known))}")
+        return cls(**{k: cls.validate(k, v) for k, v in d.items()})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes):
+        return type(self).from_dict({**self.to_dict(), **changes})
+
+    @classmethod
+    def preset(cls, name: str, **overrides):
+        """``small`` (hidden 256, batch 256, lr 3e-4) or ``paper`` (ExORL: 1024, 1024, 1e-4)."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; allowed: {', '.join(PRESETS)}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        base = {k: v for k, v in PRESETS[name].items() if k in known}
+        return cls.from_dict({**base, **overrides})
+
+    @classmethod
+    def field_docs(cls) -> dict[str, str]:
+        return {f.name: f.metadata.get("doc", "") for f in dataclasses.fields(cls)}
+
+
+# --------------------------------------------------------------------------- networks
+
+
+def _orthogonal_(w: torch.Tensor) -> torch.Tensor:
+    """ExORL's init: orthogonal weight (``nn.init.orthogonal_``); ``w`` stored as (out, in)."""
+    return nn.init.orthogonal_(w)
+
+
+def mlp(in_dim: int, hidden_dim: int, out_dim: int, n_hidden: int = 2, layer_norm: bool = True) -> nn.Sequential:
+    """ExORL trunk: ``Linear -> LayerNorm -> Tanh -> (Linear -> ReLU) * (n_hidden-1) -> Linear``.
+
+    With ``layer_norm=False`` every hidden activation is ReLU (plain MLP).
+    """
+    layers: list[nn.Module] = [nn.Linear(in_dim, hidden_dim)]
+    layers += [nn.LayerNorm(hidden_dim), nn.Tanh()] if layer_norm else [nn.ReLU()]
+    for _ in range(n_hidden - 1):
+        layers += [nn.Linear(hidden_dim, hidden_dim), nn.ReLU()]
+    layers.append(nn.Linear(hidden_dim, out_dim))
+    for m in layers:
+        if isinstance(m, nn.Linear):
+            _orthogonal_(m.weight)
+            nn.init.zeros_(m.bias)
+    return nn.Sequential(*layers)
+
+
+class DeterministicActor(nn.Module):
+    """``pi(s) = tanh(mlp(s))`` in [-1, 1]^|A|."""
+
+    def __init__(self, obs_dim: int, action_dim: int, hidden_dim: int):
+        super().__init__()
+        self.net = mlp(obs_dim, hidden_dim, action_dim)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.net(obs))
+
+
+class TwinCritic(nn.Module):
+    """Q1 and Q2 (ExORL critic trunks) evaluated together as a 2-member ensemble.
+
+    Weights are stored as (2, in, out) so each layer is one ``baddbmm``; the
+    LayerNorm of the first layer has per-member affine parameters.  ``forward``
+    returns a (2, B, 1) tensor: ``q[0]`` is Q1, ``q[1]`` is Q2.
+    """
+
+    def __init__(self, obs_dim: int, action_dim: int, hidden_dim: int, n: int = 2):
+        super().__init__()
+        in_dim = obs_dim + action_dim
+        self.n, self.hidden_dim = n, hidden_dim
+
+        def w(i, o):
+            ws = torch.empty(n, o, i)
+            for k in range(n):
+                _orthogonal_(ws[k])
+            return nn.Parameter(ws.transpose(1, 2).contiguous())
+
+        self.w1, self.b1 = w(in_dim, hidden_dim), nn.Parameter(torch.zeros(n, 1, hidden_dim))
+        self.ln_w, self.ln_b = nn.Parameter(torch.ones(n, 1, hidden_dim)), nn.Parameter(torch.zeros(n, 1, hidden_dim))
+        self.w2, self.b2 = w(hidden_dim, hidden_dim), nn.Parameter(torch.zeros(n, 1, hidden_dim))
+        self.w3, self.b3 = w(hidden_dim, 1), nn.Parameter(torch.zeros(n, 1, 1))
+
+    def _trunk(self, x: torch.Tensor, idx: slice) -> torch.Tensor:
+        # x: (B, in) shared by every member, or (k, B, in)
+        w1, b1 = self.w1[idx], self.b1[idx]
+        if x.dim() == 2:
+            x = x.unsqueeze(0).expand(w1.shape[0], -1, -1)
+        h = torch.baddbmm(b1, x, w1)
+        h = F.layer_norm(h, (self.hidden_dim,))
+        h = torch.tanh(torch.addcmul(self.ln_b[idx], h, self.ln_w[idx]))
+        h = torch.relu(torch.baddbmm(self.b2[idx], h, self.w2[idx]))
+        return torch.baddbmm(self.b3[idx], h, self.w3[idx])
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return self._trunk(torch.cat([obs, action], dim=-1), slice(None))
+
+    def q1(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """Q1 only, shape (B, 1) (TD3's actor objective uses Q1)."""
+        return self._trunk(torch.cat([obs, action], dim=-1), slice(0, 1))[0]
+
+
+# --------------------------------------------------------------------------- updates
+
+
+@torch.no_grad()
+def soft_update(target: nn.Module, online: nn.Module, tau: float) -> None:
+    """Polyak averaging in place: ``theta' <- (1 - tau) theta' + tau theta`` (one foreach call)."""
+    torch._foreach_lerp_(list(target.parameters()), list(online.parameters()), tau)
+
+
+def make_adam(params: Iterable[torch.nn.Parameter], lr: float) -> torch.optim.Adam:
+    """Adam with the fused kernel where torch supports it on the params' device, else foreach."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError):  # pragma: no cover - old torch / unsupported device
+        return torch.optim.Adam(params, lr=lr, foreach=True)
+
+
+def set_requires_grad(module: nn.Module, flag: bool) -> None:
+    for p in module.parameters():
+        p.requires_grad_(flag)
+
+
+class seeded:
+    """Context manager: run the body under ``torch.manual_seed(seed)`` without
+    disturbing the global RNG afterwards (no-op for ``seed=None``)."""
+
+    def __init__(self, seed: int | None):
+        self.seed = seed
+        self._fork = torch.random.fork_rng(devices=[]) if seed is not None else None
+
+    def __enter__(self):
+        if self._fork is not None:
+            self._fork.__enter__()
+            torch.manual_seed(self.seed)
+
+    def __exit__(self, *exc):
+        if self._fork is not None:
+            return self._fork.__exit__(*exc)
+        return False
+
+
+def make_generator(seed: int | None, device: str | torch.device) -> torch.Generator:
+    g = torch.Generator(device=device)
+    g.manual_seed(int(seed) if seed is not None else int(torch.randint(0, 2**62, (1,)).item()))
+    return g
+
+
+def to_float_dict(metrics: dict[str, torch.Tensor | float]) -> dict[str, float]:
+    """Turn a dict of scalar tensors into floats with one device sync."""
+    keys = [k for k, v in metrics.items() if isinstance(v, torch.Tensor)]
+    out = {k: float(v) for k, v in metrics.items() if not isinstance(v, torch.Tensor)}
+    if keys:
+        vals = torch.stack([metrics[k].detach().float().reshape(()) for k in keys]).tolist()
+        out.update(zip(keys, vals))
+    return out
+
+
+@torch.no_grad()
+def act_numpy(policy, obs: np.ndarray, device: str | torch.device) -> np.ndarray:
+    """Evaluate a deterministic policy on one obs (1-D) or a batch (2-D); clip to [-1, 1]."""
+    x = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=device)
+    single = x.dim() == 1
+    if single:
+        x = x.unsqueeze(0)
+    a = policy(x).clamp(-1.0, 1.0).cpu().numpy()
+    return a[0] if single else a
+
+
+def module_state(parts: dict[str, Any], steps: int, generator: torch.Generator, config: ConfigBase) -> dict[str, Any]:
+    """A learner's checkpoint: every module/optimizer ``state_dict``, ``steps``, RNG state, config."""
+    sd = {name: obj.state_dict() for name, obj in parts.items()}
+    sd.update(steps=int(steps), rng=generator.get_state(), config=config.to_dict())
+    return sd
+
+
+def load_module_state(parts: dict[str, Any], sd: dict[str, Any], generator: torch.Generator) -> int:
+    """Inverse of :func:`module_state`; returns ``steps``.  Missing parts raise ``KeyError``."""
+    missing = [name for name in parts if name not in sd]
+    if missing:
+        raise KeyError(f"state dict lacks {', '.join(missing)}")
+    for name, obj in parts.items():
+        obj.load_state_dict(sd[name])
+    if "rng" in sd:
+        generator.set_state(sd["rng"].cpu() if isinstance(sd["rng"], torch.Tensor) else sd["rng"])
+    return int(sd["steps"])

@@ -1,0 +1,254 @@
+"""Conservative Q-Learning, CQL(H) with a SAC actor.
+
+Kumar, Zhou, Tucker & Levine 2020, "Conservative Q-Learning for Offline RL",
+Eq. 4 with the entropy regulariser, i.e. CQL(H): for each critic Q_i
+
+    L_i = alpha_cql * E_s[ log sum_a exp Q_i(s, a) - E_(a~D) Q_i(s, a) ]
+          + 1/2 E_D[(Q_i(s, a) - y)^2]-style TD error,
+
+where ``log sum exp`` over the continuous action space is estimated by
+importance sampling (paper Appendix F, the authors' ``min_q_version=3``):
+with ``N = n_action_samples`` actions from each of three proposals,
+
+    uniform a_u ~ U[-1,1]^|A|    (density 2^-|A|),
+    a ~ pi(.|s),  a' ~ pi(.|s')  (both evaluated at Q(s, .)),
+
+    logsumexp_j [ Q(s, a_j) - log mu_j(a_j) ]   over the 3N samples.
+
+As in the authors' code the constant ``log 3N`` is not subtracted (it does not
+change gradients); on a constant ``Q = c`` the penalty is
+``log sum_j 1/mu_j(a_j)`` per critic.  Setting ``importance_sampling=False``
+gives ExORL's variant (``agent/cql.py``): a plain logsumexp over the 3N
+sampled Q-values *and* the data Q-value, no density corrections.
+
+TD target (ExORL/CQL code default, no entropy backup):
+``y = r + gamma * discount * min_i Q'_i(s', a'),  a' ~ pi(.|s')``; critic loss
+``sum_i mean (Q_i - y)^2 + alpha_cql * sum_i penalty_i`` (ExORL's scaling).
+Actor (SAC): ``mean(alpha * log pi(a|s) - min_i Q_i(s, a))``, ``a ~ pi(.|s)``
+reparameterised; automatic entropy tuning with target entropy ``-|A|``
+(``alpha_loss = -mean(log_alpha * (log pi + target_entropy))``).
+
+Defaults are ExORL's: hidden 1024, batch 1024, lr 1e-4 for actor, critics and
+temperature, tau 0.01, fixed conservative weight ``alpha_cql = 0.01`` (no
+Lagrange version), 3 sampled actions per proposal, initial temperature 1.
+Deliberate differences from ExORL's ``cql.py``:
+
+* Importance corrections on by default (the paper's estimator; see above).
+* ExORL's ``SquashedNormal`` applies ``tanh`` to the mean *and* to the sample
+  (a double tanh on the mean); bex uses the standard SAC tanh-Gaussian: u ~ N(mu, std),
+  a = tanh(u), deterministic action ``tanh(mu)``; log-std clamped to [-10, 2] as ExORL.
+* All Q(s, .) evaluations of the penalty and the data batch share one critic call.
+* Critic parameters get no gradients during the actor step.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from replay.batch import Batch
+
+from .common import (ConfigBase, TwinCritic, act_numpy, load_module_state, make_adam, make_generator, mlp,
+                     module_state, param, seeded, set_requires_grad, soft_update, to_float_dict)
+from .td3 import td_target
+
+__all__ = ["CQLConfig", "CQL", "TanhGaussianActor", "cql_penalty", "cql_critic_loss", "sac_actor_loss"]
+
+LOG_STD_MIN, LOG_STD_MAX = -10.0, 2.0
+
+
+# --------------------------------------------------------------------------- config
+
+
+@dataclass(frozen=True)
+class CQLConfig(ConfigBase):
+    """CQL(H) hyper-parameters (defaults: ExORL offline CQL)."""
+
+    hidden_dim: int = param(1024, "Width of the two hidden layers of actor and critics.", lo=1)
+    batch_size: int = param(1024, "Transitions per gradient step (used by the sampler).", lo=1)
+    lr: float = param(1e-4, "Adam learning rate of actor, critics and temperature.", lo=0.0, hi=1.0, lo_open=True)
+    gamma: float = param(0.99, "Discount factor; multiplies the batch's env discount.", lo=0.0, hi=1.0)
+    tau: float = param(0.01, "Polyak rate of the target critics.", lo=0.0, hi=1.0, lo_open=True)
+    cql_alpha: float = param(0.01, "Fixed weight of the conservative penalty (ExORL 0.01; d3rlpy 5.0).", lo=0.0)
+    n_action_samples: int = param(3, "Sampled actions per proposal (uniform, pi(s), pi(s')).", lo=1)
+    importance_sampling: bool = param(True, "Subtract log-densities of the proposals (CQL paper); False = ExORL.")
+    init_temperature: float = param(1.0, "Initial SAC entropy temperature alpha.", lo=0.0, lo_open=True)
+    target_entropy: float | None = param(None, "Target entropy of automatic tuning; None = -|A|.")
+
+
+# --------------------------------------------------------------------------- actor
+
+
+class TanhGaussianActor(nn.Module):
+    """SAC policy: ``u ~ N(mu(s), std(s))``, ``a = tanh(u)``; ``mean_action = tanh(mu)``."""
+
+    def __init__(self, obs_dim: int, action_dim: int, hidden_dim: int):
+        super().__init__()
+        self.net = mlp(obs_dim, hidden_dim, 2 * action_dim)
+
+    def dist_params(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, log_std = self.net(obs).chunk(2, dim=-1)
+        return mu, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.dist_params(obs)[0])
+
+    def sample(self, obs: torch.Tensor, n: int | None = None, generator: torch.Generator | None = None):
+        """Reparameterised ``(a, log pi(a|s))``; shapes (B, A), (B, 1), or (n, B, A), (n, B, 1)."""
+        mu, log_std = self.dist_params(obs)
+        shape = mu.shape if n is None else (n, *mu.shape)
+        eps = torch.randn(shape, generator=generator, device=mu.device)
+        u = mu + log_std.exp() * eps
+        # log N(u; mu, std) - log(1 - tanh(u)^2), the latter as 2 (log 2 - u - softplus(-2u))
+        log_prob = (-0.5 * eps.pow(2) - log_std - 0.5 * math.log(2 * math.pi)
+                    - 2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1, keepdim=True)
+        return torch.tanh(u), log_prob
+
+
+# --------------------------------------------------------------------------- losses
+
+
+def cql_penalty(q_data: torch.Tensor, q_samples: torch.Tensor, log_density: torch.Tensor | None):
+    """Sum over critics of ``mean_s [logsumexp_j (Q(s,a_j) - log mu_j) - Q(s, a_data)]``.
+
+    ``q_data`` (n_critics, B, 1); ``q_samples`` (n_critics, M, B, 1) for M sampled
+    actions; ``log_density`` (M, B, 1) or ``None`` for the uncorrected
+    (ExORL) variant, which also includes the data Q-value in the logsumexp.
+    Returns ``(penalty, logsumexp mean)``.
+    """
+    if log_density is not None:
+        cat = q_samples - log_density
+    else:
+        cat = torch.cat([q_samples, q_data.unsqueeze(1)], dim=1)
+    lse = torch.logsumexp(cat, dim=1)  # (n_critics, B, 1)
+    n = q_data.shape[0]
+    return (lse - q_data).mean() * n, lse.mean() * n
+
+
+def cql_critic_loss(critic: TwinCritic, critic_target: TwinCritic, actor: TanhGaussianActor, batch: Batch, *,
+                    gamma: float, cql_alpha: float, n_action_samples: int, importance_sampling: bool,
+                    generator: torch.Generator | None = None):
+    """TD loss with a sampled next action plus ``cql_alpha`` times the CQL(H) penalty."""
+    obs, action = batch.obs, batch.action
+    B, A, N = action.shape[0], action.shape[1], n_action_samples
+    with torch.no_grad():
+        next_a, _ = actor.sample(batch.next_obs, generator=generator)
+        target = td_target(batch.reward, batch.discount, critic_target(batch.next_obs, next_a), gamma)
+        rand_a = torch.rand((N, B, A), generator=generator, device=obs.device) * 2.0 - 1.0
+        both_obs = torch.stack([obs, batch.next_obs])  # pi(.|s) and pi(.|s'): one actor call
+        pi_a, pi_logp = actor.sample(both_obs.reshape(2 * B, -1), n=N, generator=generator)
+        pi_a, pi_logp = pi_a.reshape(N, 2, B, A).transpose(0, 1), pi_logp.reshape(N, 2, B, 1).transpose(0, 1)
+        sampled = torch.cat([rand_a, pi_a[0], pi_a[1]])  # (3N, B, A)
+        log_density = None
+        if importance_sampling:
+            log_u = torch.full((N, B, 1), -A * math.log(2.0), device=obs.device)
+            log_density = torch.cat([log_u, pi_logp[0], pi_logp[1]])
+    # one critic call for Q(s, a_data) and the 3N sampled actions
+    all_a = torch.cat([action.unsqueeze(0), sampled]).reshape((3 * N + 1) * B, A)
+    all_obs = obs.unsqueeze(0).expand(3 * N + 1, B, obs.shape[1]).reshape((3 * N + 1) * B, -1)
+    q_all = critic(all_obs, all_a).reshape(critic.n, 3 * N + 1, B, 1)
+    q, q_samples = q_all[:, 0], q_all[:, 1:]
+    td = (q - target).pow(2).mean() * q.shape[0]
+    penalty, lse = cql_penalty(q, q_samples, log_density)
+    loss = td + cql_alpha * penalty
+    with torch.no_grad():
+        metrics = {"critic/loss": loss, "critic/td_loss": td, "critic/cql_penalty": penalty,
+                   "critic/cql_logsumexp": lse, "critic/q_mean": q.mean(), "critic/target_q": target.mean()}
+    return loss, metrics
+
+
+def sac_actor_loss(actor: TanhGaussianActor, critic: TwinCritic, log_alpha: torch.Tensor, batch: Batch, *,
+                   target_entropy: float, generator: torch.Generator | None = None):
+    """Returns ``(actor_loss, alpha_loss, metrics)``; SAC with automatic entropy tuning."""
+    a, log_pi = actor.sample(batch.obs, generator=generator)
+    alpha_loss = -(log_alpha * (log_pi.detach() + target_entropy)).mean()
+    alpha = log_alpha.detach().exp()
+    q = critic(batch.obs, a).min(dim=0).values
+    loss = (alpha * log_pi - q).mean()
+    metrics = {"actor/loss": loss.detach(), "actor/entropy": -log_pi.detach().mean(), "actor/alpha": alpha.reshape(()),
+               "actor/alpha_loss": alpha_loss.detach(), "actor/q_mean": q.detach().mean()}
+    return loss, alpha_loss, metrics
+
+
+# --------------------------------------------------------------------------- learner
+
+
+class CQL:
+    """CQL(H) with a SAC tanh-Gaussian actor (ExORL setting)."""
+
+    config_cls = CQLConfig
+
+    def __init__(self, obs_dim: int, action_dim: int, config: CQLConfig | None = None,
+                 device: str | torch.device = "cpu", seed: int | None = None):
+        self.config = c = config if config is not None else self.config_cls()
+        self.obs_dim, self.action_dim, self.device = obs_dim, action_dim, torch.device(device)
+        with seeded(seed):
+            self.actor = TanhGaussianActor(obs_dim, action_dim, c.hidden_dim).to(self.device)
+            self.critic = TwinCritic(obs_dim, action_dim, c.hidden_dim).to(self.device)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.log_alpha = nn.Parameter(torch.tensor([math.log(c.init_temperature)], device=self.device))
+        self.target_entropy = -float(action_dim) if c.target_entropy is None else c.target_entropy
+        self.actor_opt = make_adam(self.actor.parameters(), c.lr)
+        self.critic_opt = make_adam(self.critic.parameters(), c.lr)
+        self.alpha_opt = make_adam([self.log_alpha], c.lr)
+        self.generator = make_generator(seed, self.device)
+        self.steps = 0
+
+    def update(self, batch: Batch) -> dict[str, float]:
+        c = self.config
+        loss, metrics = cql_critic_loss(self.critic, self.critic_target, self.actor, batch, gamma=c.gamma,
+                                        cql_alpha=c.cql_alpha, n_action_samples=c.n_action_samples,
+                                        importance_sampling=c.importance_sampling, generator=self.generator)
+        self.critic_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.critic_opt.step()
+
+        set_requires_grad(self.critic, False)
+        try:
+            a_loss, alpha_loss, a_metrics = sac_actor_loss(self.actor, self.critic, self.log_alpha, batch,
+                                                           target_entropy=self.target_entropy,
+                                                           generator=self.generator)
+            self.actor_opt.zero_grad(set_to_none=True)
+            self.alpha_opt.zero_grad(set_to_none=True)
+            (a_loss + alpha_loss).backward()  # disjoint parameters: one backward for both
+        finally:
+            set_requires_grad(self.critic, True)
+        self.actor_opt.step()
+        self.alpha_opt.step()
+        soft_update(self.critic_target, self.critic, c.tau)
+        metrics.update(a_metrics)
+        self.steps += 1
+        return to_float_dict(metrics)
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        return act_numpy(self.actor, obs, self.device)
+
+    def _parts(self):
+        return {"actor": self.actor, "critic": self.critic, "critic_target": self.critic_target,
+                "actor_opt": self.actor_opt, "critic_opt": self.critic_opt, "alpha_opt": self.alpha_opt,
+                "log_alpha": _TensorHolder(self.log_alpha)}
+
+    def state_dict(self) -> dict:
+        return module_state(self._parts(), self.steps, self.generator, self.config)
+
+    def load_state_dict(self, sd: dict) -> None:
+        self.steps = load_module_state(self._parts(), sd, self.generator)
+
+
+class _TensorHolder:
+    """Adapter giving a bare parameter the ``state_dict`` protocol."""
+
+    def __init__(self, t: torch.Tensor):
+        self.t = t
+
+    def state_dict(self):
+        return self.t.detach().clone()
+
+    def load_state_dict(self, value):
+        with torch.no_grad():
+            self.t.copy_(value)

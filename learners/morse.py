@@ -1,0 +1,78 @@
+"""Morse neural network: an unnormalised density / certainty over (s, a).
+
+Dherin et al. 2023, "Morse Neural Networks for Uncertainty Quantification":
+``M(s, a) = K(f(s, a), a)`` with the RBF kernel
+``K(z1, z2) = exp(-(lambda^2 / 2) ||z1 - z2||^2)``, so ``M = 1`` exactly where
+``f(s, a) = a`` (the data modes) and ``1 - M`` is an uncertainty.  Trained,
+as in TD3-BST (Srinivasan & Knottenbelt 2024, arXiv 2404.16399), with
+
+    L = E_(s,a)~D [ -log M(s, a) ] + E_(s~D, a_u~U[-1,1]^|A|) [ M(s, a_u) ],
+
+``n_negatives`` (10) uniform actions per state.  ``f`` is an MLP
+``[s, a] -> 256 -> 256 -> 256 -> |A|`` (ReLU), Adam 3e-4, following a public
+re-implementation of TD3-BST; ``lambda`` (``kernel_scale``) defaults to
+``|A| / 2``, the TD3-BST paper's sweet spot (sweep {|A|/10, |A|/2, |A|, 2|A|}).
+``-log M`` is computed in closed form (``(lambda^2/2) ||f - a||^2``), never as
+``log(exp(.))``, so it stays finite far from the modes.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from replay.batch import Batch
+
+from .common import mlp
+
+__all__ = ["MorseNetwork", "morse_loss", "train_morse"]
+
+
+class MorseNetwork(nn.Module):
+    """``M(s, a) = exp(-(lambda^2/2) ||f(s, a) - a||^2)`` in (0, 1]."""
+
+    def __init__(self, obs_dim: int, action_dim: int, hidden_dim: int = 256, n_hidden: int = 3,
+                 kernel_scale: float | None = None):
+        super().__init__()
+        self.f = mlp(obs_dim + action_dim, hidden_dim, action_dim, n_hidden=n_hidden, layer_norm=False)
+        self.kernel_scale = float(action_dim) / 2.0 if kernel_scale is None else float(kernel_scale)
+
+    def neg_log_certainty(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """``-log M(s, a) = (lambda^2/2) ||f(s,a) - a||^2``, shape (..., 1)."""
+        z = self.f(torch.cat([obs, action], dim=-1))
+        return 0.5 * self.kernel_scale ** 2 * (z - action).pow(2).sum(-1, keepdim=True)
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """Certainty ``M(s, a)``, shape (..., 1)."""
+        return torch.exp(-self.neg_log_certainty(obs, action))
+
+
+def morse_loss(morse: MorseNetwork, obs: torch.Tensor, action: torch.Tensor, *, n_negatives: int = 10,
+               generator: torch.Generator | None = None, neg_actions: torch.Tensor | None = None):
+    """``mean -log M(s, a) + mean M(s, a_u)``; ``neg_actions`` (K, B, |A|) overrides the uniform draws."""
+    B, A = action.shape
+    if neg_actions is None:
+        neg_actions = torch.rand((n_negatives, B, A), generator=generator, device=action.device) * 2.0 - 1.0
+    K = neg_actions.shape[0]
+    pos = morse.neg_log_certainty(obs, action).mean()
+    neg_obs = obs.unsqueeze(0).expand(K, *obs.shape)
+    neg = morse(neg_obs, neg_actions).mean()
+    loss = pos + neg
+    with torch.no_grad():
+        metrics = {"morse/loss": loss, "morse/data_nll": pos, "morse/neg_certainty": neg,
+                   "morse/data_certainty": torch.exp(-pos)}
+    return loss, metrics
+
+
+def train_morse(morse: MorseNetwork, optimizer: torch.optim.Optimizer, sample_batch_fn: Callable[[], Batch],
+                steps: int, *, n_negatives: int = 10, generator: torch.Generator | None = None) -> dict:
+    """``steps`` Adam steps of :func:`morse_loss` on batches from ``sample_batch_fn``; returns the last metrics."""
+    metrics: dict = {}
+    for _ in range(steps):
+        batch = sample_batch_fn()
+        loss, metrics = morse_loss(morse, batch.obs, batch.action, n_negatives=n_negatives, generator=generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return metrics

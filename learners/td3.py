@@ -1,0 +1,190 @@
+"""TD3 and TD3+BC.
+
+TD3: Fujimoto, van Hoof & Meger 2018, "Addressing Function Approximation Error
+in Actor-Critic Methods" (Algorithm 1): clipped double-Q target
+
+    y = r + gamma * discount * min_i Q'_i(s', clip(pi'(s') + clip(eps, -c, c), -1, 1)),
+    eps ~ N(0, sigma^2)                                           (target smoothing)
+
+critic loss ``sum_i mean (Q_i(s, a) - y)^2``, deterministic actor maximising
+``Q1(s, pi(s))`` every ``policy_delay`` critic steps, Polyak targets.
+
+TD3+BC: Fujimoto & Gu 2021, "A Minimalist Approach to Offline RL", Eq. 3:
+
+    pi = argmax E[ lambda * Q1(s, pi(s)) - (pi(s) - a)^2 ],  lambda = alpha / mean|Q1(s, pi(s))|
+
+with ``alpha = bc_alpha`` (2.5 in the paper; ``bc_alpha = 0`` gives plain TD3).
+As in the authors' code the BC term is the mean over batch *and* action dims.
+
+Defaults are ExORL's offline setting (denisyarats/exorl ``agent/td3.py``): hidden
+1024, batch 1024, lr 1e-4, tau 0.01, gamma 0.99, target-action noise 0.2
+clipped at 0.3 (the TD3 paper clips at 0.5).  Deliberate differences from
+ExORL's ``td3.py`` (checked against its source):
+
+* ExORL has **no target actor and no policy delay** (actor updated every step,
+  its next action drawn from the online actor).  bex follows the TD3 paper:
+  target actor, ``policy_delay = 2`` (set ``policy_delay=1`` to update the
+  actor every step); targets (critic and actor) are updated on actor steps.
+  The actor is updated on the calls where ``steps % policy_delay == 0``
+  (counted before the increment), so the very first ``update`` trains it.
+* ExORL's actor objective is ``min(Q1, Q2)`` at a *noisy* action
+  ``pi(s) + clip(0.2 eps, +-0.3)``; bex uses the TD3 paper's ``Q1(s, pi(s))``
+  at the deterministic action (also what TD3+BC uses).
+* ExORL's ``discount`` already contains gamma; a bex :class:`Batch` carries the
+  environment discount (0 at terminals) and the learner multiplies by ``gamma``.
+* Critic parameters get no gradients during the actor step
+  (``requires_grad_(False)``): same result, about a third less backward work.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from replay.batch import Batch
+
+from .common import (ConfigBase, DeterministicActor, TwinCritic, act_numpy, load_module_state,
+                     make_adam, make_generator, module_state, param, seeded, set_requires_grad,
+                     soft_update, to_float_dict)
+
+__all__ = ["TD3Config", "TD3BCConfig", "TD3", "smoothed_target_action", "td_target",
+           "critic_loss", "actor_loss"]
+
+
+# --------------------------------------------------------------------------- config
+
+
+@dataclass(frozen=True)
+class TD3Config(ConfigBase):
+    """TD3 / TD3+BC hyper-parameters (defaults: ExORL offline TD3)."""
+
+    hidden_dim: int = param(1024, "Width of the two hidden layers of actor and critics.", lo=1)
+    batch_size: int = param(1024, "Transitions per gradient step (used by the sampler).", lo=1)
+    lr: float = param(1e-4, "Adam learning rate of actor and critics.", lo=0.0, hi=1.0, lo_open=True)
+    gamma: float = param(0.99, "Discount factor; multiplies the batch's env discount.", lo=0.0, hi=1.0)
+    tau: float = param(0.01, "Polyak rate of the target networks.", lo=0.0, hi=1.0, lo_open=True)
+    policy_noise: float = param(0.2, "Std of the target-policy smoothing noise.", lo=0.0)
+    noise_clip: float = param(0.3, "Smoothing noise is clipped to +-noise_clip (TD3 paper: 0.5).", lo=0.0)
+    policy_delay: int = param(2, "Critic steps per actor (and target) step.", lo=1)
+    bc_alpha: float = param(0.0, "TD3+BC alpha: Q weight lambda = alpha / mean|Q|; 0 = plain TD3.", lo=0.0)
+
+
+@dataclass(frozen=True)
+class TD3BCConfig(TD3Config):
+    """TD3+BC: TD3 with ``bc_alpha = 2.5`` (Fujimoto & Gu 2021)."""
+
+    bc_alpha: float = param(2.5, "TD3+BC alpha: Q weight lambda = alpha / mean|Q|; 0 = plain TD3.", lo=0.0)
+
+
+# --------------------------------------------------------------------------- losses
+
+
+def smoothed_target_action(next_mu: torch.Tensor, noise: torch.Tensor, noise_clip: float) -> torch.Tensor:
+    """``clip(pi'(s') + clip(noise, -c, c), -1, 1)`` (TD3 target policy smoothing)."""
+    return (next_mu + noise.clamp(-noise_clip, noise_clip)).clamp(-1.0, 1.0)
+
+
+def td_target(reward: torch.Tensor, discount: torch.Tensor, next_q: torch.Tensor, gamma: float) -> torch.Tensor:
+    """``r + gamma * discount * min_i next_q[i]``; ``next_q`` is (n_critics, B, 1)."""
+    return reward + gamma * discount * next_q.min(dim=0).values
+
+
+def critic_loss(critic: TwinCritic, critic_target: TwinCritic, next_policy: Callable[[torch.Tensor], torch.Tensor],
+                batch: Batch, *, gamma: float, policy_noise: float, noise_clip: float,
+                generator: torch.Generator | None = None, noise: torch.Tensor | None = None):
+    """Clipped double-Q TD loss ``sum_i mean (Q_i(s,a) - y)^2`` (ExORL/TD3).
+
+    ``next_policy`` gives the mean next action (TD3: target actor; CRR: online
+    actor).  ``noise`` overrides the sampled N(0, policy_noise^2) smoothing noise.
+    """
+    with torch.no_grad():
+        next_mu = next_policy(batch.next_obs)
+        if noise is None:
+            noise = torch.randn(next_mu.shape, generator=generator, device=next_mu.device) * policy_noise
+        next_action = smoothed_target_action(next_mu, noise, noise_clip)
+        target = td_target(batch.reward, batch.discount, critic_target(batch.next_obs, next_action), gamma)
+    q = critic(batch.obs, batch.action)
+    loss = (q - target).pow(2).mean() * q.shape[0]
+    with torch.no_grad():
+        metrics = {"critic/loss": loss, "critic/q_mean": q.mean(), "critic/target_q": target.mean()}
+    return loss, metrics
+
+
+def actor_loss(actor: nn.Module, critic: TwinCritic, batch: Batch, *, bc_alpha: float = 0.0):
+    """TD3: ``-mean Q1(s, pi(s))``; TD3+BC (Eq. 3): ``-lambda mean Q1 + mean (pi(s) - a)^2``."""
+    pi = actor(batch.obs)
+    q = critic.q1(batch.obs, pi)
+    metrics = {}
+    if bc_alpha > 0:
+        lmbda = bc_alpha / q.abs().mean().detach()
+        bc = (pi - batch.action).pow(2).mean()
+        loss = -lmbda * q.mean() + bc
+        metrics["actor/bc_loss"] = bc.detach()
+        metrics["actor/lambda"] = lmbda
+    else:
+        loss = -q.mean()
+    metrics["actor/loss"] = loss.detach()
+    metrics["actor/q_mean"] = q.detach().mean()
+    return loss, metrics
+
+
+# --------------------------------------------------------------------------- learner
+
+
+class TD3:
+    """TD3 (``bc_alpha = 0``) or TD3+BC (``bc_alpha > 0``) learner."""
+
+    config_cls = TD3Config
+
+    def __init__(self, obs_dim: int, action_dim: int, config: TD3Config | None = None,
+                 device: str | torch.device = "cpu", seed: int | None = None):
+        self.config = c = config if config is not None else self.config_cls()
+        self.obs_dim, self.action_dim, self.device = obs_dim, action_dim, torch.device(device)
+        with seeded(seed):
+            self.actor = DeterministicActor(obs_dim, action_dim, c.hidden_dim).to(self.device)
+            self.critic = TwinCritic(obs_dim, action_dim, c.hidden_dim).to(self.device)
+        self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.actor_opt = make_adam(self.actor.parameters(), c.lr)
+        self.critic_opt = make_adam(self.critic.parameters(), c.lr)
+        self.generator = make_generator(seed, self.device)
+        self.steps = 0
+
+    def update(self, batch: Batch) -> dict[str, float]:
+        c = self.config
+        loss, metrics = critic_loss(self.critic, self.critic_target, self.actor_target, batch, gamma=c.gamma,
+                                    policy_noise=c.policy_noise, noise_clip=c.noise_clip, generator=self.generator)
+        self.critic_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.critic_opt.step()
+        if self.steps % c.policy_delay == 0:
+            set_requires_grad(self.critic, False)
+            try:
+                a_loss, a_metrics = actor_loss(self.actor, self.critic, batch, bc_alpha=c.bc_alpha)
+                self.actor_opt.zero_grad(set_to_none=True)
+                a_loss.backward()
+            finally:
+                set_requires_grad(self.critic, True)
+            self.actor_opt.step()
+            soft_update(self.critic_target, self.critic, c.tau)
+            soft_update(self.actor_target, self.actor, c.tau)
+            metrics.update(a_metrics)
+        self.steps += 1
+        return to_float_dict(metrics)
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        return act_numpy(self.actor, obs, self.device)
+
+    def _parts(self):
+        return {"actor": self.actor, "critic": self.critic, "actor_target": self.actor_target,
+                "critic_target": self.critic_target, "actor_opt": self.actor_opt, "critic_opt": self.critic_opt}
+
+    def state_dict(self) -> dict:
+        return module_state(self._parts(), self.steps, self.generator, self.config)
+
+    def load_state_dict(self, sd: dict) -> None:
+        self.steps = load_module_state(self._parts(), sd, self.generator)

@@ -1,0 +1,186 @@
+"""TD3-BST: TD3 with Behavioral Supervisor Tuning.
+
+Srinivasan & Knottenbelt 2024, "Offline RL with Behavioral Supervisor Tuning",
+arXiv 2404.16399.  A Morse network ``M`` (:mod:`learners.morse`, Dherin et al.
+2023) is first fitted to the dataset's (s, a) pairs; then TD3 runs with the
+policy objective
+
+    max_pi E_(s,a)~D [ lambda_Q Q1(s, pi(s)) - omega(s) ||pi(s) - a||^2 ],
+    omega(s) = exp((1 - M(s, pi(s))) / mu) - 1,
+
+so the BC pull vanishes on the data modes (``M = 1`` gives ``omega = 0``) and
+grows out of distribution.  The critic is TD3's (:func:`learners.td3.critic_loss`),
+with target actor, smoothing noise and policy delay.  Deterministic actor.
+
+Schedule (a bex choice): the Morse network is trained by an explicit
+``pretrain(sample_batch_fn, steps=None)`` call (``morse_steps`` Adam steps,
+the Tune trainable calls it before the first ``update``) and then frozen;
+``update`` raises ``RuntimeError`` if ``pretrain`` was not called
+(unless ``morse_steps == 0``).  Gradients still flow *through* the frozen M
+into pi unless ``detach_omega``.
+
+*Unverified* choices (the paper's text was not available; exposed as config
+fields): ``mu`` (default 1.0), ``normalize_q`` (default True: TD3+BC's
+``lambda_Q = q_scale / mean|Q|``), ``q_scale`` (1.0), ``detach_omega`` (default
+False), ``morse_steps`` (100k).  The squared error is summed over action
+dims (a squared norm, as written in the objective) and averaged over the batch.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from replay.batch import Batch
+
+from .common import (ConfigBase, DeterministicActor, TwinCritic, act_numpy, load_module_state, make_adam,
+                     make_generator, module_state, param, seeded, set_requires_grad, soft_update, to_float_dict)
+from .morse import MorseNetwork, train_morse
+from .td3 import critic_loss
+
+__all__ = ["TD3BSTConfig", "TD3BST", "bst_weight", "bst_actor_loss"]
+
+
+# --------------------------------------------------------------------------- config
+
+
+@dataclass(frozen=True)
+class TD3BSTConfig(ConfigBase):
+    """TD3-BST hyper-parameters: TD3 (ExORL defaults) + Morse network + BST objective."""
+
+    hidden_dim: int = param(1024, "Width of the two hidden layers of actor and critics.", lo=1)
+    batch_size: int = param(1024, "Transitions per gradient step (used by the sampler).", lo=1)
+    lr: float = param(1e-4, "Adam learning rate of actor and critics.", lo=0.0, hi=1.0, lo_open=True)
+    gamma: float = param(0.99, "Discount factor; multiplies the batch's env discount.", lo=0.0, hi=1.0)
+    tau: float = param(0.01, "Polyak rate of the target networks.", lo=0.0, hi=1.0, lo_open=True)
+    policy_noise: float = param(0.2, "Std of the target-policy smoothing noise.", lo=0.0)
+    noise_clip: float = param(0.3, "Smoothing noise is clipped to +-noise_clip.", lo=0.0)
+    policy_delay: int = param(2, "Critic steps per actor (and target) step.", lo=1)
+    mu: float = param(1.0, "BST temperature: omega = exp((1 - M)/mu) - 1 (unverified default).", lo=0.0,
+                      lo_open=True)
+    normalize_q: bool = param(True, "Scale Q by q_scale / mean|Q| as TD3+BC (unverified default).")
+    q_scale: float = param(1.0, "Q weight (numerator of the normalisation if normalize_q).", lo=0.0)
+    detach_omega: bool = param(False, "Stop gradients through omega (M) into pi (unverified default).")
+    kernel_scale: float | None = param(None, "Morse RBF scale lambda; None = |A|/2.", lo=0.0, lo_open=True)
+    morse_hidden_dim: int = param(256, "Width of the Morse MLP's three hidden layers.", lo=1)
+    morse_lr: float = param(3e-4, "Adam learning rate of the Morse network.", lo=0.0, hi=1.0, lo_open=True)
+    morse_steps: int = param(100_000, "Morse pretraining steps run by pretrain() (unverified default).", lo=0)
+    morse_negatives: int = param(10, "Uniform negative actions per state in the Morse loss.", lo=1)
+
+
+# --------------------------------------------------------------------------- losses
+
+
+def bst_weight(certainty: torch.Tensor, mu: float) -> torch.Tensor:
+    """``omega = exp((1 - M) / mu) - 1``: 0 on the data modes (M = 1)."""
+    return torch.expm1((1.0 - certainty) / mu)
+
+
+def bst_actor_loss(actor: nn.Module, critic: TwinCritic, morse: MorseNetwork, batch: Batch, *, mu: float,
+                   normalize_q: bool = True, q_scale: float = 1.0, detach_omega: bool = False):
+    """``-lambda_Q mean Q1(s, pi(s)) + mean omega(s) ||pi(s) - a||^2``."""
+    pi = actor(batch.obs)
+    q = critic.q1(batch.obs, pi)
+    lmbda = q_scale / q.abs().mean().detach() if normalize_q else float(q_scale)
+    certainty = morse(batch.obs, pi)
+    omega = bst_weight(certainty, mu)
+    if detach_omega:
+        omega = omega.detach()
+    bc = (omega * (pi - batch.action).pow(2).sum(-1, keepdim=True)).mean()
+    loss = -lmbda * q.mean() + bc
+    metrics = {"actor/loss": loss.detach(), "actor/bc_loss": bc.detach(), "actor/q_mean": q.detach().mean(),
+               "actor/lambda": lmbda, "bst/omega_mean": omega.detach().mean(),
+               "bst/certainty_mean": certainty.detach().mean()}
+    return loss, metrics
+
+
+# --------------------------------------------------------------------------- learner
+
+
+class TD3BST:
+    """TD3 critic + BST actor objective with a pretrained, frozen Morse network."""
+
+    config_cls = TD3BSTConfig
+
+    def __init__(self, obs_dim: int, action_dim: int, config: TD3BSTConfig | None = None,
+                 device: str | torch.device = "cpu", seed: int | None = None):
+        self.config = c = config if config is not None else self.config_cls()
+        self.obs_dim, self.action_dim, self.device = obs_dim, action_dim, torch.device(device)
+        with seeded(seed):
+            self.actor = DeterministicActor(obs_dim, action_dim, c.hidden_dim).to(self.device)
+            self.critic = TwinCritic(obs_dim, action_dim, c.hidden_dim).to(self.device)
+            self.morse = MorseNetwork(obs_dim, action_dim, c.morse_hidden_dim,
+                                      kernel_scale=c.kernel_scale).to(self.device)
+        self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.actor_opt = make_adam(self.actor.parameters(), c.lr)
+        self.critic_opt = make_adam(self.critic.parameters(), c.lr)
+        self.morse_opt = make_adam(self.morse.parameters(), c.morse_lr)
+        self.generator = make_generator(seed, self.device)
+        self.steps = 0
+        self.morse_steps_done = 0
+        self.morse.requires_grad_(False)
+
+    def pretrain(self, sample_batch_fn: Callable[[], Batch], steps: int | None = None) -> dict[str, float]:
+        """Fit the Morse network for ``steps`` (default ``config.morse_steps``) batches; then freeze it."""
+        steps = self.config.morse_steps if steps is None else int(steps)
+        self.morse.requires_grad_(True)
+        try:
+            metrics = train_morse(self.morse, self.morse_opt, sample_batch_fn, steps,
+                                  n_negatives=self.config.morse_negatives, generator=self.generator)
+        finally:
+            self.morse.requires_grad_(False)
+        self.morse_steps_done += steps
+        return to_float_dict(metrics)
+
+    @property
+    def pretrained(self) -> bool:
+        return self.morse_steps_done > 0 or self.config.morse_steps == 0
+
+    def update(self, batch: Batch) -> dict[str, float]:
+        if not self.pretrained:
+            raise RuntimeError("TD3BST.update before pretrain(): fit the Morse network first "
+                               "(learner.pretrain(sample_batch_fn)) or set morse_steps=0")
+        c = self.config
+        loss, metrics = critic_loss(self.critic, self.critic_target, self.actor_target, batch, gamma=c.gamma,
+                                    policy_noise=c.policy_noise, noise_clip=c.noise_clip, generator=self.generator)
+        self.critic_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.critic_opt.step()
+        if self.steps % c.policy_delay == 0:
+            set_requires_grad(self.critic, False)
+            try:
+                a_loss, a_metrics = bst_actor_loss(self.actor, self.critic, self.morse, batch, mu=c.mu,
+                                                   normalize_q=c.normalize_q, q_scale=c.q_scale,
+                                                   detach_omega=c.detach_omega)
+                self.actor_opt.zero_grad(set_to_none=True)
+                a_loss.backward()
+            finally:
+                set_requires_grad(self.critic, True)
+            self.actor_opt.step()
+            soft_update(self.critic_target, self.critic, c.tau)
+            soft_update(self.actor_target, self.actor, c.tau)
+            metrics.update(a_metrics)
+        self.steps += 1
+        return to_float_dict(metrics)
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        return act_numpy(self.actor, obs, self.device)
+
+    def _parts(self):
+        return {"actor": self.actor, "critic": self.critic, "actor_target": self.actor_target,
+                "critic_target": self.critic_target, "morse": self.morse, "actor_opt": self.actor_opt,
+                "critic_opt": self.critic_opt, "morse_opt": self.morse_opt}
+
+    def state_dict(self) -> dict:
+        sd = module_state(self._parts(), self.steps, self.generator, self.config)
+        sd["morse_steps_done"] = self.morse_steps_done
+        return sd
+
+    def load_state_dict(self, sd: dict) -> None:
+        self.steps = load_module_state(self._parts(), sd, self.generator)
+        self.morse_steps_done = int(sd.get("morse_steps_done", 0))
