@@ -36,7 +36,6 @@ otherwise ``num_cpus`` CPUs (default 1) and FAISS OpenMP threads set to them
 """
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -174,12 +173,18 @@ class KnnServiceCore:
         x = check_vectors(vectors, self.dim)
         if mode == "batch":
             return self.index.search_batch(x, k, include_self=include_self)[0]
-        self_slots = None
-        if add:
-            with self._lock:
-                self_slots = self._insert(run, x, seq)
+        if not add:
+            return self.index.search(run, x, k)[0]
+        with self._lock:  # insert and search together: the slots cannot be overwritten in between
+            most = min(self.capacity, self.index.size(run) + x.shape[0])
+            if int(k) != k or k < 1 or k >= most:  # reject before inserting anything
+                raise ValueError(f"k={k!r} is out of range for run {run!r} with at most {most} stored vectors "
+                                 f"after this insert: allowed 1 <= k < {most}")
+            self_slots = self._insert(run, x, seq)
+            try:
+                return self.index.search(run, x, k, self_slots=self_slots)[0]
+            finally:
                 self._after_mutation()
-        return self.index.search(run, x, k, self_slots=self_slots)[0]
 
     def _insert(self, run: str, x: np.ndarray, seq) -> np.ndarray:
         """Insert unless ``(run, seq)`` was seen; return the slots now holding ``x`` (-1: gone)."""
