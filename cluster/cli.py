@@ -62,25 +62,52 @@ def _progress_printer(label: str):
 
 @app.command()
 def collect(
-    out: Path = typer.Option(..., "--out", help="dataset root directory"),
+    out: Optional[Path] = typer.Option(None, "--out", help="dataset root directory"),
     domain: str = typer.Option("walker", help="dm_control domain"),
-    explorer: str = typer.Option("random", help="random"),
+    explorer: str = typer.Option("random", help="random | apt | rnd | smm"),
+    objective: Optional[str] = typer.Option(None, help="APT entropy: be | renyi | shannon"),
+    alpha: Optional[float] = typer.Option(None, help="BE Prelec alpha, 0 < alpha <= 10"),
+    q: Optional[float] = typer.Option(None, help="Renyi order, 0 < q <= 10, q != 1"),
+    k: Optional[int] = typer.Option(None, help="k-NN neighbours (default 12)"),
+    knn_mode: Optional[str] = typer.Option(None, "--knn-mode", help="batch (URLB) | window (shared ring buffer)"),
     steps: int = typer.Option(10_000, help="environment steps to write (exact)"),
-    actors: int = typer.Option(1, help="environment worker actors"),
+    actors: int = typer.Option(1, help="environment workers (E); random: parallel actors"),
     seed: int = typer.Option(0),
-    episodes_per_chunk: int = typer.Option(10, help="episodes per committed Parquet file"),
-    resume: bool = typer.Option(False, "--resume", help="continue an interrupted collection into --out"),
+    preset: str = typer.Option("small", help="explorer sizes and schedule: small | paper"),
+    episodes_per_chunk: int = typer.Option(10, help="episodes per committed Parquet file / checkpoint"),
+    config: Optional[Path] = typer.Option(None, "--config", help="a collection grid (tune_configs/collect_*.yaml)"),
+    resume: bool = typer.Option(False, "--resume", help="continue an interrupted collection or grid"),
 ):
-    """Explore an environment with Ray actors and write a hive-partitioned Parquet dataset."""
-    from .collect import CollectConfig, run_collection
+    """Explore with Ray actors and write a hive-partitioned Parquet dataset (one run, or a --config grid)."""
+    from .collect import CollectConfig
+    from .driver import print_progress, run_collections
 
-    cfg = CollectConfig(out=str(out), domain=domain, explorer=explorer, steps=steps, actors=actors, seed=seed,
-                        episodes_per_chunk=episodes_per_chunk)
     try:
-        summary = run_collection(cfg, resume=resume, progress=_progress_printer(f"collect {explorer}"))
+        if config is not None:
+            from .collect_grid import load_grid
+
+            grid = load_grid(config, out=out)
+            cfgs, concurrent = grid.runs(), grid.max_concurrent_runs
+        else:
+            if out is None:
+                raise ValueError("--out is required (or --config with a grid)")
+            if explorer == "apt" and objective is None:
+                objective = "shannon"
+            param = alpha if objective == "be" else q if objective == "renyi" else None
+            if objective == "be" and q is not None or objective == "renyi" and alpha is not None:
+                raise ValueError(f"objective {objective} takes {'--alpha' if objective == 'be' else '--q'} only")
+            extra = {key: v for key, v in (("k", k), ("knn_mode", knn_mode)) if v is not None}
+            cfgs = [CollectConfig(out=str(out), domain=domain, explorer=explorer, objective=objective, param=param,
+                                  steps=steps, actors=actors, seed=seed, preset=preset,
+                                  episodes_per_chunk=episodes_per_chunk, explorer_config=extra).validate()]
+            concurrent = 0
+        summaries = run_collections(cfgs, resume=resume, progress=print_progress(), max_concurrent_runs=concurrent)
     except (ValueError, FileNotFoundError) as e:
         fail(str(e))
-    typer.echo(json.dumps({k: summary[k] for k in ("steps", "wall_s", "env_steps_per_s", "nodes")}))
+    for s in summaries:
+        typer.echo(json.dumps({"run": s["run_key"], "out": s["config"]["out"], "steps": s["steps"],
+                               "wall_s": round(s["wall_s"], 2), "env_steps_per_s": round(s["env_steps_per_s"], 1),
+                               "updates": s["updates"], "nodes": s["nodes"], "restarts": s["restarts"]}))
 
 
 @app.command()

@@ -34,7 +34,9 @@ from envs import Env, EnvSpec, check_domain, tasks_of
 from replay import DatasetWriter, check_output_root, partition_dir
 from replay.schema import dumps, format_param
 
-EXPLORERS = ("random",)
+EXPLORERS = ("random", "apt", "rnd", "smm")
+OBJECTIVES = ("be", "renyi", "shannon")
+PRESETS = ("small", "paper")
 
 
 @dataclass(frozen=True)
@@ -43,19 +45,33 @@ class CollectConfig:
 
     out: str                      #: dataset root directory
     domain: str = "walker"        #: dm_control domain
-    explorer: str = "random"      #: exploration agent
-    objective: str | None = None  #: partition name for the intrinsic objective (defaults to the explorer)
-    param: Any = None             #: the objective's parameter (alpha, q) or None
+    explorer: str = "random"      #: exploration agent: random | apt | rnd | smm
+    objective: str | None = None  #: APT's entropy: be | renyi | shannon (partition ``objective=``)
+    param: Any = None             #: the objective's parameter: alpha (be) or q (renyi)
     steps: int = 10_000           #: exact number of environment steps (transitions) to write
-    actors: int = 1               #: environment worker actors
+    actors: int = 1               #: environment workers (random: parallel actors; learned: E workers)
     seed: int = 0                 #: run seed (partition ``seed=``)
-    episodes_per_chunk: int = 10  #: episodes per committed file
-    explorer_config: dict = field(default_factory=dict)
+    episodes_per_chunk: int = 10  #: episodes per committed file (and per checkpoint for learned explorers)
+    preset: str = "small"         #: explorer network sizes and schedule: small | paper
+    explorer_config: dict = field(default_factory=dict)  #: overrides of the explorer config (k, c, knn_mode ...)
 
     def validate(self) -> "CollectConfig":
         check_domain(self.domain)
         if self.explorer not in EXPLORERS:
             raise ValueError(f"unknown explorer {self.explorer!r}; allowed: {', '.join(EXPLORERS)}")
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}; allowed: {', '.join(PRESETS)}")
+        if self.explorer == "apt":
+            if self.objective not in OBJECTIVES:
+                raise ValueError(f"unknown objective {self.objective!r} for explorer apt; "
+                                 f"allowed: {', '.join(OBJECTIVES)}")
+            if self.objective in ("be", "renyi") and self.param is None:
+                raise ValueError(f"objective {self.objective} needs its parameter "
+                                 f"({'--alpha' if self.objective == 'be' else '--q'})")
+        elif self.objective not in (None, self.explorer):
+            raise ValueError(f"explorer {self.explorer!r} takes no objective (got {self.objective!r}); "
+                             f"objectives belong to explorer apt")
+        self.explorer_settings()  # validates every explorer field (alpha, q, k, c, ...)
         if int(self.steps) < 1:
             raise ValueError(f"steps must be a positive integer, got {self.steps}")
         if int(self.actors) < 1:
@@ -67,12 +83,36 @@ class CollectConfig:
 
     @property
     def partition_objective(self) -> str:
-        return self.objective or self.explorer
+        return self.objective if self.explorer == "apt" else self.explorer
+
+    @property
+    def partition_param(self) -> Any:
+        return self.param if self.explorer == "apt" and self.objective in ("be", "renyi") else None
+
+    def explorer_settings(self) -> dict:
+        """The explorer's config mapping (validated by its strict config class)."""
+        from actors import APTConfig, RNDConfig, SMMConfig
+
+        if self.explorer == "random":
+            if self.explorer_config:
+                raise ValueError(f"explorer 'random' takes no explorer_config; got {sorted(self.explorer_config)}")
+            return {}
+        d = dict(self.explorer_config, preset=self.preset)
+        if self.explorer == "apt":
+            d["objective"] = self.objective
+            if self.objective == "be":
+                d["alpha"] = float(self.param)
+            elif self.objective == "renyi":
+                d["q"] = float(self.param)
+        cls = {"apt": APTConfig, "rnd": RNDConfig, "smm": SMMConfig}[self.explorer]
+        cls.from_dict(d)
+        return d
 
     def run_key(self) -> str:
         d = asdict(self)
         d.pop("out")
-        d.pop("actors")  # more or fewer workers produce the same dataset
+        if self.explorer == "random":
+            d.pop("actors")  # more or fewer random workers produce the same dataset
         return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -94,6 +134,11 @@ def plan_chunks(steps: int, episode_length: int, episodes_per_chunk: int) -> lis
     return [Chunk(i, tuple(lengths[i:i + episodes_per_chunk])) for i in range(0, n_eps, episodes_per_chunk)]
 
 
+def chunk_file_name(run_key: str, chunk: Chunk) -> str:
+    """The deterministic name of a chunk's data file."""
+    return f"{run_key}-e{chunk.first_episode:06d}-000000.parquet"
+
+
 def episode_seed(seed: int, episode: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(episode)]).generate_state(1)[0])
 
@@ -113,14 +158,14 @@ class ChunkCollector:
         from actors import run_episode
 
         cfg, t0 = self.cfg, time.perf_counter()
-        name = f"{self.run_key}-e{chunk.first_episode:06d}"
-        pdir = partition_dir(Path(cfg.out), cfg.domain, cfg.partition_objective, cfg.param, cfg.seed)
-        final = pdir / f"{name}-000000.parquet"
+        pdir = partition_dir(Path(cfg.out), cfg.domain, cfg.partition_objective, cfg.partition_param, cfg.seed)
+        final = pdir / chunk_file_name(self.run_key, chunk)
+        name = final.name[:-len("-000000.parquet")]
         result = dict(file=str(final), steps=chunk.steps, episodes=len(chunk.lengths), node=node_address(),
                       pid=os.getpid())
         if final.exists():
             return dict(result, reused=True, wall_s=0.0)
-        writer = DatasetWriter(cfg.out, self.env.spec, cfg.partition_objective, cfg.param, cfg.seed,
+        writer = DatasetWriter(cfg.out, self.env.spec, cfg.partition_objective, cfg.partition_param, cfg.seed,
                                config=asdict(cfg), writer_id=name, rows_per_file=1 << 62, run_key=self.run_key)
         for j, length in enumerate(chunk.lengths):
             ep = chunk.first_episode + j
@@ -150,7 +195,7 @@ def prepare_output(cfg: CollectConfig, resume: bool) -> tuple[EnvSpec, list[Chun
     """Validate everything before any actor starts; returns the plan and the chunks already done."""
     cfg.validate()
     spec = Env(cfg.domain, tasks_of(cfg.domain)[0], seed=0).spec
-    pdir = partition_dir(Path(cfg.out), cfg.domain, cfg.partition_objective, cfg.param, cfg.seed)
+    pdir = partition_dir(Path(cfg.out), cfg.domain, cfg.partition_objective, cfg.partition_param, cfg.seed)
     run_key = cfg.run_key()
     existing = sorted(p.name for p in pdir.glob("*.parquet")) if pdir.is_dir() else []
     meta_path = pdir / "_bex_partition.json"
@@ -163,65 +208,13 @@ def prepare_output(cfg: CollectConfig, resume: bool) -> tuple[EnvSpec, list[Chun
             raise ValueError(f"output {cfg.out!r} already holds this run's data ({len(existing)} files); "
                              f"pass --resume to continue it or choose another --out")
     chunks = plan_chunks(int(cfg.steps), spec.episode_length, int(cfg.episodes_per_chunk))
-    done = {c.first_episode for c in chunks if f"{run_key}-e{c.first_episode:06d}-000000.parquet" in existing}
+    done = {c.first_episode for c in chunks if chunk_file_name(run_key, c) in existing}
     return spec, chunks, done
 
 
 def run_collection(cfg: CollectConfig, resume: bool = False, progress: Callable[[dict], None] | None = None,
-                   worker_options: dict | None = None) -> dict:
-    """Collect a dataset with ``cfg.actors`` Ray actors; returns a summary (also written as run metadata)."""
-    import ray
+                   **kwargs) -> dict:
+    """Collect one dataset partition; see :func:`cluster.driver.run_collections`."""
+    from .driver import run_collections
 
-    from .runtime import init_ray
-
-    spec, chunks, done = prepare_output(cfg, resume)
-    run_key = cfg.run_key()
-    init_ray()
-    Worker = ray.remote(ChunkCollector)
-    opts = dict(num_cpus=1, max_restarts=-1, max_task_retries=-1, scheduling_strategy="SPREAD")
-    opts.update(worker_options or {})
-    workers = [Worker.options(**opts).remote(cfg, run_key) for _ in range(min(cfg.actors, max(1, len(chunks))))]
-    todo = [c for c in chunks if c.first_episode not in done]
-    stats = dict(steps=sum(c.steps for c in chunks if c.first_episode in done), chunks_done=len(done),
-                 chunks=len(chunks), nodes={}, reused=0)
-    t0 = time.perf_counter()
-    inflight: dict[Any, tuple[int, Chunk]] = {}
-    queue = list(todo)
-
-    def submit(i: int) -> None:
-        if queue:
-            c = queue.pop(0)
-            inflight[workers[i].collect.remote(c)] = (i, c)
-
-    for i in range(len(workers)):
-        submit(i)
-    while inflight:
-        ready, _ = ray.wait(list(inflight), num_returns=1)
-        i, chunk = inflight.pop(ready[0])
-        try:
-            res = ray.get(ready[0])
-        except ray.exceptions.RayActorError:  # actor died for good: retry the chunk on a fresh actor
-            workers[i] = Worker.options(**opts).remote(cfg, run_key)
-            queue.insert(0, chunk)
-            submit(i)
-            continue
-        stats["steps"] += res["steps"]
-        stats["chunks_done"] += 1
-        stats["reused"] += int(res["reused"])
-        stats["nodes"][res["node"]] = stats["nodes"].get(res["node"], 0) + res["steps"]
-        if progress:
-            el = time.perf_counter() - t0
-            progress(dict(steps=stats["steps"], total=int(cfg.steps), elapsed_s=el,
-                          env_steps_per_s=(stats["steps"] - 0) / max(el, 1e-9)))
-        submit(i)
-    wall = time.perf_counter() - t0
-    for w in workers:
-        ray.kill(w)
-    summary = dict(run_key=run_key, config=asdict(cfg), env_spec=spec.to_dict(), steps=stats["steps"],
-                   chunks=stats["chunks"], wall_s=wall, env_steps_per_s=stats["steps"] / max(wall, 1e-9),
-                   nodes=stats["nodes"], resumed_chunks=len(done), reused_chunks=stats["reused"])
-    pdir = partition_dir(Path(cfg.out), cfg.domain, cfg.partition_objective, cfg.param, cfg.seed)
-    from replay import atomic_write_bytes
-
-    atomic_write_bytes(pdir / "_bex_run.json", dumps(summary).encode())
-    return summary
+    return run_collections([cfg], resume=resume, progress=progress, **kwargs)[0]

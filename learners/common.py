@@ -41,8 +41,10 @@ __all__ = [
 # --------------------------------------------------------------------------- configs
 
 #: Presets shared by every learner config.  ``paper`` is ExORL's offline setting.
+#: Keys a config does not have are ignored (``morse_steps`` only exists for TD3-BST:
+#: the small preset pretrains its Morse network for 5K steps instead of 100K).
 PRESETS: dict[str, dict[str, Any]] = {
-    "small": {"hidden_dim": 256, "batch_size": 256, "lr": 3e-4},
+    "small": {"hidden_dim": 256, "batch_size": 256, "lr": 3e-4, "morse_steps": 5_000},
     "paper": {"hidden_dim": 1024, "batch_size": 1024, "lr": 1e-4},
 }
 

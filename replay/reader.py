@@ -47,7 +47,7 @@ class StepArrays:
     reward_intrinsic: np.ndarray  # (N,) float32, NaN where null
 
     def __len__(self) -> int:
-        return len(self.is_first)
+        return next(len(v) for v in vars(self).values() if v is not None)
 
 
 @dataclass

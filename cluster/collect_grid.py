@@ -1,0 +1,114 @@
+"""Collection grids from YAML (``tune_configs/collect_*.yaml``).
+
+Example::
+
+    name: collect_small
+    out: bex_runs/datasets/walker_small
+    domains: [walker]
+    seeds: [0]
+    steps: 50000
+    preset: small
+    actors: 1                       # environment workers per run
+    max_concurrent_runs: 2
+    explorer_config: {}             # DDPG settings shared by every learned run (hidden_dim, ...)
+    apt_config: {k: 12}             # settings of the APT runs only (k, c, knn_mode, ...)
+    runs:
+      - {explorer: random}
+      - {explorer: apt, objective: shannon}
+      - {explorer: apt, objective: be, alpha: [0.5, 5.0]}
+      - {explorer: apt, objective: renyi, q: [0.5, 1.1]}
+      - {explorer: rnd}
+      - {explorer: smm}
+
+Every key is validated (unknown keys, explorers, objectives, out-of-range alpha
+or q) before any actor starts.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+from .collect import CollectConfig
+
+
+@dataclass(frozen=True)
+class GridRun:
+    explorer: str
+    objective: str | None = None
+    alpha: list | float | None = None
+    q: list | float | None = None
+    steps: int | None = None
+    actors: int | None = None
+    explorer_config: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CollectGrid:
+    name: str
+    out: str
+    runs: list
+    domains: list = field(default_factory=lambda: ["walker"])
+    seeds: list = field(default_factory=lambda: [0])
+    steps: int = 50_000
+    preset: str = "small"
+    actors: int = 1
+    episodes_per_chunk: int = 10
+    max_concurrent_runs: int = 0
+    explorer_config: dict = field(default_factory=dict)
+    apt_config: dict = field(default_factory=dict)
+
+    def runs_(self) -> list[CollectConfig]:
+        out = []
+        for i, r in enumerate(self.runs):
+            if not isinstance(r, dict):
+                raise ValueError(f"runs[{i}] must be a mapping, got {r!r}")
+            run = _strict(GridRun, r, f"runs[{i}]")
+            params = run.alpha if run.objective == "be" else run.q if run.objective == "renyi" else None
+            params = params if isinstance(params, list) else [params]
+            for domain, seed, p in itertools.product(self.domains, self.seeds, params):
+                out.append(CollectConfig(
+                    out=self.out, domain=domain, explorer=run.explorer, objective=run.objective, param=p,
+                    steps=run.steps or self.steps, actors=run.actors or self.actors, seed=int(seed),
+                    preset=self.preset, episodes_per_chunk=self.episodes_per_chunk,
+                    explorer_config={} if run.explorer == "random" else
+                    {**self.explorer_config, **(self.apt_config if run.explorer == "apt" else {}),
+                     **run.explorer_config}).validate())
+        return out
+
+
+def _strict(cls, d: dict, where: str):
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown} in {where}; allowed: {sorted(names)}")
+    try:
+        return cls(**d)
+    except TypeError as e:
+        raise ValueError(f"{where}: {e}".replace("__init__() ", "")) from None
+
+
+class _Loaded:
+    def __init__(self, grid: CollectGrid):
+        self.grid = grid
+        self.max_concurrent_runs = grid.max_concurrent_runs
+
+    def runs(self) -> list[CollectConfig]:
+        return self.grid.runs_()
+
+
+def load_grid(path: str | Path, out: str | Path | None = None) -> _Loaded:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"collection config {str(path)!r} does not exist")
+    try:
+        d = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ValueError(f"collection config {str(path)!r} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"collection config {str(path)!r} must be a mapping")
+    if out is not None:
+        d["out"] = str(out)
+    return _Loaded(_strict(CollectGrid, d, str(path)))

@@ -1,0 +1,286 @@
+"""The collection driver: many runs (a grid) at once on one Ray cluster.
+
+Three kinds of run, multiplexed with one ``ray.wait`` loop:
+
+* random explorer: stateless chunk collectors (``ChunkCollector``), as many as
+  ``actors``, fed chunks dynamically;
+* learned explorer, E = 1: one ``LearnedRunner`` actor running URLB's loop,
+  a chunk per call;
+* learned explorer, E > 1: one ``LearnerCore`` actor and E ``EnvWorkerCore``
+  actors exchanging segments (``cluster/distributed.py``).
+
+All learned runs share the cluster's one ``KnnService``.  Every actor is created
+with ``max_restarts=-1``; learners and runners also retry their calls after a
+restart (they restore from their checkpoints), workers do not (the driver
+reassigns their episode).  A live table shows env steps/s, updates/s,
+intrinsic reward and k-NN latency per run.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+from replay import atomic_write_bytes, partition_dir
+from replay.schema import dumps
+
+from .collect import ChunkCollector, CollectConfig, prepare_output
+
+SEGMENT_STEPS = 100
+
+
+class _Run:
+    """Common state of one run in the driver."""
+
+    def __init__(self, cfg: CollectConfig, resume: bool):
+        self.cfg = cfg
+        self.spec, self.chunks, self.done_chunks = prepare_output(cfg, resume)
+        self.run_key = cfg.run_key()
+        self.label = (f"{cfg.domain}/{cfg.partition_objective}"
+                      + ("" if cfg.partition_param is None else f"={cfg.partition_param}") + f"/s{cfg.seed}")
+        self.steps = sum(c.steps for c in self.chunks if c.first_episode in self.done_chunks)
+        self.t0 = time.perf_counter()
+        self.steps_at_start = self.steps
+        self.nodes: dict[str, int] = {}
+        self.updates = 0
+        self.intr: float | None = None
+        self.knn_ms: float | None = None
+        self.restarts = 0
+        self.finished = False
+
+    def row(self) -> dict:
+        el = max(time.perf_counter() - self.t0, 1e-9)
+        return dict(run=self.label, steps=self.steps, total=int(self.cfg.steps),
+                    env_steps_per_s=(self.steps - self.steps_at_start) / el, updates_per_s=self.updates / el,
+                    intr_reward_mean=self.intr, knn_ms=self.knn_ms, restarts=self.restarts)
+
+    def summary(self) -> dict:
+        wall = time.perf_counter() - self.t0
+        s = dict(run_key=self.run_key, config=asdict(self.cfg), env_spec=self.spec.to_dict(), steps=self.steps,
+                 chunks=len(self.chunks), wall_s=wall, env_steps_per_s=(self.steps - self.steps_at_start) / max(wall, 1e-9),
+                 updates=self.updates, nodes=self.nodes, restarts=self.restarts)
+        pdir = partition_dir(Path(self.cfg.out), self.cfg.domain, self.cfg.partition_objective,
+                             self.cfg.partition_param, self.cfg.seed)
+        atomic_write_bytes(pdir / "_bex_run.json", dumps(s).encode())
+        return s
+
+    def _count(self, res: dict) -> None:
+        self.steps += res["steps"]
+        self.nodes[res["node"]] = self.nodes.get(res["node"], 0) + res["steps"]
+
+
+class _RandomRun(_Run):
+    def start(self, ray, opts: dict) -> list:
+        self.ray, self.opts = ray, dict(opts, max_task_retries=-1, scheduling_strategy="SPREAD")
+        self.Worker = ray.remote(ChunkCollector)
+        self.queue = [c for c in self.chunks if c.first_episode not in self.done_chunks]
+        n = min(self.cfg.actors, max(1, len(self.queue)))
+        self.workers = [self.Worker.options(**self.opts).remote(self.cfg, self.run_key) for _ in range(n)]
+        self.inflight: dict[Any, tuple[int, Any]] = {}
+        for i in range(n):
+            self._submit(i)
+        return list(self.inflight)
+
+    def _submit(self, i: int) -> None:
+        if self.queue:
+            c = self.queue.pop(0)
+            self.inflight[self.workers[i].collect.remote(c)] = (i, c)
+
+    def handle(self, ref) -> list:
+        i, chunk = self.inflight.pop(ref)
+        try:
+            res = self.ray.get(ref)
+        except self.ray.exceptions.RayActorError:  # died for good: a fresh actor redoes the chunk
+            self.restarts += 1
+            self.workers[i] = self.Worker.options(**self.opts).remote(self.cfg, self.run_key)
+            self.queue.insert(0, chunk)
+            res = None
+        if res is not None:
+            self._count(res)
+        self._submit(i)
+        self.finished = not self.inflight
+        if self.finished:
+            for w in self.workers:
+                self.ray.kill(w)
+        return [r for r, (j, _) in self.inflight.items() if j == i]
+
+
+class _LearnedRun(_Run):
+    """E = 1: one runner actor, one chunk per call, in order."""
+
+    def start(self, ray, opts: dict, knn: dict) -> list:
+        from .learned import LearnedRunner
+
+        self.ray = ray
+        self.actor = ray.remote(LearnedRunner).options(**dict(opts, max_task_retries=-1)).remote(
+            self.cfg, self.run_key, knn)
+        self.next = 0
+        self.steps = 0
+        return self._submit()
+
+    def _submit(self) -> list:
+        if self.next >= len(self.chunks):
+            self.finished = True
+            self.ray.kill(self.actor)
+            return []
+        self.ref = self.actor.run_chunk.remote(self.next)
+        return [self.ref]
+
+    def handle(self, ref) -> list:
+        res = self.ray.get(ref)  # the actor restarts and the call is retried by Ray after a crash
+        self.restarts = max(self.restarts, int(res.get("restored", False)))
+        self._count(res)
+        self.updates += res.get("updates", 0) or 0
+        self.intr = res.get("intr_reward_mean", self.intr)
+        self.knn_ms = res.get("knn_ms", self.knn_ms)
+        self.next += 1
+        return self._submit()
+
+
+class _DistributedRun(_Run):
+    """E > 1: a learner actor and E environment worker actors."""
+
+    def start(self, ray, opts: dict, knn: dict) -> list:
+        from .distributed import EnvWorkerCore, LearnerCore
+
+        self.ray = ray
+        self.learner = ray.remote(LearnerCore).options(**dict(opts, max_task_retries=-1)).remote(
+            self.cfg, self.run_key, knn)
+        wopts = dict(opts, max_task_retries=0, scheduling_strategy="SPREAD",
+                     num_cpus=worker_cpus(ray.cluster_resources().get("CPU", 1), self.cfg.actors))
+        self.workers = [ray.remote(EnvWorkerCore).options(**wopts).remote(self.cfg, i)
+                        for i in range(self.cfg.actors)]
+        self.inflight = {w.run_segment.remote(self.learner.next_ticket.remote(i), SEGMENT_STEPS): i
+                         for i, w in enumerate(self.workers)}
+        self.steps = 0
+        self.last_status = 0.0
+        return list(self.inflight)
+
+    def handle(self, ref) -> list:
+        i = self.inflight.pop(ref)
+        try:
+            seg = self.ray.get(ref)
+        except self.ray.exceptions.RayActorError:  # the worker died: Ray restarts it, its episode is dropped
+            self.restarts += 1
+            fb = self.learner.abort.remote(i)
+            new = self.workers[i].run_segment.remote(fb, SEGMENT_STEPS)
+            self.inflight[new] = i
+            return [new]
+        if seg is None:  # no tickets left for this worker
+            if not self.inflight:
+                return self._finish()
+            return []
+        self.nodes[seg.node] = self.nodes.get(seg.node, 0) + len(seg.obs) - (seg.first_row == 0)
+        fb = self.learner.ingest.remote(seg)
+        new = self.workers[i].run_segment.remote(fb, SEGMENT_STEPS)
+        self.inflight[new] = i
+        now = time.perf_counter()
+        if now - self.last_status > 1.0:
+            self._status()
+            self.last_status = now
+        return [new]
+
+    def _status(self) -> dict:
+        st = self.ray.get(self.learner.status.remote())
+        self.steps, self.updates = st["committed_steps"], st["updates"]
+        self.intr = st["intr_reward_mean"] if st["intr_reward_mean"] is not None else self.intr
+        self.knn_ms = st["knn_ms"] if st["knn_ms"] is not None else self.knn_ms
+        return st
+
+    def _finish(self) -> list:
+        st = self._status()
+        if not st["done"]:
+            raise RuntimeError(f"run {self.label}: workers idle but the learner has not committed every episode")
+        self.finished = True
+        for a in (*self.workers, self.learner):
+            self.ray.kill(a)
+        return []
+
+
+def worker_cpus(cluster_cpus: float, workers: int) -> float:
+    """CPUs asked per environment worker: 1, or a share of what the learner leaves on a small machine."""
+    return float(min(1.0, max(0.1, (cluster_cpus - 1) / max(workers, 1))))
+
+
+def knn_service_cpus(cluster_cpus: float) -> float:
+    """The k-NN service reserves a CPU on clusters of 4+ CPUs; on a laptop it shares the learner's."""
+    return 1.0 if cluster_cpus >= 4 else 0.0
+
+
+def _make_run(cfg: CollectConfig, resume: bool) -> _Run:
+    if cfg.explorer == "random":
+        return _RandomRun(cfg, resume)
+    if cfg.actors == 1:
+        return _LearnedRun(cfg, resume)
+    if cfg.explorer == "smm":
+        raise ValueError("explorer smm runs with --actors 1 only (its skill is part of the replay observation)")
+    return _DistributedRun(cfg, resume)
+
+
+def run_collections(cfgs: list[CollectConfig], resume: bool = False,
+                    progress: Callable[[list[dict]], None] | None = None, max_concurrent_runs: int = 0,
+                    knn: dict | None = None, worker_options: dict | None = None) -> list[dict]:
+    """Run every collection (validated up front, before any actor starts); returns their summaries."""
+    runs = [_make_run(c, resume) for c in cfgs]  # raises on bad input before Ray starts
+    import ray
+
+    from .runtime import init_ray
+
+    init_ray()
+    opts = dict(num_cpus=1, max_restarts=-1)
+    opts.update(worker_options or {})
+    knn = dict(knn or {})
+    knn.setdefault("snapshot_dir", str(Path(cfgs[0].out) / "_knn_service"))
+    cpus = ray.cluster_resources().get("CPU", 1)
+    knn.setdefault("num_cpus", knn_service_cpus(cpus))
+    knn.setdefault("num_threads", max(1, int(cpus)) if knn["num_cpus"] == 0 else None)
+    limit = max_concurrent_runs or len(runs)
+    pending, active, owner = list(runs), [], {}
+
+    def launch() -> None:
+        while pending and len(active) < limit:
+            r = pending.pop(0)
+            refs = r.start(ray, opts) if isinstance(r, _RandomRun) else r.start(ray, opts, knn)
+            active.append(r)
+            owner.update({ref: r for ref in refs})
+            if r.finished:
+                active.remove(r)
+
+    launch()
+    last = 0.0
+    while owner:
+        ready, _ = ray.wait(list(owner), num_returns=1)
+        run = owner.pop(ready[0])
+        for ref in run.handle(ready[0]):
+            owner[ref] = run
+        if run.finished and run in active:
+            active.remove(run)
+            launch()
+        now = time.perf_counter()
+        if progress and (now - last > 1.0 or not owner):
+            progress([r.row() for r in runs])
+            last = now
+    return [r.summary() for r in runs]
+
+
+def print_progress(stream=sys.stderr) -> Callable[[list[dict]], None]:
+    """A progress callback: one line per run (a refreshed table on a terminal)."""
+    tty = stream.isatty()
+
+    def show(rows: list[dict]) -> None:
+        lines = [f"{'run':<28} {'steps':>16} {'env st/s':>9} {'upd/s':>7} {'intr':>9} {'knn ms':>7} {'restarts':>8}"]
+        for r in rows:
+            intr = "-" if r["intr_reward_mean"] is None else f"{r['intr_reward_mean']:.4g}"
+            knn = "-" if r["knn_ms"] is None else f"{r['knn_ms']:.1f}"
+            lines.append(f"{r['run']:<28} {r['steps']:>7}/{r['total']:<8} {r['env_steps_per_s']:>9.0f} "
+                         f"{r['updates_per_s']:>7.1f} {intr:>9} {knn:>7} {r['restarts']:>8}")
+        text = "\n".join(lines)
+        if tty:
+            stream.write("\x1b[2J\x1b[H" + text + "\n")
+        else:
+            stream.write(text + "\n")
+        stream.flush()
+
+    return show

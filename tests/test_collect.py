@@ -1,0 +1,173 @@
+"""Collection: plans, validation before any actor starts, the distributed learner, and kill tests."""
+import json
+import os
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from cluster.collect import CollectConfig, plan_chunks
+from cluster.distributed import EnvWorkerCore, LearnerCore
+from replay import Dataset
+from tests.conftest import BEX
+
+
+def bex(*args, timeout=600):
+    return subprocess.run([BEX, *map(str, args)], capture_output=True, text=True, timeout=timeout)
+
+
+def one_line_error(p, needle):
+    assert p.returncode != 0, p.stdout
+    lines = [x for x in p.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("bex: error:") and needle in lines[0], p.stderr
+
+
+def test_plan_chunks_is_exact():
+    chunks = plan_chunks(2500, 1000, 2)
+    assert [c.lengths for c in chunks] == [(1000, 1000), (500,)]
+    assert sum(c.steps for c in chunks) == 2500 and [c.first_episode for c in chunks] == [0, 2]
+    assert sum(c.steps for c in plan_chunks(1, 1000, 10)) == 1
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--explorer", "apt", "--objective", "be", "--alpha", "0"], "alpha=0.0 is out of range"),
+    (["--explorer", "apt", "--objective", "be", "--alpha", "-1"], "alpha=-1.0"),
+    (["--explorer", "apt", "--objective", "renyi", "--q", "1"], "q=1.0"),
+    (["--explorer", "apt", "--objective", "shannon", "--k", "0"], "k=0"),
+    (["--explorer", "apt", "--objective", "shannon", "--k", "128"], "k=128 is out of range"),  # small batch 128
+    (["--explorer", "apt", "--objective", "tsallis"], "unknown objective 'tsallis'"),
+    (["--explorer", "dqn"], "unknown explorer 'dqn'"),
+    (["--explorer", "apt", "--domain", "robot"], "unknown domain 'robot'"),
+    (["--explorer", "apt", "--objective", "be"], "needs its parameter (--alpha)"),
+    (["--explorer", "rnd", "--preset", "huge"], "unknown preset 'huge'"),
+])
+def test_collect_bad_input_before_any_actor(tmp_path, args, needle):
+    p = bex("collect", "--out", tmp_path / "d", "--steps", "100", *args)
+    one_line_error(p, needle)
+    assert not (tmp_path / "d").exists()
+
+
+def test_grid_yaml_validation(tmp_path):
+    cfg = tmp_path / "g.yaml"
+    cfg.write_text("name: g\nout: x\nruns:\n  - {explorer: apt, objective: be, alfa: [0.5]}\n")
+    one_line_error(bex("collect", "--config", cfg), "unknown key(s) ['alfa'] in runs[0]")
+    cfg.write_text("name: g\nout: x\nruns:\n  - {explorer: apt, objective: be, alpha: [0.5, 11]}\n")
+    one_line_error(bex("collect", "--config", cfg), "alpha=11.0 is out of range")
+
+
+def test_grid_expands_the_paper_configs():
+    from cluster.collect_grid import load_grid
+
+    paper = load_grid("tune_configs/collect_paper.yaml").runs()
+    # alpha x8, q x2, shannon, rnd, smm = 13 datasets per domain, walker and quadruped
+    assert len(paper) == 26
+    assert {c.steps for c in paper} == {500_000} and {c.preset for c in paper} == {"paper"}
+    small = load_grid("tune_configs/collect_small.yaml").runs()
+    assert {c.partition_objective for c in small} >= {"random", "shannon", "be"}
+
+
+def test_distributed_learner_in_process_exact_steps_and_updates(tmp_path):
+    """Two workers' segments interleaved into one learner (no Ray): exact steps, URLB's update ratio."""
+    cfg = CollectConfig(out=str(tmp_path), explorer="rnd", steps=1300, actors=2, preset="small",
+                        episodes_per_chunk=1, explorer_config={"num_seed_frames": 200, "batch_size": 32,
+                                                               "hidden_dim": 32}).validate()
+    learner = LearnerCore(cfg, cfg.run_key())
+    workers = [EnvWorkerCore(cfg, i) for i in range(2)]
+    fb = [learner.next_ticket(i) for i in range(2)]
+    assert fb[0]["ticket"].episode != fb[1]["ticket"].episode
+    active = [0, 1]
+    while active:
+        for i in list(active):
+            seg = workers[i].run_segment(fb[i], 77)
+            if seg is None:
+                active.remove(i)
+                continue
+            fb[i] = learner.ingest(seg)
+    st = learner.status()
+    assert st["done"] and st["committed_steps"] == 1300 and st["steps_ingested"] == 1300
+    assert st["updates"] == (1300 - 200) // 2  # one update per 2 ingested steps after the seed frames
+    arr = Dataset(tmp_path).load(["episode_id", "step", "is_first", "is_last"])
+    assert len(arr) - arr.is_first.sum() == 1300 and arr.is_first.sum() == 2
+    assert len(set(zip(arr.episode_id, arr.step))) == len(arr)
+    # a worker killed mid-episode: its partial episode is dropped and the ticket reassigned
+    cfg2 = CollectConfig(out=str(tmp_path / "b"), explorer="rnd", steps=1000, actors=2, preset="small",
+                         episodes_per_chunk=1, explorer_config={"num_seed_frames": 2000}).validate()
+    lc = LearnerCore(cfg2, cfg2.run_key())
+    w = EnvWorkerCore(cfg2, 0)
+    f = lc.ingest(w.run_segment(lc.next_ticket(0), 300))
+    f = lc.abort(0)  # worker 0 died
+    assert f["ticket"].episode == 0 and not f["accepted"]
+    w = EnvWorkerCore(cfg2, 0)  # the restarted worker
+    while (seg := w.run_segment(f, 400)) is not None:
+        f = lc.ingest(seg)
+    assert lc.status()["committed_steps"] == 1000 and lc.steps_ingested == 1300  # 300 dropped steps trained on
+    assert len(Dataset(tmp_path / "b").load(["step"])) == 1001
+
+
+def _wait_for_files(pdir, n, timeout=300):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if pdir.exists() and len(list(pdir.glob("*.parquet"))) >= n:
+            return True
+        time.sleep(0.3)
+    return False
+
+
+def _kill(pattern):
+    pids = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout.split()
+    assert pids, f"no process matches {pattern}"
+    os.kill(int(pids[0]), signal.SIGKILL)
+
+
+def _check_dataset(out, steps):
+    arr = Dataset(out).load(["episode_id", "step", "is_first"])
+    assert len(arr) - arr.is_first.sum() == steps
+    assert len(set(zip(arr.episode_id, arr.step))) == len(arr)  # no duplicated (episode_id, step)
+    assert all(np.array_equal(arr.step[arr.episode_id == e], np.arange((arr.episode_id == e).sum()))
+               for e in set(arr.episode_id))  # every episode whole, rows in order
+
+
+@pytest.mark.ray
+def test_kill_env_worker_and_learner_mid_run(tmp_path):
+    out = tmp_path / "d"
+    proc = subprocess.Popen([BEX, "collect", "--explorer", "apt", "--objective", "be", "--alpha", "0.5",
+                             "--steps", "4500", "--actors", "2", "--out", out, "--episodes-per-chunk", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pdir = out / "domain=walker" / "objective=be" / "param=0.5" / "seed=0"
+    assert _wait_for_files(pdir, 1)
+    _kill("ray::EnvWorkerCore")
+    assert _wait_for_files(pdir, 2)
+    _kill("ray::LearnerCore")
+    o, e = proc.communicate(timeout=600)
+    assert proc.returncode == 0, e[-3000:]
+    summary = json.loads(o.strip().splitlines()[-1])
+    assert summary["steps"] == 4500 and summary["restarts"] >= 1
+    _check_dataset(out, 4500)
+
+
+@pytest.mark.ray
+def test_kill_single_process_runner_and_resume(tmp_path):
+    out = tmp_path / "d"
+    args = ["collect", "--explorer", "apt", "--objective", "shannon", "--steps", "3500", "--out", out,
+            "--episodes-per-chunk", "1"]
+    proc = subprocess.Popen([BEX, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pdir = out / "domain=walker" / "objective=shannon" / "param=none" / "seed=0"
+    assert _wait_for_files(pdir, 2)
+    _kill("ray::LearnedRunner")
+    o, e = proc.communicate(timeout=600)
+    assert proc.returncode == 0, e[-3000:]
+    _check_dataset(out, 3500)
+    # an interrupted run (driver killed) continues with --resume and ends exact
+    out2 = tmp_path / "d2"
+    args2 = [a if a != out else out2 for a in args]
+    proc = subprocess.Popen([BEX, *map(str, args2)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pdir2 = out2 / "domain=walker" / "objective=shannon" / "param=none" / "seed=0"
+    assert _wait_for_files(pdir2, 2)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=120)
+    one_line_error(bex(*args2), "--resume")
+    p = bex(*args2, "--resume")
+    assert p.returncode == 0, p.stderr[-3000:]
+    _check_dataset(out2, 3500)
