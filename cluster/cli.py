@@ -38,11 +38,22 @@ def main_options(
                                           help="address the embedded Ray binds to (e.g. 127.0.0.2)"),
     address: Optional[str] = typer.Option(None, "--address", envvar="RAY_ADDRESS",
                                           help="Ray cluster to join (HOST:PORT or auto)"),
+    storage: Optional[str] = typer.Option(None, "--storage", envvar="BEX_STORAGE",
+                                          help="storage root for datasets and Tune results (path or URI)"),
 ):
     if node_ip:
         os.environ["BEX_NODE_IP"] = node_ip
     if address:
         os.environ["RAY_ADDRESS"] = address
+    from .status import check_cluster_address  # fail in seconds, not minutes, on a wrong address or token
+    from .storage import resolve_storage
+
+    try:
+        check_cluster_address(address)
+        if storage:
+            os.environ["BEX_STORAGE"] = resolve_storage(storage, root="")
+    except ValueError as e:
+        fail(str(e))
 
 
 def _progress_printer(label: str):
@@ -259,14 +270,32 @@ def results(run: Path = typer.Argument(..., help="Tune experiment directory (STO
 
 @app.command()
 def demo(root: Path = typer.Option(Path("bex_runs/demo"), "--root", help="run root of the demo"),
-         steps: int = typer.Option(4000, help="environment steps per dataset")):
+         steps: int = typer.Option(4000, help="environment steps per dataset"),
+         train_steps: int = typer.Option(2000, "--train-steps", help="gradient steps per offline trial")):
     """Run the whole pipeline at small scale on the embedded local Ray."""
     from .demo import run_demo
 
     try:
-        run_demo(root, steps=steps, echo=typer.echo)
+        run_demo(root, steps=steps, train_steps=train_steps, echo=typer.echo)
     except (ValueError, FileNotFoundError) as e:
         fail(str(e))
+
+
+@app.command()
+def status(as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+           all_records: bool = typer.Option(False, "--all", help="also list collections and sweeps that ended")):
+    """Cluster resources per node, running collections and sweeps with progress, k-NN service health."""
+    from .runtime import init_ray
+    from .status import cluster_status, format_status
+
+    if not os.environ.get("RAY_ADDRESS"):
+        os.environ["RAY_ADDRESS"] = "auto"  # a running cluster, never a fresh embedded one
+    try:
+        ray = init_ray(log_to_driver=False, logging_level="ERROR")
+    except (ConnectionError, RuntimeError) as e:
+        fail(f"no running Ray cluster to report on ({str(e).splitlines()[0]}); pass --address or set RAY_ADDRESS")
+    st = cluster_status(ray)
+    typer.echo(json.dumps(st, indent=2, default=str) if as_json else format_status(st, all_records))
 
 
 def main() -> None:

@@ -32,7 +32,6 @@ import numpy as np
 
 from envs import Env, EnvSpec, check_domain, tasks_of
 from replay import DatasetWriter, check_output_root, partition_dir
-from replay.schema import dumps, format_param
 
 EXPLORERS = ("random", "apt", "rnd", "smm")
 OBJECTIVES = ("be", "renyi", "shannon")

@@ -26,12 +26,11 @@ or q) before any actor starts.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from .collect import CollectConfig
+from .yamlconf import load_yaml, strict
 
 
 @dataclass(frozen=True)
@@ -65,7 +64,7 @@ class CollectGrid:
         for i, r in enumerate(self.runs):
             if not isinstance(r, dict):
                 raise ValueError(f"runs[{i}] must be a mapping, got {r!r}")
-            run = _strict(GridRun, r, f"runs[{i}]")
+            run = strict(GridRun, r, f"runs[{i}]")
             params = run.alpha if run.objective == "be" else run.q if run.objective == "renyi" else None
             params = params if isinstance(params, list) else [params]
             for domain, seed, p in itertools.product(self.domains, self.seeds, params):
@@ -79,17 +78,6 @@ class CollectGrid:
         return out
 
 
-def _strict(cls, d: dict, where: str):
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-        raise ValueError(f"unknown key(s) {unknown} in {where}; allowed: {sorted(names)}")
-    try:
-        return cls(**d)
-    except TypeError as e:
-        raise ValueError(f"{where}: {e}".replace("__init__() ", "")) from None
-
-
 class _Loaded:
     def __init__(self, grid: CollectGrid):
         self.grid = grid
@@ -100,15 +88,7 @@ class _Loaded:
 
 
 def load_grid(path: str | Path, out: str | Path | None = None) -> _Loaded:
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"collection config {str(path)!r} does not exist")
-    try:
-        d = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ValueError(f"collection config {str(path)!r} is not valid YAML: {str(e).splitlines()[0]}") from None
-    if not isinstance(d, dict):
-        raise ValueError(f"collection config {str(path)!r} must be a mapping")
-    if out is not None:
+    d = load_yaml(path, "collection config")
+    if isinstance(d, dict) and out is not None:
         d["out"] = str(out)
-    return _Loaded(_strict(CollectGrid, d, str(path)))
+    return _Loaded(strict(CollectGrid, d, str(path)))

@@ -25,8 +25,6 @@ partial episodes may remain in the replay buffer, never in the dataset.
 """
 from __future__ import annotations
 
-import io
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,6 +36,7 @@ from envs import Env, tasks_of
 from replay import DatasetWriter, Episode, partition_dir
 
 from .collect import CollectConfig, episode_seed, node_address, plan_chunks
+from .learned import build_explorer, save_checkpoint
 
 
 @dataclass
@@ -118,25 +117,9 @@ class LearnerCore:
     """Owns the explorer's learning, the ticket plan, the dataset commits and checkpoints."""
 
     def __init__(self, cfg: CollectConfig, run_key: str, knn: dict | None = None):
-        from actors import make_explorer
-
-        from .learned import ServiceKnnReward
-
         self.cfg, self.run_key = cfg, run_key
-        env = Env(cfg.domain, tasks_of(cfg.domain)[0], seed=cfg.seed)
-        self.spec = env.spec
-        settings = cfg.explorer_settings()
-        self.knn = None
-        if cfg.explorer == "apt":
-            from actors import APTConfig
-
-            from .knn_service import KnnClient
-
-            acfg = APTConfig.from_dict(settings)
-            self.knn = ServiceKnnReward(acfg, run_key, KnnClient(acfg.rep_dim, **(knn or {})))
-        torch.manual_seed(cfg.seed)
-        self.explorer = make_explorer(cfg.explorer, self.spec.obs_dim, self.spec.action_dim, settings,
-                                      seed=cfg.seed, knn_reward=self.knn)
+        self.spec = Env(cfg.domain, tasks_of(cfg.domain)[0], seed=cfg.seed).spec
+        self.explorer, self.knn = build_explorer(cfg, run_key, knn, self.spec)
         chunks = plan_chunks(int(cfg.steps), self.spec.episode_length, 1)
         self.tickets = {c.first_episode: Ticket(c.first_episode, c.lengths[0]) for c in chunks}
         self.pdir = partition_dir(Path(cfg.out), cfg.domain, cfg.partition_objective, cfg.partition_param, cfg.seed)
@@ -240,15 +223,7 @@ class LearnerCore:
         state = {"explorer": self.explorer.state_dict(), "committed": sorted(self.committed), "seq": self.seq,
                  "steps_ingested": self.steps_ingested, "updates": self.updates, "torch_rng": torch.get_rng_state(),
                  "knn": None if self.knn is None else self.knn.state_dict()}
-        self.ckpt.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.ckpt.with_name(f".{self.ckpt.name}.tmp-{os.getpid()}")
-        buf = io.BytesIO()
-        torch.save(state, buf)
-        with open(tmp, "wb") as f:
-            f.write(buf.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.ckpt)
+        save_checkpoint(self.ckpt, state)
 
     def _restore(self) -> bool:
         restored = False

@@ -27,9 +27,34 @@ import numpy as np
 import torch
 
 from envs import Env, tasks_of
-from replay import DatasetWriter, partition_dir
+from replay import DatasetWriter, atomic_write_bytes, partition_dir
 
 from .collect import Chunk, CollectConfig, chunk_file_name, episode_seed, node_address, plan_chunks
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """``torch.save`` to ``path`` atomically (temporary name, fsync, rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def build_explorer(cfg: CollectConfig, run_key: str, knn: dict | None, spec):
+    """The run's explorer; APT gets its k-NN reward from the cluster's ``KnnService``."""
+    from actors import APTConfig, make_explorer
+
+    from .knn_service import KnnClient
+
+    settings = cfg.explorer_settings()
+    knn_reward = None
+    if cfg.explorer == "apt":
+        acfg = APTConfig.from_dict(settings)
+        knn_reward = ServiceKnnReward(acfg, run_key, KnnClient(acfg.rep_dim, **(knn or {})))
+    torch.manual_seed(cfg.seed)
+    explorer = make_explorer(cfg.explorer, spec.obs_dim, spec.action_dim, settings, seed=cfg.seed,
+                             knn_reward=knn_reward)
+    return explorer, knn_reward
 
 
 class ServiceKnnReward:
@@ -73,24 +98,10 @@ class LearnedRunner:
     """Collects one run's chunks in order, checkpointing after each (see module docstring)."""
 
     def __init__(self, cfg: CollectConfig, run_key: str, knn: dict | None = None):
-        from actors import make_explorer
-
         self.cfg, self.run_key = cfg, run_key
         self.env = Env(cfg.domain, tasks_of(cfg.domain)[0], seed=cfg.seed)
         spec = self.env.spec
-        settings = cfg.explorer_settings()
-        self.knn = None
-        if cfg.explorer == "apt":
-            from actors import APTConfig
-
-            from .knn_service import KnnClient
-
-            acfg = APTConfig.from_dict(settings)
-            client = KnnClient(acfg.rep_dim, **(knn or {}))
-            self.knn = ServiceKnnReward(acfg, f"{run_key}", client)
-        torch.manual_seed(cfg.seed)
-        self.explorer = make_explorer(cfg.explorer, spec.obs_dim, spec.action_dim, settings, seed=cfg.seed,
-                                      knn_reward=self.knn)
+        self.explorer, self.knn = build_explorer(cfg, run_key, knn, spec)
         self.plan = plan_chunks(int(cfg.steps), spec.episode_length, int(cfg.episodes_per_chunk))
         self.pdir = partition_dir(Path(cfg.out), cfg.domain, cfg.partition_objective, cfg.partition_param, cfg.seed)
         self.ckpt = self.pdir / "_checkpoints" / f"{run_key}.pt"
@@ -104,15 +115,7 @@ class LearnedRunner:
                 "knn": None if self.knn is None else self.knn.state_dict()}
 
     def _checkpoint(self) -> None:
-        self.ckpt.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.ckpt.with_name(f".{self.ckpt.name}.tmp-{os.getpid()}")
-        buf = io.BytesIO()
-        torch.save(self._state(), buf)
-        with open(tmp, "wb") as f:
-            f.write(buf.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.ckpt)
+        save_checkpoint(self.ckpt, self._state())
 
     def _restore(self) -> bool:
         restored = False

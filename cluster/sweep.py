@@ -24,26 +24,12 @@ hyperparameter, or a missing dataset fails with one line naming it.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .train import TrialConfig
-
-
-def _strict(cls, d: dict, where: str):
-    if not isinstance(d, dict):
-        raise ValueError(f"{where} must be a mapping, got {type(d).__name__}")
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-        raise ValueError(f"unknown key(s) {unknown} in {where}; allowed: {sorted(names)}")
-    try:
-        return cls(**d)
-    except TypeError as e:  # a required key is missing
-        raise ValueError(f"{where}: {e}".replace("__init__() ", "")) from None
+from .yamlconf import load_yaml, strict
 
 
 @dataclass(frozen=True)
@@ -75,25 +61,18 @@ class SweepConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path, root: str | Path | None = None) -> "SweepConfig":
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"sweep config {str(path)!r} does not exist")
-        try:
-            d = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as e:
-            raise ValueError(f"sweep config {str(path)!r} is not valid YAML: {str(e).splitlines()[0]}") from None
-        return cls.from_dict(d, where=str(path))
+        return cls.from_dict(load_yaml(path, "sweep config"), where=str(path))
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "sweep config") -> "SweepConfig":
-        cfg = _strict(cls, d, where)
+        cfg = strict(cls, d, where)
         for k in ("datasets", "tasks", "learners", "seeds"):
             v = getattr(cfg, k)
             if not isinstance(v, list) or not v:
                 raise ValueError(f"{k} in {where} must be a non-empty list, got {v!r}")
         sels = []
         for i, ds in enumerate(cfg.datasets):
-            sels.append(_strict(DatasetSelection, {"path": ds} if isinstance(ds, str) else ds,
+            sels.append(strict(DatasetSelection, {"path": ds} if isinstance(ds, str) else ds,
                                 f"datasets[{i}] of {where}"))
         object.__setattr__(cfg, "datasets", sels)
         for name in ("learner_config", "grid"):

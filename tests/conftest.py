@@ -8,7 +8,6 @@ from pathlib import Path
 os.environ.setdefault("MUJOCO_GL", "disable")
 os.environ.setdefault("BEX_NODE_IP", "127.0.0.2")
 
-import numpy as np
 import pytest
 
 BEX = str(Path(sys.executable).with_name("bex"))

@@ -7,6 +7,7 @@ import pytest
 
 from replay import Dataset
 from tests.conftest import BEX
+from tests.helpers import last_json
 
 
 def bex(*args, timeout=240):
@@ -83,7 +84,7 @@ def test_collect_random_with_two_actors_exact_steps(tmp_path):
     out = tmp_path / "d"
     p = bex("collect", "--out", out, "--steps", 2500, "--actors", 2, "--seed", 4, "--episodes-per-chunk", 1)
     assert p.returncode == 0, p.stderr
-    summary = json.loads(p.stdout.strip().splitlines()[-1])
+    summary = last_json(p.stdout)
     assert summary["steps"] == 2500
     ds = Dataset(out)
     arr = ds.load(["episode_id", "step", "is_first", "is_last"])
@@ -103,4 +104,4 @@ def test_collect_random_with_two_actors_exact_steps(tmp_path):
     # relabel through Ray tasks
     p = bex("relabel", out, "--task", "walker_walk")
     assert p.returncode == 0, p.stderr
-    assert json.loads(p.stdout.splitlines()[-1])["computed_rows"] == len(arr)
+    assert last_json(p.stdout)["computed_rows"] == len(arr)

@@ -1,6 +1,4 @@
 """Collection: plans, validation before any actor starts, the distributed learner, and kill tests."""
-import json
-import os
 import signal
 import subprocess
 import time
@@ -12,6 +10,7 @@ from cluster.collect import CollectConfig, plan_chunks
 from cluster.distributed import EnvWorkerCore, LearnerCore
 from replay import Dataset
 from tests.conftest import BEX
+from tests.helpers import kill_descendant, last_json
 
 
 def bex(*args, timeout=600):
@@ -115,12 +114,6 @@ def _wait_for_files(pdir, n, timeout=300):
     return False
 
 
-def _kill(pattern):
-    pids = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout.split()
-    assert pids, f"no process matches {pattern}"
-    os.kill(int(pids[0]), signal.SIGKILL)
-
-
 def _check_dataset(out, steps):
     arr = Dataset(out).load(["episode_id", "step", "is_first"])
     assert len(arr) - arr.is_first.sum() == steps
@@ -137,12 +130,12 @@ def test_kill_env_worker_and_learner_mid_run(tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     pdir = out / "domain=walker" / "objective=be" / "param=0.5" / "seed=0"
     assert _wait_for_files(pdir, 1)
-    _kill("ray::EnvWorkerCore")
+    kill_descendant(proc.pid, "ray::EnvWorkerCore")
     assert _wait_for_files(pdir, 2)
-    _kill("ray::LearnerCore")
+    kill_descendant(proc.pid, "ray::LearnerCore")
     o, e = proc.communicate(timeout=600)
     assert proc.returncode == 0, e[-3000:]
-    summary = json.loads(o.strip().splitlines()[-1])
+    summary = last_json(o)
     assert summary["steps"] == 4500 and summary["restarts"] >= 1
     _check_dataset(out, 4500)
 
@@ -155,7 +148,7 @@ def test_kill_single_process_runner_and_resume(tmp_path):
     proc = subprocess.Popen([BEX, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     pdir = out / "domain=walker" / "objective=shannon" / "param=none" / "seed=0"
     assert _wait_for_files(pdir, 2)
-    _kill("ray::LearnedRunner")
+    kill_descendant(proc.pid, "ray::LearnedRunner")
     o, e = proc.communicate(timeout=600)
     assert proc.returncode == 0, e[-3000:]
     _check_dataset(out, 3500)

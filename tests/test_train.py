@@ -1,10 +1,7 @@
 """Offline training on Ray Tune: bad input before Tune starts, checkpoint resume, sweep + results table."""
 import json
-import os
-import signal
 import subprocess
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +10,7 @@ from cluster.sweep import SweepConfig
 from cluster.train import TrialConfig
 from replay import DatasetWriter
 from tests.conftest import BEX
+from tests.helpers import kill_descendant, last_json
 from tests.helpers import collect_episode
 
 
@@ -96,13 +94,10 @@ def test_killed_trial_resumes_from_checkpoint(walker_data, tmp_path):
     while time.time() < deadline and not list(tmp_path.glob("kill/*/checkpoint_000000")):
         time.sleep(0.5)
     assert list(tmp_path.glob("kill/*/checkpoint_000000")), "no checkpoint appeared"
-    pids = subprocess.run(["pgrep", "-f", "ray::ImplicitFunc.train"], capture_output=True, text=True).stdout.split()
-    assert pids
-    for pid in pids:
-        os.kill(int(pid), signal.SIGKILL)
+    kill_descendant(proc.pid, "ray::ImplicitFunc")
     out, err = proc.communicate(timeout=400)
     assert proc.returncode == 0, err[-2000:]
-    final = json.loads(out.strip().splitlines()[-1])
+    final = last_json(out)
     assert final["steps"] == 3000
     assert final["resumed_from"] in (1000, 2000)  # continued its step count from a checkpoint
     rows = [json.loads(x) for x in next(tmp_path.glob("kill/*/result.json")).read_text().splitlines() if x.strip()]
