@@ -26,14 +26,14 @@ import socket
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
+from actors import EXPLORERS
 from envs import Env, EnvSpec, check_domain, tasks_of
 from replay import DatasetWriter, check_output_root, partition_dir
 
-EXPLORERS = ("random", "apt", "rnd", "smm")
 OBJECTIVES = ("be", "renyi", "shannon")
 PRESETS = ("small", "paper")
 
@@ -209,11 +209,3 @@ def prepare_output(cfg: CollectConfig, resume: bool) -> tuple[EnvSpec, list[Chun
     chunks = plan_chunks(int(cfg.steps), spec.episode_length, int(cfg.episodes_per_chunk))
     done = {c.first_episode for c in chunks if chunk_file_name(run_key, c) in existing}
     return spec, chunks, done
-
-
-def run_collection(cfg: CollectConfig, resume: bool = False, progress: Callable[[dict], None] | None = None,
-                   **kwargs) -> dict:
-    """Collect one dataset partition; see :func:`cluster.driver.run_collections`."""
-    from .driver import run_collections
-
-    return run_collections([cfg], resume=resume, progress=progress, **kwargs)[0]

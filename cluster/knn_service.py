@@ -42,6 +42,7 @@ import os
 import threading
 import time
 import uuid
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Mapping
@@ -270,7 +271,9 @@ class KnnService(KnnServiceCore):
             cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
             num_threads = max(1, int(round(cpus)))
         super().__init__(dim, capacity, snapshot_dir, snapshot_every_s, num_threads, use_gpu)
-        self.reconstructed = ray.get_runtime_context().was_current_actor_reconstructed
+        with warnings.catch_warnings():  # Ray 2.60's own property reads a deprecated attribute internally
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.reconstructed = ray.get_runtime_context().was_current_actor_reconstructed
 
     def info(self) -> dict[str, Any]:
         return {**super().info(), "reconstructed": self.reconstructed}

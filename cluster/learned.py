@@ -82,7 +82,7 @@ class ServiceKnnReward:
         self.seconds += time.perf_counter() - t0
         self.calls += 1
         self._local._ref = rep.detach()
-        return torch.as_tensor(np.asarray(r), dtype=torch.float32, device=rep.device)
+        return torch.tensor(np.asarray(r), dtype=torch.float32, device=rep.device)  # copy: Ray returns read-only arrays
 
     def query(self, rep_q: torch.Tensor):
         return self._local.query(rep_q)
