@@ -60,11 +60,25 @@ KnnRewardFn = Callable[[torch.Tensor], torch.Tensor]
 
 # --------------------------------------------------------------------------- k-NN rewards
 
-def pairwise_distances(src: torch.Tensor, tgt: torch.Tensor, chunk_elems: int = 1 << 24) -> torch.Tensor:
-    """``torch.norm(src[:, None] - tgt[None], dim=-1)`` (URLB's exact formula) in row chunks."""
-    rows = max(1, chunk_elems // max(1, tgt.shape[0] * tgt.shape[1]))
-    out = [torch.norm(src[i:i + rows, None, :] - tgt[None, :, :], dim=-1, p=2) for i in range(0, src.shape[0], rows)]
-    return torch.cat(out, dim=0)
+def pairwise_distances(src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+    """All Euclidean distances by one matrix product (``cdist``'s mm mode): used to *select* neighbours.
+
+    URLB forms ``src[:, None] - tgt[None]`` (B x B x D floats: 2 GB and ~1 s per
+    update at the paper size); the matmul form costs one GEMM but carries
+    rounding error, so :func:`knn_exact` recomputes the selected distances with
+    URLB's exact formula.
+    """
+    return torch.cdist(src, tgt, compute_mode="use_mm_for_euclid_dist")
+
+
+def knn_exact(src: torch.Tensor, tgt: torch.Tensor, d: torch.Tensor, k: int) -> torch.Tensor:
+    """The ``k`` nearest of ``d``'s candidates per row, their distances recomputed exactly, ascending.
+
+    Equals URLB's ``torch.norm(src[:, None] - tgt[None], dim=-1).topk(k, largest=False)``
+    except when two neighbours tie to within float32 rounding at the k-th place.
+    """
+    idx = d.topk(k, dim=1, largest=False, sorted=False).indices
+    return torch.norm(src[:, None, :] - tgt[idx], dim=-1, p=2).sort(dim=1).values
 
 
 class BatchKnnReward:
@@ -93,7 +107,7 @@ class BatchKnnReward:
         k = self.config.k
         if rep.shape[0] < k:
             raise ValueError(f"batch of {rep.shape[0]} representations is smaller than k={k}")
-        d, _ = pairwise_distances(rep, rep).topk(k, dim=1, largest=False, sorted=True)
+        d = knn_exact(rep, rep, pairwise_distances(rep, rep), k)
         self._ref = rep.detach()
         return self._rewards(d, update=True)
 
@@ -103,9 +117,8 @@ class BatchKnnReward:
         if self._ref is None:
             return None
         k = self.config.k
-        d = pairwise_distances(rep_q, self._ref)
         if k > 1:
-            d = d.topk(k - 1, dim=1, largest=False, sorted=True)[0]
+            d = knn_exact(rep_q, self._ref, pairwise_distances(rep_q, self._ref), k - 1)
             d = torch.cat([torch.zeros_like(d[:, :1]), d], dim=1)
         else:
             d = torch.zeros(rep_q.shape[0], 1, device=rep_q.device)
@@ -158,14 +171,14 @@ class WindowKnnReward(BatchKnnReward):
         own = torch.arange(rep.shape[0] - slots.shape[0], rep.shape[0], device=rep.device)
         d[own, slots] = float("inf")  # exclude each point's own stored copy
         k = min(self.config.k, ref.shape[0] - 1)
-        return self._rewards(d.topk(k, dim=1, largest=False, sorted=True)[0], update=True)
+        return self._rewards(knn_exact(rep, ref, d, k), update=True)
 
     @torch.no_grad()
     def query(self, rep_q: torch.Tensor) -> torch.Tensor | None:
         if self._ref is None:
             return None
         k = min(self.config.k, self._ref.shape[0])
-        return self._rewards(pairwise_distances(rep_q, self._ref).topk(k, dim=1, largest=False)[0], update=False)
+        return self._rewards(knn_exact(rep_q, self._ref, pairwise_distances(rep_q, self._ref), k), update=False)
 
     def state_dict(self) -> dict:
         return {"transform": self.transform.state_dict(), "ring": self._ring, "n": self._n}

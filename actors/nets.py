@@ -167,10 +167,12 @@ def ddpg_update(ddpg: DDPG, obs: torch.Tensor, action: torch.Tensor, reward: tor
     ddpg.critic_opt.step()
 
     pi = truncated_normal_sample(ddpg.actor(obs), cfg.stddev, cfg.stddev_clip, g)
+    ddpg.critic.requires_grad_(False)  # the actor step needs no critic parameter gradients (URLB computes them)
     aq1, aq2 = ddpg.critic(obs, pi)
     actor_loss = -torch.min(aq1, aq2).mean()
     ddpg.actor_opt.zero_grad(set_to_none=True)
     actor_loss.backward()
+    ddpg.critic.requires_grad_(True)
     ddpg.actor_opt.step()
 
     soft_update(ddpg.critic, ddpg.critic_target, cfg.critic_target_tau)
