@@ -15,13 +15,11 @@
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -63,9 +61,14 @@ class TrialConfig:
         return cfg
 
     def validate(self) -> None:
+        # RLlib peers (rllib_bc, rllib_cql)
+        from .rllib_peer import RLLIB_LEARNERS, check_schedule
+
         learners = _learners()
-        if self.learner not in learners.LEARNERS:
-            raise ValueError(f"unknown learner {self.learner!r}; allowed: {', '.join(sorted(learners.LEARNERS))}")
+        if self.learner not in learners.LEARNERS and self.learner not in RLLIB_LEARNERS:
+            raise ValueError(f"unknown learner {self.learner!r}; "
+                             f"allowed: {', '.join(sorted(learners.LEARNERS) + list(RLLIB_LEARNERS))}")
+        check_schedule(self)
         if self.preset not in PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}; allowed: {', '.join(PRESETS)}")
         for k in ("steps", "eval_every", "eval_episodes", "report_every"):
@@ -77,6 +80,9 @@ class TrialConfig:
 
     def resolved_learner_config(self) -> dict:
         """The preset's config with ``learner_config`` applied, validated by the learner's config class."""
+        if self.learner.startswith("rllib_"):
+            from .rllib_peer import resolved_config
+            return resolved_config(self.learner, self.preset, self.learner_config)
         cfg_cls = _learners().LEARNERS[self.learner][0]
         base = cfg_cls.preset(self.preset).to_dict()
         unknown = sorted(set(self.learner_config) - set(base))
@@ -163,6 +169,9 @@ def offline_trial(config: dict, data: dict[str, OfflineData] | None = None) -> N
     from replay import TransitionSampler
 
     cfg = TrialConfig.from_dict(config["trial"])
+    if cfg.learner.startswith("rllib_"):
+        from .rllib_peer import rllib_trial
+        return rllib_trial(config, data)
     od = data[data_key(cfg.dataset, cfg.filters)]
     domain = od.env_spec["domain"]
     d, t = parse_task(cfg.task, domain)
@@ -255,6 +264,11 @@ def run_trials(trials: list[TrialConfig], name: str, storage: str, resources: di
     for tr in trials:
         keys.setdefault(data_key(tr.dataset, tr.filters), (tr.dataset, tr.filters, set()))[2].add(check_trial(tr))
     init_ray()
+    from .status import publish_sweep
+    from .storage import check_storage_for_cluster
+
+    checked = check_storage_for_cluster(storage, ray, root="")  # node-local storage on a multi-node cluster fails
+    publish_sweep(name, f"{checked.rstrip('/')}/{name}", trials)  # for `bex status`
     data = {k: load_offline_data(ds, filters, sorted(tasks)) for k, (ds, filters, tasks) in keys.items()}
     res = trial_resources(resources)
     trainable = tune.with_resources(tune.with_parameters(offline_trial, data=data), res)

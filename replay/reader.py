@@ -220,15 +220,17 @@ class Dataset:
 
     # ---------------------------------------------------------------- rewards
     def reward_cache_path(self, f: DataFile, domain: str, task: str) -> Path:
-        return f.path.parent / REWARD_DIR / f"{domain}_{task}" / f.path.name
+        """``<partition>/_rewards/<domain>_<task>/<file stem>.arrow`` (Arrow IPC, not Parquet, so
+        that readers of ``*.parquet``, such as ``ray.data.read_parquet(DIR)``, see only data files)."""
+        return f.path.parent / REWARD_DIR / f"{domain}_{task}" / (f.path.stem + ".arrow")
 
     def cached_tasks(self) -> list[str]:
         tasks = set()
         for f in self.files:
             rdir = f.path.parent / REWARD_DIR
             if rdir.is_dir():
-                tasks.update(p.name for p in rdir.iterdir() if (p / f.path.name).exists())
-        return sorted(t for t in tasks if all((f.path.parent / REWARD_DIR / t / f.path.name).exists()
+                tasks.update(p.name for p in rdir.iterdir() if (p / (f.path.stem + ".arrow")).exists())
+        return sorted(t for t in tasks if all((f.path.parent / REWARD_DIR / t / (f.path.stem + ".arrow")).exists()
                                                for f in self.files))
 
     def rewards(self, task: str) -> np.ndarray:
@@ -240,7 +242,8 @@ class Dataset:
             if not p.exists():
                 raise ValueError(f"task {domain}_{task} is not relabelled for {str(f.path)!r}; "
                                  f"run `bex relabel {self.root} --task {domain}_{task}`")
-            t = pq.read_table(p)
+            with pa.memory_map(str(p)) as src:
+                t = pa.ipc.open_file(src).read_all()
             if t.num_rows != f.num_rows:
                 raise ValueError(f"reward cache {str(p)!r} has {t.num_rows} rows, data file has {f.num_rows}; "
                                  f"delete it and relabel")

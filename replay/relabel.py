@@ -1,8 +1,8 @@
 """Relabel a dataset with the rewards of any task of its domain, cached per file.
 
-Each data file gets a sidecar ``<partition>/_rewards/<domain>_<task>/<file>``
-holding one float64 ``reward`` column aligned row for row with the file
-(written atomically).  Work is split into chunks of rows and mapped over a
+Each data file gets a sidecar ``<partition>/_rewards/<domain>_<task>/<stem>.arrow``
+(an Arrow IPC file, so Parquet readers of the dataset never pick it up) holding
+one float64 ``reward`` column aligned row for row with the file (written atomically).  Work is split into chunks of rows and mapped over a
 process pool here, or over Ray tasks when ``cluster/`` passes its own ``map_fn``.
 """
 from __future__ import annotations
@@ -80,7 +80,8 @@ def relabel(root: str | os.PathLike, task: str, map_fn: MapFn | None = None, chu
         tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
         table = pa.table({"reward": rewards},
                          metadata={b"bex.task": f"{domain}_{task}".encode(), b"bex.source": f.path.name.encode()})
-        pq.write_table(table, tmp)
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
+            w.write_table(table)
         _commit(tmp, out, overwrite=True)
         if progress:
             progress(1, len(todo))
