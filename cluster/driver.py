@@ -41,7 +41,7 @@ class _Run:
         self.label = (f"{cfg.domain}/{cfg.partition_objective}"
                       + ("" if cfg.partition_param is None else f"={cfg.partition_param}") + f"/s{cfg.seed}")
         self.steps = sum(c.steps for c in self.chunks if c.first_episode in self.done_chunks)
-        self.t0 = time.perf_counter()
+        self.t0 = time.perf_counter()  # reset when the run launches (see launch())
         self.steps_at_start = self.steps
         self.nodes: dict[str, int] = {}
         self.updates = 0
@@ -229,6 +229,12 @@ def run_collections(cfgs: list[CollectConfig], resume: bool = False,
     from .runtime import init_ray
 
     init_ray()
+    from .status import publishing
+    from .storage import check_storage_for_cluster
+
+    for out in sorted({c.out for c in cfgs}):  # a node-local --out on a multi-node cluster fails here
+        check_storage_for_cluster(out, ray, root="")
+    progress = publishing(progress)  # rows also go to `bex status`
     opts = dict(num_cpus=1, max_restarts=-1)
     opts.update(worker_options or {})
     knn = dict(knn or {})
@@ -236,12 +242,27 @@ def run_collections(cfgs: list[CollectConfig], resume: bool = False,
     cpus = ray.cluster_resources().get("CPU", 1)
     knn.setdefault("num_cpus", knn_service_cpus(cpus))
     knn.setdefault("num_threads", max(1, int(cpus)) if knn["num_cpus"] == 0 else None)
+    # the driver owns the services: they outlive every run's actors and serve the whole grid
+    from .knn_service import get_knn_service
+    from .learned import service_name, uses_service
+
+    from actors import APTConfig
+
+    windows: dict[int, int] = {}
+    for c in cfgs:
+        dim = uses_service(c, knn)
+        if dim is not None:
+            windows[dim] = max(windows.get(dim, 0), APTConfig.from_dict(c.explorer_settings()).knn_window)
+    knn.setdefault("capacity", max(windows.values(), default=100_000))
+    service_opts = {k: v for k, v in knn.items() if k != "remote_batch"}
+    services = [get_knn_service(dim, **dict(service_opts, name=service_name(dim))) for dim in sorted(windows)]
     limit = max_concurrent_runs or len(runs)
     pending, active, owner = list(runs), [], {}
 
     def launch() -> None:
         while pending and len(active) < limit:
             r = pending.pop(0)
+            r.t0 = time.perf_counter()
             refs = r.start(ray, opts) if isinstance(r, _RandomRun) else r.start(ray, opts, knn)
             active.append(r)
             owner.update({ref: r for ref in refs})
@@ -262,6 +283,7 @@ def run_collections(cfgs: list[CollectConfig], resume: bool = False,
         if progress and (now - last > 1.0 or not owner):
             progress([r.row() for r in runs])
             last = now
+    del services
     return [r.summary() for r in runs]
 
 

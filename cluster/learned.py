@@ -40,17 +40,41 @@ def save_checkpoint(path: Path, state: dict) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def uses_service(cfg: CollectConfig, knn: dict | None) -> int | None:
+    """The representation size of the ``KnnService`` a run calls, or None when it calls none.
+
+    APT's ``window`` mode shares a ring buffer, so it goes to the cluster's
+    service.  ``batch`` mode (URLB's batch-local k-NN, the default) shares no
+    state: it runs in the learner's process with the same exact selection,
+    unless ``knn["remote_batch"]`` asks for the service (e.g. a GPU service
+    node serving CPU learners).
+    """
+    if cfg.explorer != "apt":
+        return None
+    from actors import APTConfig
+
+    acfg = APTConfig.from_dict(cfg.explorer_settings())
+    return acfg.rep_dim if acfg.knn_mode == "window" or (knn or {}).get("remote_batch") else None
+
+
+def service_name(dim: int) -> str:
+    """One ``KnnService`` per representation size (a service's index has one dimension)."""
+    return f"bex-knn-{dim}"
+
+
 def build_explorer(cfg: CollectConfig, run_key: str, knn: dict | None, spec):
-    """The run's explorer; APT gets its k-NN reward from the cluster's ``KnnService``."""
+    """The run's explorer; APT's k-NN reward comes from the ``KnnService`` when :func:`uses_service`."""
     from actors import APTConfig, make_explorer
 
     from .knn_service import KnnClient
 
     settings = cfg.explorer_settings()
     knn_reward = None
-    if cfg.explorer == "apt":
-        acfg = APTConfig.from_dict(settings)
-        knn_reward = ServiceKnnReward(acfg, run_key, KnnClient(acfg.rep_dim, **(knn or {})))
+    dim = uses_service(cfg, knn)
+    if dim is not None:
+        opts = {k: v for k, v in (knn or {}).items() if k != "remote_batch"}
+        client = KnnClient(dim, **dict(opts, name=service_name(dim)))
+        knn_reward = ServiceKnnReward(APTConfig.from_dict(settings), run_key, client)
     torch.manual_seed(cfg.seed)
     explorer = make_explorer(cfg.explorer, spec.obs_dim, spec.action_dim, settings, seed=cfg.seed,
                              knn_reward=knn_reward)

@@ -144,7 +144,7 @@ def test_kill_env_worker_and_learner_mid_run(tmp_path):
 def test_kill_single_process_runner_and_resume(tmp_path):
     out = tmp_path / "d"
     args = ["collect", "--explorer", "apt", "--objective", "shannon", "--steps", "3500", "--out", out,
-            "--episodes-per-chunk", "1"]
+            "--episodes-per-chunk", "1", "--knn-mode", "window"]  # window mode: rewards from the shared KnnService
     proc = subprocess.Popen([BEX, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     pdir = out / "domain=walker" / "objective=shannon" / "param=none" / "seed=0"
     assert _wait_for_files(pdir, 2)
