@@ -8,6 +8,7 @@ a cluster; ``--node-ip``/``BEX_NODE_IP`` pins the embedded Ray to an address
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -56,6 +57,20 @@ def main_options(
         fail(str(e))
 
 
+def _path(p, what: str = "path", local: bool = False) -> str:
+    """Resolve a path argument: relative paths go under ``--storage``/``BEX_STORAGE`` when set."""
+    from .storage import is_uri, resolve_storage
+
+    if local and is_uri(str(p)):
+        raise ValueError(f"{what} {str(p)!r} is a URI; datasets live on a local or shared-filesystem path "
+                         f"(atomic renames and hard links); Tune results may use URIs")
+    out = resolve_storage(p)
+    if local and is_uri(out):
+        raise ValueError(f"{what} {out!r} lies under a URI storage root; datasets need a local or "
+                         f"shared-filesystem path")
+    return out
+
+
 def _progress_printer(label: str):
     last = [0.0]
 
@@ -73,7 +88,7 @@ def _progress_printer(label: str):
 
 @app.command()
 def collect(
-    out: Optional[Path] = typer.Option(None, "--out", help="dataset root directory"),
+    out: Optional[str] = typer.Option(None, "--out", help="dataset root directory"),
     domain: str = typer.Option("walker", help="dm_control domain"),
     explorer: str = typer.Option("random", help="random | apt | rnd | smm"),
     objective: Optional[str] = typer.Option(None, help="APT entropy: be | renyi | shannon"),
@@ -97,8 +112,9 @@ def collect(
         if config is not None:
             from .collect_grid import load_grid
 
-            grid = load_grid(config, out=out)
-            cfgs, concurrent = grid.runs(), grid.max_concurrent_runs
+            grid = load_grid(config, out=None if out is None else _path(out, "--out", local=True))
+            cfgs = [dataclasses.replace(c, out=_path(c.out, "out", local=True)) for c in grid.runs()]
+            concurrent = grid.max_concurrent_runs
         else:
             if out is None:
                 raise ValueError("--out is required (or --config with a grid)")
@@ -108,7 +124,7 @@ def collect(
             if objective == "be" and q is not None or objective == "renyi" and alpha is not None:
                 raise ValueError(f"objective {objective} takes {'--alpha' if objective == 'be' else '--q'} only")
             extra = {key: v for key, v in (("k", k), ("knn_mode", knn_mode)) if v is not None}
-            cfgs = [CollectConfig(out=str(out), domain=domain, explorer=explorer, objective=objective, param=param,
+            cfgs = [CollectConfig(out=_path(out, "--out", local=True), domain=domain, explorer=explorer, objective=objective, param=param,
                                   steps=steps, actors=actors, seed=seed, preset=preset,
                                   episodes_per_chunk=episodes_per_chunk, explorer_config=extra).validate()]
             concurrent = 0
@@ -134,6 +150,7 @@ def relabel(
     from replay import relabel as do_relabel
 
     try:
+        dataset = Path(_path(dataset, "dataset", local=True))
         ds = Dataset(dataset)
         from envs import parse_task
 
@@ -160,7 +177,7 @@ def info(dataset: Path = typer.Argument(..., help="dataset root"),
     from .info import dataset_info, format_info
 
     try:
-        d = dataset_info(dataset)
+        d = dataset_info(_path(dataset, "dataset", local=True))
     except (ValueError, FileNotFoundError) as e:
         fail(str(e))
     typer.echo(json.dumps(d, indent=2) if as_json else format_info(d))
@@ -174,7 +191,7 @@ def export(dataset: Path = typer.Argument(..., help="dataset root"),
     from replay import export_npz
 
     try:
-        typer.echo(json.dumps(export_npz(dataset, task, out)))
+        typer.echo(json.dumps(export_npz(_path(dataset, "dataset", local=True), task, out)))
     except (ValueError, FileNotFoundError) as e:
         fail(str(e))
 
@@ -192,7 +209,7 @@ def train(
     objective: Optional[str] = typer.Option(None, "--objective", help="partition filter"),
     param: Optional[str] = typer.Option(None, "--param", help="partition filter"),
     set_: List[str] = typer.Option([], "--set", help="learner hyperparameter KEY=VALUE (repeatable)"),
-    storage: Path = typer.Option(Path("bex_runs/train"), "--storage", help="Tune results root"),
+    storage: str = typer.Option("bex_runs/train", "--storage", help="Tune results root (path or URI)"),
     name: Optional[str] = typer.Option(None, "--name", help="experiment name (default: generated)"),
     max_failures: int = typer.Option(2, "--max-failures"),
 ):
@@ -210,12 +227,12 @@ def train(
             overrides[k] = yaml.safe_load(v)
         filters = {k: v for k, v in (("objective", objective), ("param", param)) if v is not None}
         steps = steps or 10_000
-        cfg = TrialConfig.from_dict(dict(dataset=str(dataset), task=task, learner=learner, preset=preset,
+        cfg = TrialConfig.from_dict(dict(dataset=_path(dataset, "--dataset", local=True), task=task, learner=learner, preset=preset,
                                          steps=steps, seed=seed, eval_every=eval_every or steps,
                                          eval_episodes=eval_episodes, learner_config=overrides, filters=filters,
                                          report_every=min(1000, steps)))
         name = name or f"train-{learner}-{Path(dataset).name}-{task}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
-        grid = run_trials([cfg], name=name, storage=str(storage), resources={"cpu": 1}, max_failures=max_failures,
+        grid = run_trials([cfg], name=name, storage=_path(storage, "--storage"), resources={"cpu": 1}, max_failures=max_failures,
                           verbose=0)
     except (ValueError, FileNotFoundError) as e:
         fail(str(e))
@@ -231,7 +248,7 @@ def train(
 @app.command()
 def sweep(config: Path = typer.Argument(..., help="tune_configs/*.yaml"),
           resume: bool = typer.Option(False, "--resume", help="continue an interrupted sweep"),
-          storage: Optional[Path] = typer.Option(None, "--storage", help="override the config's storage root")):
+          storage: Optional[str] = typer.Option(None, "--storage", help="override the config's storage root")):
     """Run a Tune grid of offline trials (datasets x tasks x learners x seeds x hyperparameters)."""
     from .results import write_results
     from .sweep import SweepConfig
@@ -239,8 +256,10 @@ def sweep(config: Path = typer.Argument(..., help="tune_configs/*.yaml"),
 
     try:
         sc = SweepConfig.from_yaml(config)
+        object.__setattr__(sc, "datasets", [dataclasses.replace(d, path=_path(d.path, "dataset", local=True))
+                                            for d in sc.datasets])
         trials = sc.trials()
-        root = str(storage or sc.storage)
+        root = _path(storage or sc.storage, "storage")
         typer.echo(f"[sweep {sc.name}] {len(trials)} trials -> {root}/{sc.name}", err=True)
         grid = run_trials(trials, name=sc.name, storage=root, resources=sc.resources,
                           max_concurrent=sc.max_concurrent_trials, max_failures=sc.max_failures, resume=resume)
@@ -261,7 +280,7 @@ def results(run: Path = typer.Argument(..., help="Tune experiment directory (STO
     from .results import write_results
 
     try:
-        out = write_results(run)
+        out = write_results(_path(run, "run directory", local=True))
     except (ValueError, FileNotFoundError) as e:
         fail(str(e))
     typer.echo(out["markdown"])
@@ -276,7 +295,7 @@ def demo(root: Path = typer.Option(Path("bex_runs/demo"), "--root", help="run ro
     from .demo import run_demo
 
     try:
-        run_demo(root, steps=steps, train_steps=train_steps, echo=typer.echo)
+        run_demo(Path(_path(root, "--root", local=True)), steps=steps, train_steps=train_steps, echo=typer.echo)
     except (ValueError, FileNotFoundError) as e:
         fail(str(e))
 
