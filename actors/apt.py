@@ -320,11 +320,10 @@ class APTAgent:
             self.knn_reward.load_state_dict(state["knn_reward"])
 
     def policy_state(self) -> dict:
-        """Actor weights only (CPU copies), for env workers acting with a copy of the policy."""
-        return {k: v.detach().cpu().clone() for k, v in self.ddpg.actor.state_dict().items()}
+        return self.ddpg.policy_state()
 
-    def load_policy_state(self, state: Mapping[str, torch.Tensor]) -> None:
-        self.ddpg.actor.load_state_dict(state)
+    def load_policy_state(self, state) -> None:
+        self.ddpg.load_policy_state(state)
 
 
 # --------------------------------------------------------------------------- explorer

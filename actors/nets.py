@@ -107,6 +107,13 @@ def soft_update(net: nn.Module, target: nn.Module, tau: float) -> None:
 class DDPG:
     """Actor, twin critic, critic target and their optimisers (no Ray, no replay)."""
 
+    def policy_state(self) -> dict:
+        """Actor weights only (CPU copies), for env workers acting with a copy of the policy."""
+        return {k: v.detach().cpu().clone() for k, v in self.actor.state_dict().items()}
+
+    def load_policy_state(self, state) -> None:
+        self.actor.load_state_dict(state)
+
     def __init__(self, obs_dim: int, action_dim: int, cfg: DDPGConfig, generator: torch.Generator):
         self.cfg = cfg
         self.obs_dim, self.action_dim = int(obs_dim), int(action_dim)

@@ -142,10 +142,10 @@ class SMMAgent:
         self.num_updates = int(state["num_updates"])
 
     def policy_state(self) -> dict:
-        return {k: v.detach().cpu().clone() for k, v in self.ddpg.actor.state_dict().items()}
+        return self.ddpg.policy_state()
 
     def load_policy_state(self, state) -> None:
-        self.ddpg.actor.load_state_dict(state)
+        self.ddpg.load_policy_state(state)
 
 
 class SMMExplorer(ReplayExplorer):

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
-import platform
 import statistics
 import sys
 import time
@@ -37,6 +35,9 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import machine_label as common_label  # noqa: E402
 
 from learners import LEARNERS, make_learner  # noqa: E402
 from replay.batch import Batch  # noqa: E402
@@ -241,16 +242,7 @@ def bench(names, cfg_name, quick, rounds):
 
 
 def machine_label() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{platform.node()} | {cpu} | {os.cpu_count()} logical CPUs | torch {torch.__version__} "
-            f"| {torch.get_num_threads()} threads | python {platform.python_version()}")
+    return f"{common_label()} | torch {torch.__version__} | {torch.get_num_threads()} thread(s)"
 
 
 def main(argv=None):
