@@ -132,6 +132,7 @@ class LearnerCore:
         self.pending: list[Episode] = []
         self.pending_tickets: list[int] = []
         self.stats = {"intr": []}
+        self.rejected = 0  # segments refused because their worker or this learner restarted
         self.restored = self._restore()
 
     # ------------------------------------------------------------------ tickets
@@ -168,7 +169,8 @@ class LearnerCore:
             return self._feedback(-1, None, True)
         cur = self.in_progress.get(seg.slot)
         if cur is None or cur["ticket"].episode != seg.ticket.episode or seg.first_row != cur["next_row"]:
-            # unknown ticket (e.g. after a learner restart) or a gap: the worker starts a fresh ticket
+            # unknown ticket (e.g. after a learner restart) or a gap (a restarted worker): start a fresh ticket
+            self.rejected += 1
             self.in_progress.pop(seg.slot, None)
             return self._feedback(seg.slot, self._assign(seg.slot), False)
         first = 1 if seg.first_row == 0 else 0
@@ -245,7 +247,7 @@ class LearnerCore:
         intr = self.stats["intr"]
         out = {"done": len(self.committed) == len(self.tickets), "committed_steps":
                sum(self.tickets[e].length for e in self.committed), "steps_ingested": self.steps_ingested,
-               "updates": self.updates, "restored": self.restored, "node": node_address(),
+               "updates": self.updates, "restored": self.restored, "rejected": self.rejected, "node": node_address(),
                "intr_reward_mean": float(np.mean(intr)) if intr else None,
                "knn_ms": (1000 * self.knn.seconds / self.knn.calls) if self.knn and self.knn.calls else None}
         self.stats["intr"] = []

@@ -47,20 +47,21 @@ class _Run:
         self.updates = 0
         self.intr: float | None = None
         self.knn_ms: float | None = None
-        self.restarts = 0
+        self.restarts = 0     # failures the driver saw (a call raised)
+        self.recovered = 0    # recoveries reported by the run itself (restored checkpoints, refused segments)
         self.finished = False
 
     def row(self) -> dict:
         el = max(time.perf_counter() - self.t0, 1e-9)
         return dict(run=self.label, steps=self.steps, total=int(self.cfg.steps),
                     env_steps_per_s=(self.steps - self.steps_at_start) / el, updates_per_s=self.updates / el,
-                    intr_reward_mean=self.intr, knn_ms=self.knn_ms, restarts=self.restarts)
+                    intr_reward_mean=self.intr, knn_ms=self.knn_ms, restarts=self.restarts + self.recovered)
 
     def summary(self) -> dict:
         wall = time.perf_counter() - self.t0
         s = dict(run_key=self.run_key, config=asdict(self.cfg), env_spec=self.spec.to_dict(), steps=self.steps,
                  chunks=len(self.chunks), wall_s=wall, env_steps_per_s=(self.steps - self.steps_at_start) / max(wall, 1e-9),
-                 updates=self.updates, nodes=self.nodes, restarts=self.restarts)
+                 updates=self.updates, nodes=self.nodes, restarts=self.restarts + self.recovered)
         pdir = partition_dir(Path(self.cfg.out), self.cfg.domain, self.cfg.partition_objective,
                              self.cfg.partition_param, self.cfg.seed)
         atomic_write_bytes(pdir / "_bex_run.json", dumps(s).encode())
@@ -130,7 +131,7 @@ class _LearnedRun(_Run):
 
     def handle(self, ref) -> list:
         res = self.ray.get(ref)  # the actor restarts and the call is retried by Ray after a crash
-        self.restarts = max(self.restarts, int(res.get("restored", False)))
+        self.recovered = max(self.recovered, int(res.get("restored", False)))
         self._count(res)
         self.updates += res.get("updates", 0) or 0
         self.intr = res.get("intr_reward_mean", self.intr)
@@ -185,6 +186,8 @@ class _DistributedRun(_Run):
     def _status(self) -> dict:
         st = self.ray.get(self.learner.status.remote())
         self.steps, self.updates = st["committed_steps"], st["updates"]
+        # recoveries the driver does not see itself: a restored learner, segments of restarted workers
+        self.recovered = int(st["restored"]) + st["rejected"]
         self.intr = st["intr_reward_mean"] if st["intr_reward_mean"] is not None else self.intr
         self.knn_ms = st["knn_ms"] if st["knn_ms"] is not None else self.knn_ms
         return st

@@ -206,7 +206,7 @@ def sweep_progress(path: str) -> dict:
     first one is written, counts the trial directories with a ``result.json``.
     """
     p = Path(path)
-    empty = dict(started=None, steps=None, errored=None, running=None, finished=None)
+    empty = dict(started=None, steps=None, errored=None, trials_running=None, finished=None)
     if "://" in path or not p.is_dir():
         return empty
     states = sorted(p.glob("experiment_state-*.json"), key=lambda f: f.stat().st_mtime)
@@ -222,7 +222,7 @@ def sweep_progress(path: str) -> dict:
                 if st == "RUNNING" and last.get("node_ip"):
                     nodes[last["node_ip"]] = nodes.get(last["node_ip"], 0) + 1
             return dict(started=sum(s != "PENDING" for s in status), steps=steps,
-                        errored=status.count("ERROR"), running=status.count("RUNNING"),
+                        errored=status.count("ERROR"), trials_running=status.count("RUNNING"),
                         finished=status.count("TERMINATED"), running_on=nodes)
         except (OSError, ValueError, KeyError, TypeError):
             pass
@@ -231,29 +231,30 @@ def sweep_progress(path: str) -> dict:
 
 
 def _knn_health(ray) -> dict:
-    from .knn_service import NAMESPACE, SERVICE_NAME
+    """Ping every ``KnnService`` (one per representation size, named ``bex-knn-<dim>``)."""
+    from .knn_service import NAMESPACE
 
     try:
-        h = ray.get_actor(SERVICE_NAME, namespace=NAMESPACE)
-    except ValueError:
-        return {"state": "absent"}
-    t0 = time.perf_counter()
-    try:
-        info = ray.get(h.info.remote(), timeout=10)
+        names = sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                       if a.get("namespace") == NAMESPACE and a["name"].startswith("bex-knn"))
     except Exception as e:
-        return {"state": "unhealthy", "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
-    node = None
-    try:
-        from ray.util.state import list_actors
-
-        for a in list_actors(filters=[("name", "=", SERVICE_NAME)], timeout=10):
-            if a.state == "ALIVE":
-                node = a.node_id
-    except Exception:
-        pass
-    return {"state": "healthy", "ping_ms": round(1000 * (time.perf_counter() - t0), 1), "node_id": node,
-            "use_gpu": info.get("use_gpu"), "dim": info.get("dim"), "runs": len(info.get("runs", {})),
-            "vectors": sum(info.get("runs", {}).values()), "restored": info.get("restored")}
+        return {"state": "unhealthy", "error": f"{type(e).__name__}: {e}", "services": []}
+    if not names:
+        return {"state": "absent", "services": []}
+    services = []
+    for name in names:
+        t0 = time.perf_counter()
+        try:
+            info = ray.get(ray.get_actor(name, namespace=NAMESPACE).info.remote(), timeout=10)
+        except Exception as e:
+            services.append({"name": name, "state": "unhealthy",
+                             "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"})
+            continue
+        services.append({"name": name, "state": "healthy", "ping_ms": round(1000 * (time.perf_counter() - t0), 1),
+                         "use_gpu": info.get("use_gpu"), "dim": info.get("dim"), "runs": len(info.get("runs", {})),
+                         "vectors": sum(info.get("runs", {}).values()), "restored": info.get("restored")})
+    state = "healthy" if all(x["state"] == "healthy" for x in services) else "unhealthy"
+    return {"state": state, "services": services}
 
 
 def cluster_status(ray) -> dict:
@@ -298,14 +299,18 @@ def format_status(st: dict, all_records: bool = False) -> str:
     lines.append(f"sweeps ({len(sws)}):" if sws else "sweeps: none running")
     for r in sws:
         prog = "" if r.get("steps") is None else \
-            f"{r['started']}/{r['trials']} trials started ({r.get('running') or 0} running, " \
+            f"{r['started']}/{r['trials']} trials started ({r.get('trials_running') or 0} running, " \
             f"{r.get('finished') or 0} done, {r['errored']} errored), {r['steps']}/{r['total_steps']} steps " \
             f"({r['steps'] / max(r['total_steps'], 1):.1%})"
         lines.append(f"  {r['name']:<28} {prog}  job {r['job']}{'' if r['running'] else ' (ended)'}  {r['path']}")
     k = st["knn_service"]
-    if k["state"] == "healthy":
-        lines.append(f"knn service: healthy ({k['ping_ms']} ms), {'GPU' if k['use_gpu'] else 'CPU'}, dim {k['dim']}, "
-                     f"{k['runs']} run(s), {k['vectors']} vectors")
-    else:
+    if not k.get("services"):
         lines.append(f"knn service: {k['state']}" + (f" ({k['error']})" if k.get("error") else ""))
+    for svc in k.get("services", []):
+        if svc["state"] == "healthy":
+            lines.append(f"knn service {svc['name']}: healthy ({svc['ping_ms']} ms), "
+                         f"{'GPU' if svc['use_gpu'] else 'CPU'}, dim {svc['dim']}, {svc['runs']} run(s), "
+                         f"{svc['vectors']} vectors")
+        else:
+            lines.append(f"knn service {svc['name']}: {svc['state']} ({svc.get('error', '')})")
     return "\n".join(lines)
