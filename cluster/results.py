@@ -56,7 +56,8 @@ def results_table(run_dir: str | Path) -> dict:
     incomplete = 0
     for tr in read_trials(run_dir):
         cfg = tr["config"]
-        evals = [r for r in tr["rows"] if "eval/return_mean" in r]
+        # reports between evaluations carry the last one forward: keep the rows where it was made
+        evals = [r for r in tr["rows"] if "eval/return_mean" in r and r.get("eval/at_step", r.get("steps")) == r.get("steps")]
         if not evals or evals[-1].get("steps", 0) < cfg["steps"]:
             incomplete += 1
         if not evals:

@@ -216,7 +216,7 @@ def offline_trial(config: dict, data: dict[str, OfflineData] | None = None) -> N
         checkpoint = None
         if step % cfg.eval_every == 0 or step == cfg.steps:
             ev = evaluate(policy, d, t, episodes=cfg.eval_episodes, seed=10_000 + cfg.seed * 100)
-            last_eval = ev.metrics("eval")
+            last_eval = dict(ev.metrics("eval"), **{"eval/at_step": step})  # later reports carry it forward
             history.append({"steps": step, **last_eval})
             wall = wall_before + time.perf_counter() - t_start
             state = {"learner": learner.state_dict(), "sampler": sampler.state_dict(), "step": step,

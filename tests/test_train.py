@@ -138,3 +138,28 @@ max_concurrent_trials: 2
     # resuming a finished sweep runs nothing new and keeps the table
     p3 = bex("sweep", cfg, "--resume")
     assert p3.returncode == 0, p3.stderr[-2000:]
+
+
+def test_results_table_uses_only_real_evaluations(tmp_path):
+    """Reports between evaluations carry the last one forward; the table and curves must not count them."""
+    from cluster.results import results_table
+
+    def trial(name, label, seed, evals):
+        d = tmp_path / name
+        d.mkdir()
+        cfg = dict(dataset="x", task="walker_stand", learner="td3", label=label, seed=seed, steps=300,
+                   learner_config={})
+        (d / "params.json").write_text(json.dumps({"trial": cfg}))
+        rows = []
+        for step in (100, 150, 200, 250, 300):  # evaluation every 100 steps, reports every 50
+            at = max(s for s in evals if s <= step)
+            rows.append({"steps": step, "eval/return_mean": evals[at], "eval/at_step": at})
+        (d / "result.json").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+
+    trial("a", "be/0.5", 0, {100: 10.0, 200: 20.0, 300: 40.0})
+    trial("b", "be/0.5", 1, {100: 30.0, 200: 10.0, 300: 20.0})
+    tab = results_table(tmp_path)
+    assert tab["cells"][("be/0.5", "walker_stand td3")] == [40.0, 20.0]  # final evaluations of both seeds
+    (steps, values), _ = tab["curves"]["walker_stand td3"]["be/0.5"]
+    assert steps == [100, 200, 300] and values == [10.0, 20.0, 40.0]
+    assert tab["incomplete_trials"] == 0
