@@ -52,7 +52,7 @@ from .common import (ConfigBase, DeterministicActor, TwinCritic, act_numpy, load
                      soft_update, to_float_dict)
 
 __all__ = ["TD3Config", "TD3BCConfig", "TD3", "smoothed_target_action", "td_target",
-           "critic_loss", "actor_loss"]
+           "critic_loss", "actor_loss", "td3_update"]
 
 
 # --------------------------------------------------------------------------- config
@@ -132,6 +132,41 @@ def actor_loss(actor: nn.Module, critic: TwinCritic, batch: Batch, *, bc_alpha: 
     return loss, metrics
 
 
+# --------------------------------------------------------------------------- update step
+
+
+def td3_update(learner, batch: Batch, actor_loss_fn: Callable[[Batch], tuple[torch.Tensor, dict]]) -> dict[str, float]:
+    """One TD3 step, shared by TD3, TD3+BC and TD3-BST (which differ only in ``actor_loss_fn``).
+
+    Critic step every call; every ``policy_delay`` calls an actor step on
+    ``actor_loss_fn(batch)`` with the critic's parameters frozen (no critic
+    gradients are computed for it), then soft updates of both targets.
+    ``learner`` provides ``actor, critic, actor_target, critic_target, actor_opt,
+    critic_opt, generator, steps`` and a config with ``gamma, policy_noise,
+    noise_clip, policy_delay, tau``.
+    """
+    c = learner.config
+    loss, metrics = critic_loss(learner.critic, learner.critic_target, learner.actor_target, batch, gamma=c.gamma,
+                                policy_noise=c.policy_noise, noise_clip=c.noise_clip, generator=learner.generator)
+    learner.critic_opt.zero_grad(set_to_none=True)
+    loss.backward()
+    learner.critic_opt.step()
+    if learner.steps % c.policy_delay == 0:
+        set_requires_grad(learner.critic, False)
+        try:
+            a_loss, a_metrics = actor_loss_fn(batch)
+            learner.actor_opt.zero_grad(set_to_none=True)
+            a_loss.backward()
+        finally:
+            set_requires_grad(learner.critic, True)
+        learner.actor_opt.step()
+        soft_update(learner.critic_target, learner.critic, c.tau)
+        soft_update(learner.actor_target, learner.actor, c.tau)
+        metrics.update(a_metrics)
+    learner.steps += 1
+    return to_float_dict(metrics)
+
+
 # --------------------------------------------------------------------------- learner
 
 
@@ -155,26 +190,7 @@ class TD3:
         self.steps = 0
 
     def update(self, batch: Batch) -> dict[str, float]:
-        c = self.config
-        loss, metrics = critic_loss(self.critic, self.critic_target, self.actor_target, batch, gamma=c.gamma,
-                                    policy_noise=c.policy_noise, noise_clip=c.noise_clip, generator=self.generator)
-        self.critic_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.critic_opt.step()
-        if self.steps % c.policy_delay == 0:
-            set_requires_grad(self.critic, False)
-            try:
-                a_loss, a_metrics = actor_loss(self.actor, self.critic, batch, bc_alpha=c.bc_alpha)
-                self.actor_opt.zero_grad(set_to_none=True)
-                a_loss.backward()
-            finally:
-                set_requires_grad(self.critic, True)
-            self.actor_opt.step()
-            soft_update(self.critic_target, self.critic, c.tau)
-            soft_update(self.actor_target, self.actor, c.tau)
-            metrics.update(a_metrics)
-        self.steps += 1
-        return to_float_dict(metrics)
+        return td3_update(self, batch, lambda b: actor_loss(self.actor, self.critic, b, bc_alpha=self.config.bc_alpha))
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         return act_numpy(self.actor, obs, self.device)

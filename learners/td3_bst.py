@@ -9,7 +9,7 @@ policy objective
     omega(s) = exp((1 - M(s, pi(s))) / mu) - 1,
 
 so the BC pull vanishes on the data modes (``M = 1`` gives ``omega = 0``) and
-grows out of distribution.  The critic is TD3's (:func:`learners.td3.critic_loss`),
+grows out of distribution.  The critic and the update step are TD3's (:func:`learners.td3.td3_update`),
 with target actor, smoothing noise and policy delay.  Deterministic actor.
 
 Schedule (a bex choice): the Morse network is trained by an explicit
@@ -38,9 +38,9 @@ from torch import nn
 from replay.batch import Batch
 
 from .common import (ConfigBase, DeterministicActor, TwinCritic, act_numpy, load_module_state, make_adam,
-                     make_generator, module_state, param, seeded, set_requires_grad, soft_update, to_float_dict)
+                     make_generator, module_state, param, seeded, to_float_dict)
 from .morse import MorseNetwork, train_morse
-from .td3 import critic_loss
+from .td3 import td3_update
 
 __all__ = ["TD3BSTConfig", "TD3BST", "bst_weight", "bst_actor_loss"]
 
@@ -146,27 +146,9 @@ class TD3BST:
             raise RuntimeError("TD3BST.update before pretrain(): fit the Morse network first "
                                "(learner.pretrain(sample_batch_fn)) or set morse_steps=0")
         c = self.config
-        loss, metrics = critic_loss(self.critic, self.critic_target, self.actor_target, batch, gamma=c.gamma,
-                                    policy_noise=c.policy_noise, noise_clip=c.noise_clip, generator=self.generator)
-        self.critic_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.critic_opt.step()
-        if self.steps % c.policy_delay == 0:
-            set_requires_grad(self.critic, False)
-            try:
-                a_loss, a_metrics = bst_actor_loss(self.actor, self.critic, self.morse, batch, mu=c.mu,
-                                                   normalize_q=c.normalize_q, q_scale=c.q_scale,
-                                                   detach_omega=c.detach_omega)
-                self.actor_opt.zero_grad(set_to_none=True)
-                a_loss.backward()
-            finally:
-                set_requires_grad(self.critic, True)
-            self.actor_opt.step()
-            soft_update(self.critic_target, self.critic, c.tau)
-            soft_update(self.actor_target, self.actor, c.tau)
-            metrics.update(a_metrics)
-        self.steps += 1
-        return to_float_dict(metrics)
+        return td3_update(self, batch, lambda b: bst_actor_loss(
+            self.actor, self.critic, self.morse, b, mu=c.mu, normalize_q=c.normalize_q, q_scale=c.q_scale,
+            detach_omega=c.detach_omega))
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         return act_numpy(self.actor, obs, self.device)
