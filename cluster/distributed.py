@@ -25,18 +25,16 @@ partial episodes may remain in the replay buffer, never in the dataset.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from envs import Env, tasks_of
 from replay import DatasetWriter, Episode, partition_dir
 
 from .collect import CollectConfig, episode_seed, node_address, plan_chunks
-from .learned import build_explorer, save_checkpoint
+from .learned import build_explorer, explorer_state, load_explorer_state, save_checkpoint
 
 
 @dataclass
@@ -56,7 +54,6 @@ class Segment:
     discount: np.ndarray
     last: bool
     node: str = ""
-    wall_s: float = 0.0
 
 
 def _seq_file(run_key: str, seq: int) -> str:
@@ -81,7 +78,6 @@ class EnvWorkerCore:
 
     def run_segment(self, feedback: dict, n: int) -> Segment | None:
         """Continue (or start) the episode the learner assigned in ``feedback`` for up to ``n`` steps."""
-        t0 = time.perf_counter()
         ticket = feedback.get("ticket")
         if ticket is None:
             return None
@@ -110,7 +106,7 @@ class EnvWorkerCore:
             last = s.last or self.row >= ticket.length
         obs, act, phys, disc = (np.array(x) for x in zip(*rows))
         return Segment(self.slot, ticket, first_row, obs.astype(np.float32), act.astype(np.float32), phys,
-                       disc.astype(np.float32), last, node_address(), time.perf_counter() - t0)
+                       disc.astype(np.float32), last, node_address())
 
 
 class LearnerCore:
@@ -222,26 +218,19 @@ class LearnerCore:
 
     # ------------------------------------------------------------------ checkpoint
     def _checkpoint(self) -> None:
-        state = {"explorer": self.explorer.state_dict(), "committed": sorted(self.committed), "seq": self.seq,
-                 "steps_ingested": self.steps_ingested, "updates": self.updates, "torch_rng": torch.get_rng_state(),
-                 "knn": None if self.knn is None else self.knn.state_dict()}
-        save_checkpoint(self.ckpt, state)
+        save_checkpoint(self.ckpt, explorer_state(self.explorer, self.knn, committed=sorted(self.committed),
+                                                  seq=self.seq, steps_ingested=self.steps_ingested,
+                                                  updates=self.updates))
 
     def _restore(self) -> bool:
-        restored = False
-        if self.ckpt.exists():
-            s = torch.load(self.ckpt, map_location="cpu", weights_only=False)
-            self.explorer.load_state_dict(s["explorer"])
-            if self.knn is not None and s.get("knn"):
-                self.knn.load_state_dict(s["knn"])
+        s = load_explorer_state(self.ckpt, self.explorer, self.knn)
+        if s is not None:
             self.committed, self.seq = set(s["committed"]), int(s["seq"])
             self.steps_ingested, self.updates = int(s["steps_ingested"]), int(s["updates"])
-            torch.set_rng_state(s["torch_rng"])
-            restored = True
         for p in self.pdir.glob(f"{self.run_key}-c*-000000.parquet") if self.pdir.is_dir() else []:
             if int(p.name[len(self.run_key) + 2:len(self.run_key) + 8]) >= self.seq:
                 p.unlink()  # committed after the checkpoint: a lost future
-        return restored
+        return s is not None
 
     def status(self) -> dict:
         intr = self.stats["intr"]

@@ -62,6 +62,25 @@ def service_name(dim: int) -> str:
     return f"bex-knn-{dim}"
 
 
+def explorer_state(explorer, knn_reward, **counters) -> dict:
+    """A run's checkpoint: the explorer (networks, optimisers, replay, RNGs), its k-NN reward state,
+    torch's RNG, and the caller's ``counters``."""
+    return {"explorer": explorer.state_dict(), "torch_rng": torch.get_rng_state(),
+            "knn": None if knn_reward is None else knn_reward.state_dict(), **counters}
+
+
+def load_explorer_state(path: Path, explorer, knn_reward) -> dict | None:
+    """Restore what :func:`explorer_state` saved at ``path``; returns the state (for the counters) or None."""
+    if not path.exists():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    explorer.load_state_dict(state["explorer"])
+    if knn_reward is not None and state.get("knn"):
+        knn_reward.load_state_dict(state["knn"])
+    torch.set_rng_state(state["torch_rng"])
+    return state
+
+
 def build_explorer(cfg: CollectConfig, run_key: str, knn: dict | None, spec):
     """The run's explorer; APT's k-NN reward comes from the ``KnnService`` when :func:`uses_service`."""
     from actors import APTConfig, make_explorer
@@ -133,29 +152,19 @@ class LearnedRunner:
         self.restored = self._restore()
 
     # ------------------------------------------------------------------ checkpoint
-    def _state(self) -> dict:
-        return {"explorer": self.explorer.state_dict(), "next_chunk": self.next_chunk,
-                "steps_done": self.steps_done, "updates": self.updates, "torch_rng": torch.get_rng_state(),
-                "knn": None if self.knn is None else self.knn.state_dict()}
-
     def _checkpoint(self) -> None:
-        save_checkpoint(self.ckpt, self._state())
+        save_checkpoint(self.ckpt, explorer_state(self.explorer, self.knn, next_chunk=self.next_chunk,
+                                                  steps_done=self.steps_done, updates=self.updates))
 
     def _restore(self) -> bool:
-        restored = False
-        if self.ckpt.exists():
-            state = torch.load(self.ckpt, map_location="cpu", weights_only=False)
-            self.explorer.load_state_dict(state["explorer"])
-            if self.knn is not None and state.get("knn"):
-                self.knn.load_state_dict(state["knn"])
+        state = load_explorer_state(self.ckpt, self.explorer, self.knn)
+        if state is not None:
             self.next_chunk, self.steps_done = int(state["next_chunk"]), int(state["steps_done"])
             self.updates = int(state["updates"])
-            torch.set_rng_state(state["torch_rng"])
-            restored = True
         # chunk files committed after the checkpoint belong to a lost future: remove them
         for c in self.plan[self.next_chunk:]:
             (self.pdir / chunk_file_name(self.run_key, c)).unlink(missing_ok=True)
-        return restored
+        return state is not None
 
     # ------------------------------------------------------------------ work
     def run_chunk(self, index: int) -> dict:
