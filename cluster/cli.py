@@ -24,10 +24,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="bex: behavioral-entropy exploration datasets and offline RL on Ray.")
 
 
-class BexUsageError(Exception):
-    pass
-
-
 def fail(msg: str, code: int = 2):
     typer.echo(f"bex: error: {msg}", err=True)
     raise typer.Exit(code)
@@ -69,21 +65,6 @@ def _path(p, what: str = "path", local: bool = False) -> str:
         raise ValueError(f"{what} {out!r} lies under a URI storage root; datasets need a local or "
                          f"shared-filesystem path")
     return out
-
-
-def _progress_printer(label: str):
-    last = [0.0]
-
-    def show(p: dict) -> None:
-        now = time.monotonic()
-        if now - last[0] < 1.0 and p.get("steps", 0) < p.get("total", 1):
-            return
-        last[0] = now
-        frac = p["steps"] / max(p["total"], 1)
-        typer.echo(f"[{label}] {p['steps']}/{p['total']} steps ({frac:5.1%}) "
-                   f"{p.get('env_steps_per_s', 0):.0f} env steps/s", err=True)
-
-    return show
 
 
 @app.command()
