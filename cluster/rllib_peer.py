@@ -203,7 +203,7 @@ def export_rllib(dataset: str | os.PathLike, task: str, out_dir: str | os.PathLi
     ``{"out", "task", "files", "transitions", "input_read_schema"}``.
     """
     from envs import parse_task
-    from replay import Dataset, relabel
+    from replay import Dataset, atomic_write_bytes, relabel, transition_rows
 
     ds = Dataset(dataset, **filters)
     if not ds.files:
@@ -220,7 +220,7 @@ def export_rllib(dataset: str | os.PathLike, task: str, out_dir: str | os.PathLi
         raise ValueError(f"output {str(out)!r} is inside the dataset; Ray Data would read it as data")
     steps = ds.load(("episode_id", "step", "observation", "action", "discount", "is_first", "is_last"))
     tr = ds.transitions(task, steps=steps)
-    idx = np.flatnonzero(~steps.is_first)            # row of s' (the row of s is idx - 1)
+    idx = transition_rows(steps)                      # row of s' (the row of s is idx - 1)
     ends = np.cumsum([f.num_rows for f in ds.files])
     bounds = np.searchsorted(idx, np.concatenate([[0], ends]))  # transitions of file j: bounds[j]:bounds[j+1]
     for j, f in enumerate(ds.files):
@@ -233,7 +233,7 @@ def export_rllib(dataset: str | os.PathLike, task: str, out_dir: str | os.PathLi
     total = len(tr)
     meta = {"task": task, "source": str(src), "filters": {k: str(v) for k, v in filters.items()},
             "files": len(ds.files), "transitions": total, "input_read_schema": INPUT_READ_SCHEMA}
-    (out / VIEW_META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+    atomic_write_bytes(out / VIEW_META_FILE, json.dumps(meta, indent=2, sort_keys=True).encode())
     return {"out": str(out), "task": task, "files": len(ds.files), "transitions": total,
             "input_read_schema": dict(INPUT_READ_SCHEMA)}
 

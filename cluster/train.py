@@ -120,21 +120,22 @@ def data_key(dataset: str, filters: dict) -> str:
 def load_offline_data(dataset: str, filters: dict, tasks: list[str]) -> OfflineData:
     """Load a dataset selection and the cached rewards of ``tasks`` (relabelling missing ones)."""
     from envs import parse_task
-    from replay import Dataset, relabel
+    from replay import Dataset, relabel, transition_rows
 
     ds = Dataset(dataset, **filters)
     if not ds.files:
         raise ValueError(f"dataset {dataset!r} has no data" + (f" matching {filters}" if filters else ""))
     domain = ds.env_spec.domain
+    cached = ds.cached_tasks()
     rewards = {}
     for t in tasks:
-        d, t = parse_task(t, domain)
-        if f"{d}_{t}" not in ds.cached_tasks():
-            relabel(dataset, f"{d}_{t}", **filters)
-        rewards[f"{d}_{t}"] = ds.rewards(f"{d}_{t}")
+        name = "_".join(parse_task(t, domain))
+        if name not in cached:
+            relabel(dataset, name, **filters)
+        rewards[name] = ds.rewards(name)
     steps = ds.load(("observation", "action", "discount", "is_first", "is_last"))
-    tr = ds.transitions(None, steps=steps, reward=np.zeros(len(steps), np.float32))
-    idx = np.flatnonzero(~steps.is_first)
+    tr = ds.transitions(None, steps=steps, reward=np.zeros(len(steps), np.float32))  # rewards per task below
+    idx = transition_rows(steps)
     return OfflineData(ds.env_spec.to_dict(), tr.obs, tr.action, tr.next_obs, tr.discount,
                        {k: v[idx].astype(np.float32) for k, v in rewards.items()})
 

@@ -65,6 +65,13 @@ class Transitions:
         return len(self.reward)
 
 
+def transition_rows(steps: StepArrays) -> np.ndarray:
+    """Rows that end a transition (every row but an episode's first); row ``i`` pairs with ``i - 1``."""
+    if len(steps) and not steps.is_first[0]:
+        raise ValueError("dataset does not start with an episode's first row")
+    return np.flatnonzero(~steps.is_first)
+
+
 def _parse_partition(root: Path, path: Path) -> dict[str, str]:
     part = {}
     for comp in path.relative_to(root).parts[:-1]:
@@ -257,9 +264,7 @@ class Dataset:
                                     "reward_intrinsic"))
         if reward is None:
             reward = self.rewards(task) if task is not None else steps.reward_intrinsic
-        idx = np.flatnonzero(~steps.is_first)
-        if len(steps) and not steps.is_first[0]:
-            raise ValueError("dataset does not start with an episode's first row")
+        idx = transition_rows(steps)
         return Transitions(obs=steps.observation[idx - 1], action=steps.action[idx],
                            reward=np.asarray(reward, dtype=np.float32)[idx], next_obs=steps.observation[idx],
                            discount=steps.discount[idx], is_last=steps.is_last[idx])
