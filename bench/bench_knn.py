@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -32,6 +31,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import machine_label as common_label  # noqa: E402
 
 from entropy import KnnIndex, RewardConfig, knn_reward  # noqa: E402
 
@@ -39,15 +41,7 @@ B, D, K = 1024, 512, 12
 
 
 def machine_label() -> str:
-    model = platform.processor() or "unknown cpu"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    return f"{common_label()}, torch {torch.__version__} ({torch.get_num_threads()} threads)"
 
 
 def timeit(fn, repeats: int) -> float:
