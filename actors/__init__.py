@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
-from .apt import APTAgent, APTExplorer, BatchKnnReward, WindowKnnReward, make_knn_reward
+from .apt import APTAgent, APTExplorer, BatchKnnReward, RecentKnnReward, WindowKnnReward, make_knn_reward
 from .base import Explorer, RandomExplorer, run_episode
 from .config import APTConfig, DDPGConfig, RNDConfig, SMMConfig
 from .nstep import NStepBatch, NStepReplay
@@ -38,5 +38,5 @@ def make_explorer(name: str, obs_dim: int, action_dim: int, config: Mapping[str,
 
 
 __all__ = ["Explorer", "RandomExplorer", "run_episode", "APTAgent", "APTExplorer", "APTConfig", "BatchKnnReward",
-           "WindowKnnReward", "make_knn_reward", "DDPGConfig", "RNDConfig", "SMMConfig", "NStepBatch", "NStepReplay",
+           "WindowKnnReward", "RecentKnnReward", "make_knn_reward", "DDPGConfig", "RNDConfig", "SMMConfig", "NStepBatch", "NStepReplay",
            "RNDAgent", "RNDExplorer", "SMMAgent", "SMMExplorer", "EXPLORERS", "make_explorer"]

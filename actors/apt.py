@@ -29,6 +29,8 @@ k-NN injection: the agent never computes neighbours itself; it calls
 ``knn_reward(rep: (B, D) float32 tensor) -> (B,) tensor``.  :class:`BatchKnnReward`
 is URLB's batch-local ``PBE`` (self distance included among the k);
 :class:`WindowKnnReward` queries a ring of recent embeddings (bex addition);
+:class:`RecentKnnReward` queries the latest visited states re-embedded by the
+current encoder (``knn_mode="recent"``, bex addition);
 ``cluster/`` passes a callable backed by the shared ``KnnService``.  Statistic
 and objective transforms are :func:`entropy.rewards.knn_reward` (one implementation).
 
@@ -189,9 +191,52 @@ class WindowKnnReward(BatchKnnReward):
         self._ref = None if self._ring is None else self._ref_set()
 
 
+class RecentKnnReward(BatchKnnReward):
+    """k-NN of each sample against the states the explorer visited last (``knn_mode="recent"``, bex addition).
+
+    URLB's batch-local reward scores a state by its rarity in the whole replay
+    (the mixture of every past policy).  A pose the agent has just found is rare
+    there, and holding it earns the same high reward at every step until it
+    fills about ``k / batch_size`` of the replay — thousands of steps at the
+    small preset, where the explorer stands still for 10-60% of a window.
+    ``recent`` mode measures rarity against the last ``knn_window`` *visited*
+    states (the newest replay entries), all embedded by the current encoder:
+    a held pose is its own nearest neighbour after ``k`` steps, so its reward
+    falls at once, and the estimate tracks the entropy of the current policy's
+    state occupancy — the quantity the BE paper's objective is defined on
+    (arXiv 2502.04141, Sec. 4).  A sample inside the window excludes its own
+    stored copy; the statistic and transform are the shared ones.
+
+    ``__call__(rep)`` falls back to batch mode (used before the replay holds
+    ``k + 1`` states); :meth:`score` is the recent-window reward.
+    """
+
+    @torch.no_grad()
+    def score(self, rep: torch.Tensor, ref: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """Rewards of ``rep`` (B, D) against ``ref`` (m, D); ``pos[i]`` = row i's own slot in ``ref`` (or out of range)."""
+        if ref.shape[0] < 2:
+            return self(rep)
+        d = pairwise_distances(rep, ref)
+        own = (pos >= 0) & (pos < ref.shape[0])
+        rows = torch.nonzero(own).reshape(-1)
+        d[rows, pos[rows]] = float("inf")  # exclude each sample's own stored copy
+        k = min(self.config.k, ref.shape[0] - 1)
+        self._ref = ref.detach()
+        return self._rewards(knn_exact(rep, ref, d, k), update=True)
+
+    @torch.no_grad()
+    def query(self, rep_q: torch.Tensor) -> torch.Tensor | None:
+        if self._ref is None:
+            return None
+        k = min(self.config.k, self._ref.shape[0])
+        return self._rewards(knn_exact(rep_q, self._ref, pairwise_distances(rep_q, self._ref), k), update=False)
+
+
 def make_knn_reward(config: APTConfig) -> BatchKnnReward:
     """The in-process k-NN reward of ``config.knn_mode``."""
-    return WindowKnnReward(config) if config.knn_mode == "window" else BatchKnnReward(config)
+    if config.knn_mode == "window":
+        return WindowKnnReward(config)
+    return RecentKnnReward(config) if config.knn_mode == "recent" else BatchKnnReward(config)
 
 
 # --------------------------------------------------------------------------- ICM representation
@@ -278,14 +323,28 @@ class APTAgent:
 
     @torch.no_grad()
     def intrinsic_reward(self, batch: NStepBatch) -> torch.Tensor:
-        """The (B, 1) reward of each sample: k-NN reward of rep(s_t) (or the n-step sum)."""
+        """The (B, 1) reward of each sample: k-NN reward of rep(s_t) (or the n-step sum).
+
+        In ``recent`` mode the neighbours are the current encoder's representations of
+        ``batch.recent_obs`` (:class:`RecentKnnReward`)."""
+        knn = self._knn
+        if self.cfg.knn_mode == "recent":
+            if batch.recent_obs is None:
+                raise ValueError("knn_mode 'recent' needs a batch sampled with recent > 0")
+            if not isinstance(self.knn_reward, RecentKnnReward):
+                raise ValueError("knn_mode 'recent' runs in process: the k-NN reward must be a RecentKnnReward")
+            ref = self.icm.rep(batch.recent_obs)
+
+            def knn(rep: torch.Tensor, shift: int = 0) -> torch.Tensor:
+                return self.knn_reward.score(rep, ref, batch.recent_pos + shift)
         if not self.cfg.intr_nstep_sum:
-            return self._knn(self.icm.rep(batch.obs)).unsqueeze(1)
+            return knn(self.icm.rep(batch.obs)).unsqueeze(1)
         if batch.step_obs is None:
             raise ValueError("intr_nstep_sum needs a batch sampled with with_steps=True")
         total = torch.zeros(len(batch), device=self.device)
         for i in range(batch.step_obs.shape[1]):
-            total += batch.step_weights[:, i] * self._knn(self.icm.rep(batch.step_obs[:, i]))
+            rep_i = self.icm.rep(batch.step_obs[:, i])
+            total += batch.step_weights[:, i] * (knn(rep_i, i) if self.cfg.knn_mode == "recent" else knn(rep_i))
         return total.unsqueeze(1)
 
     def update(self, batch: NStepBatch) -> dict[str, float]:
@@ -350,6 +409,9 @@ class APTExplorer(ReplayExplorer):
 
     def _with_steps(self) -> bool:
         return self.cfg.intr_nstep_sum
+
+    def _recent(self) -> int:
+        return self.cfg.knn_window if self.cfg.knn_mode == "recent" else 0
 
     def set_knn_reward(self, fn: KnnRewardFn) -> None:
         self.agent.set_knn_reward(fn)

@@ -28,7 +28,7 @@ from entropy.estimators import check_q
 from entropy.prelec import check_alpha, check_beta
 
 OBJECTIVES = ("be", "renyi", "shannon")
-KNN_MODES = ("batch", "window")
+KNN_MODES = ("batch", "window", "recent")
 
 
 def _is_int(v: Any) -> bool:
@@ -160,9 +160,12 @@ class APTConfig(DDPGConfig):
     """``max(R - clip, 0)`` per distance (``icm_apt.yaml``: 0); negative disables."""
     knn_mode: str = "batch"
     """``"batch"``: k-NN within the sampled batch (URLB); ``"window"``: against a ring of recent
-    embeddings, own copy excluded (``KnnService`` window semantics)."""
+    embeddings, own copy excluded (``KnnService`` window semantics); ``"recent"``: against the
+    last ``knn_window`` visited states, re-embedded by the current encoder at each update
+    (in the learner's process; :class:`actors.apt.RecentKnnReward`)."""
     knn_window: int = 16384
-    """Size of the embedding ring in ``"window"`` mode (ignored in batch mode)."""
+    """Size of the embedding ring in ``"window"`` mode, of the visited-state window in ``"recent"``
+    mode (ignored in batch mode)."""
     intr_nstep_sum: bool = False
     """False (URLB): the reward of an n-step sample is the intrinsic reward of s_t alone.
     True: the discounted sum of the intrinsic rewards of s_t ... s_{t+n-1}."""

@@ -34,7 +34,12 @@ import torch
 class NStepBatch:
     """An n-step mini-batch. Shapes: ``obs``/``next_obs`` (B, O), ``action`` (B, A),
     ``discount`` (B, 1), ``step_weights`` (B, n); ``step_obs`` (B, n, O) = ``s_t .. s_{t+n-1}``
-    when requested, else None.  All float32 torch tensors."""
+    when requested, else None.  All float32 torch tensors, except:
+
+    ``recent_obs`` (m, O): the observations of the last m transitions added (the states the
+    explorer visited most recently, oldest first) when ``sample(recent=m)`` asked for them;
+    ``recent_pos`` (B,) int64: the position of each sample's ``s_t`` in ``recent_obs``
+    (``s_{t+i}`` is at ``recent_pos + i``), negative when it is older than the window."""
 
     obs: torch.Tensor
     action: torch.Tensor
@@ -42,6 +47,8 @@ class NStepBatch:
     discount: torch.Tensor
     step_weights: torch.Tensor
     step_obs: torch.Tensor | None = None
+    recent_obs: torch.Tensor | None = None
+    recent_pos: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.obs.shape[0])
@@ -92,10 +99,12 @@ class NStepReplay:
         return int(self._valid(np.arange(lo, hi), nstep).sum())
 
     def sample(self, batch_size: int, nstep: int, gamma: float, rng: np.random.Generator | None = None,
-               with_steps: bool = False, device: str | torch.device = "cpu") -> NStepBatch:
+               with_steps: bool = False, device: str | torch.device = "cpu", recent: int = 0) -> NStepBatch:
         """Draw ``batch_size`` n-step samples uniformly over valid starts (with replacement).
 
         ``rng``: the generator to draw with (default: the buffer's own, seeded by ``seed``).
+        ``recent > 0``: also return the observations of the last ``min(recent, len(self))``
+        transitions and each sample's position among them (``NStepBatch.recent_*``).
         """
         rng = self.rng if rng is None else rng
         lo, hi = self.added - len(self), self.added - nstep + 1  # logical start range [lo, hi)
@@ -122,9 +131,15 @@ class NStepReplay:
             return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
 
         first, final = idx[:, 0], idx[:, -1]
+        recent_obs = recent_pos = None
+        if recent > 0:
+            m = min(int(recent), len(self))
+            recent_obs = t(self.obs[np.arange(self.added - m, self.added) % self.capacity])
+            recent_pos = torch.from_numpy(starts - (self.added - m)).to(device)  # < 0: older than the window
         return NStepBatch(obs=t(self.obs[first]), action=t(self.action[first]), next_obs=t(self.next_obs[final]),
                           discount=t(cum[:, -1:]), step_weights=t(weights),
-                          step_obs=t(self.obs[idx]) if with_steps else None)
+                          step_obs=t(self.obs[idx]) if with_steps else None,
+                          recent_obs=recent_obs, recent_pos=recent_pos)
 
     def state_dict(self) -> dict:
         n = len(self)
@@ -168,6 +183,10 @@ class ReplayExplorer:
     def _with_steps(self) -> bool:
         return False
 
+    def _recent(self) -> int:
+        """How many of the latest transitions each batch carries (``recent`` of :meth:`NStepReplay.sample`)."""
+        return 0
+
     def act(self, obs: np.ndarray, step: int) -> np.ndarray:
         return self.agent.act(self._replay_obs(obs), step)
 
@@ -181,7 +200,7 @@ class ReplayExplorer:
         if self.replay.added < cfg.nstep:
             return {}
         batch = self.replay.sample(cfg.batch_size, cfg.nstep, cfg.discount, self.rng, with_steps=self._with_steps(),
-                                   device=cfg.device)
+                                   device=cfg.device, recent=self._recent())
         self.last_metrics = self.agent.update(batch)
         return self.last_metrics
 

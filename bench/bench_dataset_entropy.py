@@ -31,7 +31,7 @@ Checks printed at the end:
   any config; needs two seeds — with one seed it says so).
 
     MUJOCO_GL=disable BEX_NODE_IP=127.0.0.2 python bench/bench_dataset_entropy.py [--quick]
-        [--steps N] [--seeds 0,1] [--out DIR] [--reuse]
+        [--steps N] [--seeds 0,1] [--out DIR] [--reuse] [--knn-mode batch|recent] [--knn-window W]
 """
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def load_avg() -> str:
     return "load avg " + " / ".join(f"{x:.2f}" for x in os.getloadavg()) + f" (1/5/15 min) on {os.cpu_count()} cores"
 
 
-def collect(out: Path, steps: int, seeds: list[int], reuse: bool) -> dict:
+def collect(out: Path, steps: int, seeds: list[int], reuse: bool, apt_config: dict) -> dict:
     from cluster.collect import CollectConfig
     from cluster.driver import run_collections
 
@@ -69,7 +69,8 @@ def collect(out: Path, steps: int, seeds: list[int], reuse: bool) -> dict:
         for label, explorer, objective, param in CONFIGS:
             cfgs.append(CollectConfig(out=str(out), domain="walker", explorer=explorer,
                                       objective=objective if explorer == "apt" else None, param=param,
-                                      steps=steps, actors=1, seed=seed, preset="small"))
+                                      steps=steps, actors=1, seed=seed, preset="small",
+                                      explorer_config=apt_config if explorer == "apt" else {}))
     t0 = time.perf_counter()
     sums = run_collections(cfgs, resume=reuse, max_concurrent_runs=2)
     wall = time.perf_counter() - t0
@@ -108,7 +109,11 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="dataset root (default bex_runs/bench/entropy-<time>)")
     ap.add_argument("--reuse", action="store_true", help="resume / reuse the datasets already in --out")
     ap.add_argument("--no-collect", action="store_true", help="only analyse the datasets already in --out")
+    ap.add_argument("--knn-mode", default="batch", choices=("batch", "recent"),
+                    help="APT's k-NN reference: batch (URLB, the default) or recent (last visited states)")
+    ap.add_argument("--knn-window", type=int, default=16384, help="visited-state window of --knn-mode recent")
     args = ap.parse_args()
+    apt_config = {} if args.knn_mode == "batch" else {"knn_mode": "recent", "knn_window": args.knn_window}
     steps = args.steps or (6000 if args.quick else 20_000)
     seeds = [int(s) for s in (args.seeds or ("0" if args.quick else "0,1")).split(",")]
     out = Path(args.out or Path(__file__).resolve().parents[1] / "bex_runs" / "bench"
@@ -116,11 +121,12 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("MUJOCO_GL", "disable")
 
-    print(f"bench_dataset_entropy: walker, preset small, {steps} steps per dataset, seeds {seeds}, out {out}")
+    print(f"bench_dataset_entropy: walker, preset small, {steps} steps per dataset, seeds {seeds}, "
+          f"APT knn_mode {args.knn_mode}" + (f" (window {args.knn_window})" if apt_config else "") + f", out {out}")
     print(f"machine: {machine_label()}")
     print(f"start: {load_avg()}")
     if not args.no_collect:
-        collect(out, steps, seeds, args.reuse)
+        collect(out, steps, seeds, args.reuse, apt_config)
 
     from entropy import knn_shannon_entropy
     from envs import Env

@@ -76,7 +76,7 @@ def collect(
     alpha: Optional[float] = typer.Option(None, help="BE Prelec alpha, 0 < alpha <= 10"),
     q: Optional[float] = typer.Option(None, help="Renyi order, 0 < q <= 10, q != 1"),
     k: Optional[int] = typer.Option(None, help="k-NN neighbours (default 12)"),
-    knn_mode: Optional[str] = typer.Option(None, "--knn-mode", help="batch (URLB) | window (shared ring buffer)"),
+    knn_mode: Optional[str] = typer.Option(None, "--knn-mode", help="batch (URLB) | window (shared ring buffer) | recent (last visited states)"),
     steps: int = typer.Option(10_000, help="environment steps to write (exact)"),
     actors: int = typer.Option(1, help="environment workers (E); random: parallel actors"),
     seed: int = typer.Option(0),

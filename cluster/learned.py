@@ -47,14 +47,16 @@ def uses_service(cfg: CollectConfig, knn: dict | None) -> int | None:
     service.  ``batch`` mode (URLB's batch-local k-NN, the default) shares no
     state: it runs in the learner's process with the same exact selection,
     unless ``knn["remote_batch"]`` asks for the service (e.g. a GPU service
-    node serving CPU learners).
+    node serving CPU learners).  ``recent`` mode needs the learner's replay, so
+    it always runs in process.
     """
     if cfg.explorer != "apt":
         return None
     from actors import APTConfig
 
     acfg = APTConfig.from_dict(cfg.explorer_settings())
-    return acfg.rep_dim if acfg.knn_mode == "window" or (knn or {}).get("remote_batch") else None
+    remote = acfg.knn_mode == "window" or (acfg.knn_mode == "batch" and (knn or {}).get("remote_batch"))
+    return acfg.rep_dim if remote else None
 
 
 def service_name(dim: int) -> str:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from actors import APTAgent, APTConfig, APTExplorer, BatchKnnReward, NStepReplay, WindowKnnReward
+from actors import APTAgent, APTConfig, APTExplorer, BatchKnnReward, NStepReplay, RecentKnnReward, WindowKnnReward
 from actors.nets import DDPG, critic_target, ddpg_update, truncated_normal_sample
 
 torch.set_num_threads(1)
@@ -164,6 +164,58 @@ def test_window_knn_reward_excludes_own_copy():
     ex = APTExplorer(OBS, ACT, {**TINY, "knn_mode": "window", "knn_window": 200}, seed=0)
     ex.agent.update(filled_replay().sample(64, 3, 0.99, np.random.default_rng(0)))
     assert ex.intrinsic_reward(np.zeros(OBS, np.float32)) > 0
+
+
+def test_nstep_sample_recent_window_and_positions():
+    rb = NStepReplay(10, 1, 1)
+    for i in range(14):  # ring wraps: logical 4..13 kept
+        rb.add([float(i)], [0.0], [float(i + 1)], 1.0, False)
+    b = rb.sample(40, 2, 0.9, np.random.default_rng(0), recent=6)
+    np.testing.assert_array_equal(b.recent_obs[:, 0].numpy(), [8, 9, 10, 11, 12, 13])  # oldest first
+    starts = b.obs[:, 0].numpy().astype(int)
+    np.testing.assert_array_equal(b.recent_pos.numpy(), starts - 8)  # negative: older than the window
+    inside = b.recent_pos >= 0
+    assert inside.any() and (~inside).any()
+    assert torch.equal(b.recent_obs[b.recent_pos[inside]], b.obs[inside])
+    assert rb.sample(5, 1, 0.9, recent=100).recent_obs.shape == (10, 1)  # capped at what the replay holds
+    assert rb.sample(5, 1, 0.9).recent_obs is None
+
+
+@pytest.mark.parametrize("objective", ["shannon", "be"])
+def test_recent_knn_reward_matches_brute_force_and_zeroes_a_held_state(objective):
+    cfg = APTConfig.from_dict({**TINY, "k": 3, "objective": objective, "knn_mode": "recent", "knn_window": 40})
+    f = RecentKnnReward(cfg)
+    rng = np.random.default_rng(1)
+    ref = rng.normal(size=(40, 5))
+    ref[30:35] = ref[30]  # a pose held for 5 steps
+    rep = np.concatenate([ref[[3, 30, 39]], rng.normal(size=(2, 5))])  # 3 samples in the window, 2 older ones
+    pos = np.array([3, 30, 39, -7, -1])
+    out = f.score(torch.tensor(rep, dtype=torch.float32), torch.tensor(ref, dtype=torch.float32),
+                  torch.tensor(pos)).numpy()
+    dist = np.sqrt(((rep[:, None, :] - ref[None]) ** 2).sum(-1))
+    dist[[0, 1, 2], [3, 30, 39]] = np.inf  # own stored copy excluded
+    R = np.sort(dist, axis=1)[:, :3].mean(1)
+    beta = math.log(512) ** 0.5
+    L = np.log1p(R)
+    expected = np.log1p(R) if objective == "shannon" else R * np.exp(-beta * L ** 0.5) * beta * L ** 0.5
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    assert out[1] == pytest.approx(0.0, abs=1e-6)  # the held pose has k copies at distance 0: no reward
+    assert (out[[0, 2, 3, 4]] > 0.05).all()
+
+
+def test_recent_mode_update_scores_against_the_latest_visited_states():
+    ex = APTExplorer(OBS, ACT, {**TINY, "k": 4, "knn_mode": "recent", "knn_window": 100}, seed=0)
+    rng = np.random.default_rng(0)
+    for i in range(400):
+        ex.replay.add(rng.normal(size=OBS), rng.uniform(-1, 1, ACT), rng.normal(size=OBS), 1.0, i % 200 == 199)
+    batch = ex.replay.sample(64, 3, 0.99, np.random.default_rng(2), recent=100)
+    ref = ex.agent.rep(batch.recent_obs)
+    expected = RecentKnnReward(ex.cfg).score(ex.agent.rep(batch.obs), ref, batch.recent_pos)
+    got = ex.agent.intrinsic_reward(batch)[:, 0]
+    torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(ex.agent.knn_reward._ref, ref)  # the diagnostic query scores against the window
+    with pytest.raises(ValueError, match="recent"):
+        ex.agent.intrinsic_reward(ex.replay.sample(64, 3, 0.99))  # a batch without the window
 
 
 # --------------------------------------------------------------------------- agent
