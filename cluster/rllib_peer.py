@@ -367,6 +367,38 @@ def module_policy(algo):
     return policy
 
 
+def write_trial_view(tr, view_dir: str | os.PathLike, seed: int) -> Path:
+    """The one-file transition view a trial trains on, from ``Transitions`` arrays ``tr``.
+
+    RLlib reads the view in epochs, in file order, without shuffling: the rows are
+    stored in one seeded random order so a batch is not a run of consecutive steps.
+    """
+    n = len(tr)
+    p = np.random.default_rng(seed).permutation(n)
+    path = Path(view_dir) / "part-000000.parquet"
+    _write_table(_view_table(p.astype(str), np.zeros(n, np.int32), tr.obs[p], tr.action[p],
+                             tr.reward[p], tr.next_obs[p], tr.discount[p], np.zeros(n, bool)), path)
+    return path
+
+
+RLLIB_STATE_FILE = "bex_rllib_state.json"
+
+
+def save_rllib_checkpoint(algo, path: str | os.PathLike, meta: dict) -> Path:
+    """Write ``algo``'s state (``Algorithm.save_to_path``) and bex's ``meta`` (step counter, history) to ``path``."""
+    path = Path(path)
+    algo.save_to_path(str(path / "algorithm"))
+    (path / RLLIB_STATE_FILE).write_text(json.dumps(meta))
+    return path
+
+
+def restore_rllib_checkpoint(algo, path: str | os.PathLike) -> dict:
+    """Load a :func:`save_rllib_checkpoint` directory into ``algo``; returns the saved ``meta``."""
+    path = Path(path)
+    algo.restore_from_path(str(path / "algorithm"))
+    return json.loads((path / RLLIB_STATE_FILE).read_text())
+
+
 def rllib_trial(config: dict, data: dict | None = None) -> None:
     """Tune function trainable for ``learner: rllib_bc | rllib_cql`` (same ``config`` as ``offline_trial``)."""
     import torch
@@ -390,19 +422,19 @@ def rllib_trial(config: dict, data: dict | None = None) -> None:
             od = load_offline_data(cfg.dataset, cfg.filters, [cfg.task])
         d, t = parse_task(cfg.task, od.env_spec["domain"])
         tr = od.transitions(f"{d}_{t}")  # the arrays every bex learner of this sweep trains on
-        n = len(tr)
-        # RLlib reads the view in epochs, in file order, without shuffling: store the rows in
-        # one seeded random order so a batch is not a run of consecutive steps.
-        p = np.random.default_rng(cfg.seed).permutation(n)
-        _write_table(_view_table(p.astype(str), np.zeros(n, np.int32), tr.obs[p], tr.action[p],
-                                 tr.reward[p], tr.next_obs[p], tr.discount[p], np.zeros(n, bool)),
-                     view_dir / "part-000000.parquet")
+        write_trial_view(tr, view_dir, cfg.seed)
         obs_dim, action_dim = tr.obs.shape[1], tr.action.shape[1]
         k = updates_per_iteration(cfg.steps, cfg.eval_every, cfg.report_every, cfg.learner)
         algo = build_algorithm_config(cfg.learner, view_dir, d, t, obs_dim, action_dim, hp, cfg.seed,
                                       updates_per_iter=k).build_algo()
+        step, last_eval, history, resumed_from, wall_before = 0, {}, [], 0, 0.0
+        ckpt = tune.get_checkpoint()
+        if ckpt:  # a restarted trial: RLlib's modules and optimisers, and our counters
+            with ckpt.as_directory() as cdir:
+                meta = restore_rllib_checkpoint(algo, cdir)
+            step = resumed_from = int(meta["steps"])
+            last_eval, history, wall_before = meta["last_eval"], meta["history"], float(meta["wall_s"])
         policy = module_policy(algo)
-        step, last_eval = 0, {}
         while step < cfg.steps:
             n = min(cfg.report_every, cfg.steps - step)
             t0 = time.perf_counter()
@@ -410,14 +442,20 @@ def rllib_trial(config: dict, data: dict | None = None) -> None:
                 result = algo.train()
             step += n
             dt = time.perf_counter() - t0
-            report = {"steps": step, "train/updates_per_s": n / max(dt, 1e-9)}
+            report = {"steps": step, "train/updates_per_s": n / max(dt, 1e-9), "resumed_from": resumed_from}
             report.update(_learner_metrics(result))
+            checkpoint = None
             if step % cfg.eval_every == 0 or step == cfg.steps:
                 ev = evaluate(policy, d, t, episodes=cfg.eval_episodes, seed=10_000 + cfg.seed * 100)
-                last_eval = ev.metrics("eval")
+                last_eval = dict(ev.metrics("eval"), **{"eval/at_step": step})
+                history.append({"steps": step, **last_eval})
+                meta = {"steps": step, "last_eval": last_eval, "history": history,
+                        "wall_s": wall_before + time.perf_counter() - t_start}
+                checkpoint = tune.Checkpoint.from_directory(
+                    str(save_rllib_checkpoint(algo, tempfile.mkdtemp(prefix="bex-rllib-ckpt-"), meta)))
             report.update(last_eval)
-            report["wall_s"] = time.perf_counter() - t_start
-            tune.report(report)
+            report["wall_s"] = wall_before + time.perf_counter() - t_start
+            tune.report(report, checkpoint=checkpoint)
         algo.stop()
     finally:
         shutil.rmtree(view_dir, ignore_errors=True)
