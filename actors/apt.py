@@ -134,7 +134,26 @@ class BatchKnnReward:
         self._ref = state.get("ref")
 
 
-class WindowKnnReward(BatchKnnReward):
+class _ReferenceKnnReward(BatchKnnReward):
+    """A k-NN reward against a reference set other than the batch (window and recent modes)."""
+
+    def _score(self, rep: torch.Tensor, ref: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """Rewards of ``rep`` against ``ref``, with ``ref[cols[j]]`` (row ``rows[j]``'s own copy) excluded."""
+        d = pairwise_distances(rep, ref)
+        d[rows, cols] = float("inf")
+        k = min(self.config.k, ref.shape[0] - 1)
+        self._ref = ref.detach()
+        return self._rewards(knn_exact(rep, ref, d, k), update=True)
+
+    @torch.no_grad()
+    def query(self, rep_q: torch.Tensor) -> torch.Tensor | None:
+        if self._ref is None:
+            return None
+        k = min(self.config.k, self._ref.shape[0])
+        return self._rewards(knn_exact(rep_q, self._ref, pairwise_distances(rep_q, self._ref), k), update=False)
+
+
+class WindowKnnReward(_ReferenceKnnReward):
     """k-NN against a ring of the last ``knn_window`` embeddings passed in (bex addition).
 
     Each call first inserts the batch into the ring, then queries each point
@@ -166,21 +185,11 @@ class WindowKnnReward(BatchKnnReward):
     @torch.no_grad()
     def __call__(self, rep: torch.Tensor) -> torch.Tensor:
         slots = self._insert(rep)
-        self._ref = ref = self._ref_set()
+        ref = self._ref_set()
         if ref.shape[0] < 2:
             raise ValueError("window k-NN needs at least 2 embeddings")
-        d = pairwise_distances(rep, ref)
         own = torch.arange(rep.shape[0] - slots.shape[0], rep.shape[0], device=rep.device)
-        d[own, slots] = float("inf")  # exclude each point's own stored copy
-        k = min(self.config.k, ref.shape[0] - 1)
-        return self._rewards(knn_exact(rep, ref, d, k), update=True)
-
-    @torch.no_grad()
-    def query(self, rep_q: torch.Tensor) -> torch.Tensor | None:
-        if self._ref is None:
-            return None
-        k = min(self.config.k, self._ref.shape[0])
-        return self._rewards(knn_exact(rep_q, self._ref, pairwise_distances(rep_q, self._ref), k), update=False)
+        return self._score(rep, ref, own, slots)  # each point's own stored copy excluded
 
     def state_dict(self) -> dict:
         return {"transform": self.transform.state_dict(), "ring": self._ring, "n": self._n}
@@ -191,14 +200,15 @@ class WindowKnnReward(BatchKnnReward):
         self._ref = None if self._ring is None else self._ref_set()
 
 
-class RecentKnnReward(BatchKnnReward):
+class RecentKnnReward(_ReferenceKnnReward):
     """k-NN of each sample against the states the explorer visited last (``knn_mode="recent"``, bex addition).
 
     URLB's batch-local reward scores a state by its rarity in the whole replay
     (the mixture of every past policy).  A pose the agent has just found is rare
     there, and holding it earns the same high reward at every step until it
     fills about ``k / batch_size`` of the replay — thousands of steps at the
-    small preset, where the explorer stands still for 10-60% of a window.
+    small preset, where the explorer then stood still in 25-67% of some 10K-step
+    windows (docs/actors.md).
     ``recent`` mode measures rarity against the last ``knn_window`` *visited*
     states (the newest replay entries), all embedded by the current encoder:
     a held pose is its own nearest neighbour after ``k`` steps, so its reward
@@ -216,20 +226,8 @@ class RecentKnnReward(BatchKnnReward):
         """Rewards of ``rep`` (B, D) against ``ref`` (m, D); ``pos[i]`` = row i's own slot in ``ref`` (or out of range)."""
         if ref.shape[0] < 2:
             return self(rep)
-        d = pairwise_distances(rep, ref)
-        own = (pos >= 0) & (pos < ref.shape[0])
-        rows = torch.nonzero(own).reshape(-1)
-        d[rows, pos[rows]] = float("inf")  # exclude each sample's own stored copy
-        k = min(self.config.k, ref.shape[0] - 1)
-        self._ref = ref.detach()
-        return self._rewards(knn_exact(rep, ref, d, k), update=True)
-
-    @torch.no_grad()
-    def query(self, rep_q: torch.Tensor) -> torch.Tensor | None:
-        if self._ref is None:
-            return None
-        k = min(self.config.k, self._ref.shape[0])
-        return self._rewards(knn_exact(rep_q, self._ref, pairwise_distances(rep_q, self._ref), k), update=False)
+        rows = torch.nonzero((pos >= 0) & (pos < ref.shape[0])).reshape(-1)
+        return self._score(rep, ref, rows, pos[rows])  # each sample's own stored copy excluded
 
 
 def make_knn_reward(config: APTConfig) -> BatchKnnReward:

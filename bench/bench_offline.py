@@ -7,7 +7,9 @@
 4. evaluate each (deterministic, N episodes) and the uniform random policy on the
    same evaluation seeds, and print return ratios (target: >= 2x random).
 
-    python bench/bench_offline.py [--quick] [--data DIR] [--steps N] [--train-steps N]
+    python bench/bench_offline.py [--quick] [--data DIR] [--steps N] [--train-steps N] [--knn-mode batch|recent]
+
+``--data`` may also name a root that already holds BE alpha-0.5 partitions (every seed is used).
 """
 from __future__ import annotations
 
@@ -36,6 +38,8 @@ def main() -> None:
     ap.add_argument("--train-steps", type=int, default=None)
     ap.add_argument("--episodes", type=int, default=10)
     ap.add_argument("--learners", default="td3,cql")
+    ap.add_argument("--knn-mode", default="batch", choices=("batch", "recent"),
+                    help="APT's k-NN reference for the collection: batch (URLB) or recent (last visited states)")
     args = ap.parse_args()
     steps = args.steps or (8_000 if args.quick else 30_000)
     train_steps = args.train_steps or (2_000 if args.quick else 20_000)
@@ -48,7 +52,8 @@ def main() -> None:
 
         t0 = time.perf_counter()
         cfg = CollectConfig(out=str(data), explorer="apt", objective="be", param=0.5, steps=steps, preset="small",
-                            episodes_per_chunk=5)
+                            episodes_per_chunk=5,
+                            explorer_config={} if args.knn_mode == "batch" else {"knn_mode": "recent"})
         run_collections([cfg], resume=True)
         print(f"collected {steps} steps in {time.perf_counter() - t0:.0f}s")
     relabel(data, "walker_stand")
