@@ -39,8 +39,8 @@ Deliberate differences from URLB (besides those of :mod:`actors.nets` and
 distance matrix is computed in row chunks (same values, bounded memory); the
 transform runs in float64 numpy; an update happens in ``observe`` right after
 the transition is stored (URLB updates before the env step, so its batch lacks
-the newest transition); the per-step ``intrinsic_reward`` for the dataset
-column is a bex addition (see :class:`APTExplorer`).
+the newest transition); the ``intrinsic_rewards`` of the dataset column
+are a bex addition (see :class:`APTExplorer`).
 """
 from __future__ import annotations
 
@@ -388,12 +388,13 @@ class APTAgent:
 class APTExplorer(ReplayExplorer):
     """ICM-APT as an :class:`actors.base.Explorer`: ``run_episode(env, APTExplorer(...))`` is URLB's E=1 loop.
 
-    ``intrinsic_reward(next_obs)`` (the dataset's ``reward_intrinsic`` column):
+    ``intrinsic_rewards(states)`` (the dataset's ``reward_intrinsic`` column):
     when ``record_intrinsic`` is on and the k-NN reward has a ``query`` method
-    (:class:`BatchKnnReward`, :class:`WindowKnnReward`), the reward of
-    ``rep(next_obs)`` against the embeddings of the last update (no state
-    changes); None before the first update, or when the injected callable has
-    no ``query`` (the column then stays 0 for those rows / null for the episode).
+    (:class:`BatchKnnReward`, :class:`WindowKnnReward`, :class:`RecentKnnReward`),
+    the reward of each ``rep(state)`` against the reference set of the last
+    update (no state changes) — one call per episode (E = 1) or segment (E > 1);
+    None before the first update, or when the injected callable has no
+    ``query`` (the column is then null for the episode).
     """
 
     name = "apt"
@@ -414,9 +415,10 @@ class APTExplorer(ReplayExplorer):
     def set_knn_reward(self, fn: KnnRewardFn) -> None:
         self.agent.set_knn_reward(fn)
 
-    def intrinsic_reward(self, next_obs: np.ndarray) -> float | None:
+    def intrinsic_rewards(self, states: np.ndarray) -> np.ndarray | None:
         query = getattr(self.agent.knn_reward, "query", None)
         if not self.cfg.record_intrinsic or query is None:
             return None
-        r = query(self.agent.rep(np.asarray(next_obs, np.float32).reshape(1, -1)))
-        return None if r is None else float(r.reshape(-1)[0])
+        states = np.asarray(states, np.float32)
+        r = query(self.agent.rep(states.reshape(-1, states.shape[-1])))
+        return None if r is None else r.detach().cpu().numpy().reshape(-1).astype(np.float32)

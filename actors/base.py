@@ -27,8 +27,9 @@ class Explorer(Protocol):
                 last: bool, step: int) -> dict[str, float]:
         """Record a transition; may update the agent. Returns metrics."""
 
-    def intrinsic_reward(self, next_obs: np.ndarray) -> float | None:
-        """The explorer's intrinsic reward for reaching ``next_obs`` (None if it has none)."""
+    def intrinsic_rewards(self, states: np.ndarray) -> np.ndarray | None:
+        """The explorer's intrinsic reward (T,) of each observation of ``states`` (T, O), scored with
+        its current networks and statistics and changing nothing (None if it has none)."""
 
 
 class RandomExplorer:
@@ -46,7 +47,7 @@ class RandomExplorer:
     def observe(self, obs, action, next_obs, discount, last, step) -> dict[str, float]:
         return {}
 
-    def intrinsic_reward(self, next_obs: np.ndarray) -> float | None:
+    def intrinsic_rewards(self, states: np.ndarray) -> np.ndarray | None:
         return None
 
     def state_dict(self) -> dict:
@@ -62,7 +63,9 @@ def run_episode(env: Env, explorer: Explorer, episode_id: str, step0: int = 0, m
 
     ``step0`` is the global step counter passed to the explorer (seed frames,
     update schedule).  An episode cut short by ``max_steps`` ends with
-    ``is_last`` on its final row and discount 1, like a time limit.
+    ``is_last`` on its final row and discount 1, like a time limit.  The
+    ``reward_intrinsic`` column scores the episode's states in one call at its
+    end (``explorer.intrinsic_rewards``), with the explorer as it is then.
     """
     spec = env.spec
     limit = spec.episode_length if max_steps is None else min(max_steps, spec.episode_length)
@@ -70,8 +73,6 @@ def run_episode(env: Env, explorer: Explorer, episode_id: str, step0: int = 0, m
     act = np.zeros((limit + 1, spec.action_dim), np.float32)
     phys = np.empty((limit + 1, spec.physics_dim), np.float64)
     disc = np.ones(limit + 1, np.float32)
-    rint = np.zeros(limit + 1, np.float32)
-    has_rint = False
     s = env.reset()
     obs[0], phys[0] = s.obs, env.physics_state()
     t = 0
@@ -81,13 +82,12 @@ def run_episode(env: Env, explorer: Explorer, episode_id: str, step0: int = 0, m
         t += 1
         obs[t], act[t], phys[t], disc[t] = nxt.obs, a, env.physics_state(), nxt.discount
         metrics = explorer.observe(s.obs, a, nxt.obs, nxt.discount, nxt.last or t == limit, step0 + t - 1)
-        r = explorer.intrinsic_reward(nxt.obs)
-        if r is not None:
-            rint[t], has_rint = r, True
         if on_step is not None:
             on_step(metrics)
         s = nxt
         if nxt.last:
             break
     n = t + 1
-    return Episode(episode_id, obs[:n], act[:n], phys[:n], disc[:n], rint[:n] if has_rint else None)
+    r = explorer.intrinsic_rewards(obs[1:n])
+    rint = None if r is None else np.concatenate([[0.0], np.asarray(r, np.float32).reshape(-1)]).astype(np.float32)
+    return Episode(episode_id, obs[:n], act[:n], phys[:n], disc[:n], rint)

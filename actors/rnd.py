@@ -15,8 +15,8 @@ arXiv 1810.12894); reference code ``rll-research/url_benchmark`` ``agent/rnd.py`
   then one DDPG step (:func:`actors.nets.ddpg_update`) on n-step samples, the
   single reward replacing the n-step sum as in URLB.
 
-Deliberate differences from URLB: the per-step ``intrinsic_reward(next_obs)``
-for the dataset column is a bex addition — the same formula with the
+Deliberate differences from URLB: the ``intrinsic_rewards(states)`` of the
+dataset column are a bex addition — the same formula with the
 BatchNorm in eval mode (running statistics) and the running variance not
 updated; the running variance is kept in float64.
 """
@@ -101,14 +101,15 @@ class RNDAgent:
         return metrics
 
     @torch.no_grad()
-    def step_reward(self, obs: np.ndarray) -> float:
-        """The reward of one observation with running statistics, changing nothing."""
+    def step_rewards(self, obs: np.ndarray) -> np.ndarray:
+        """The rewards (T,) of observations (T, O) with the running statistics, changing nothing."""
         self.rnd.eval()
         try:
-            err = self.rnd(torch.as_tensor(obs, dtype=torch.float32, device=self.device).reshape(1, -1))
+            x = torch.as_tensor(np.asarray(obs, np.float32), device=self.device)
+            err = self.rnd(x.reshape(-1, x.shape[-1]))
         finally:
             self.rnd.train()
-        return float(self._scale(err).reshape(-1)[0])
+        return self._scale(err).reshape(-1).cpu().numpy().astype(np.float32)
 
     def state_dict(self) -> dict:
         return {"ddpg": self.ddpg.state_dict(), "rnd": self.rnd.state_dict(), "rnd_opt": self.rnd_opt.state_dict(),
@@ -143,5 +144,5 @@ class RNDExplorer(ReplayExplorer):
         self.replay = NStepReplay(self.cfg.replay_capacity, obs_dim, action_dim)
         self._init_common(seed)
 
-    def intrinsic_reward(self, next_obs: np.ndarray) -> float | None:
-        return self.agent.step_reward(next_obs)
+    def intrinsic_rewards(self, states: np.ndarray) -> np.ndarray | None:
+        return self.agent.step_rewards(states)

@@ -22,9 +22,9 @@ Source: Lee et al., "Efficient Exploration via State Marginal Matching"
   single reward replaces the n-step sum as in URLB.
 
 Deliberate differences from URLB: the skill is not part of URLB's
-fine-tuning logic (not needed for data collection); the per-step
-``intrinsic_reward(next_obs)`` for the dataset column is a bex addition — the
-same reward for ``[next_obs, z]`` with the VAE decoding the mean code
+fine-tuning logic (not needed for data collection); the
+``intrinsic_rewards(states)`` of the dataset column are a bex addition — the
+same reward for each ``[s, z]`` with the VAE decoding the mean code
 (no sampling, nothing updated).
 """
 from __future__ import annotations
@@ -118,13 +118,14 @@ class SMMAgent:
         return metrics
 
     @torch.no_grad()
-    def step_reward(self, obs_z: np.ndarray) -> float:
-        """The reward of one ``[s, z]`` with the mean VAE code, changing nothing."""
-        x = torch.as_tensor(obs_z, dtype=torch.float32, device=self.device).reshape(1, -1)
-        _, h_s_z = self.vae.loss(x, torch.zeros(1, self.cfg.code_dim, device=self.device))
+    def step_rewards(self, obs_z: np.ndarray) -> np.ndarray:
+        """The rewards (T,) of rows ``[s, z]`` (T, O + z) with the mean VAE code, changing nothing."""
+        x = torch.as_tensor(np.asarray(obs_z, np.float32), device=self.device)
+        x = x.reshape(-1, x.shape[-1])
+        _, h_s_z = self.vae.loss(x, torch.zeros(x.shape[0], self.cfg.code_dim, device=self.device))
         h_z_s = F.cross_entropy(self.z_pred(x[:, :self.obs_dim]), x[:, self.obs_dim:].argmax(dim=1),
                                 reduction="none").unsqueeze(1)
-        return float(self._reward(h_s_z, h_z_s).reshape(-1)[0])
+        return self._reward(h_s_z, h_z_s).reshape(-1).cpu().numpy().astype(np.float32)
 
     def state_dict(self) -> dict:
         return {"ddpg": self.ddpg.state_dict(), "z_pred": self.z_pred.state_dict(), "vae": self.vae.state_dict(),
@@ -185,8 +186,10 @@ class SMMExplorer(ReplayExplorer):
         self._episode_over = bool(last)
         return metrics
 
-    def intrinsic_reward(self, next_obs: np.ndarray) -> float | None:
-        return self.agent.step_reward(self._replay_obs(next_obs))
+    def intrinsic_rewards(self, states: np.ndarray) -> np.ndarray | None:
+        states = np.asarray(states, np.float32).reshape(-1, self.agent.obs_dim)
+        return self.agent.step_rewards(np.concatenate([states, np.broadcast_to(self.skill, (len(states),
+                                                                                            len(self.skill)))], 1))
 
     def state_dict(self) -> dict:
         sd = super().state_dict()

@@ -10,7 +10,7 @@ reward, alpha 0.5), in one run, side by side:
    driven by ``actors.run_episode``) past a reduced number of seed frames, with
    timers around ``env.step`` (+ physics state), ``explorer.act`` (policy),
    replay sampling, ``agent.update`` and, inside it, the injected k-NN reward
-   callable, and the per-step ``intrinsic_reward`` query (dataset column).
+   callable, and the ``intrinsic_rewards`` query of the dataset column (one call per episode).
    Two k-NN backends: the in-process default ``BatchKnnReward`` (chunked
    ``torch.norm``) and the ``KnnService`` logic (``KnnServiceCore``, FAISS, the
    k-NN that ``cluster/`` runs) called in process (no Ray hop).
@@ -304,8 +304,8 @@ def breakdown(preset: str, seed_frames: int, updates: int, knn_backend: str, thr
     ex.agent.knn_reward = t_knn
     t_upd = Timed(ex.agent.update)
     ex.agent.update = t_upd
-    t_act, t_obs, t_intr = Timed(ex.act), Timed(ex.observe), Timed(ex.intrinsic_reward)
-    ex.act, ex.observe, ex.intrinsic_reward = t_act, t_obs, t_intr
+    t_act, t_obs, t_intr = Timed(ex.act), Timed(ex.observe), Timed(ex.intrinsic_rewards)
+    ex.act, ex.observe, ex.intrinsic_rewards = t_act, t_obs, t_intr
     env_step, env_phys = env.step, env.physics_state
     t_env, t_phys = Timed(env_step), Timed(env_phys)
     env.step, env.physics_state = t_env, t_phys

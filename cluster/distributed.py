@@ -170,7 +170,6 @@ class LearnerCore:
             self.in_progress.pop(seg.slot, None)
             return self._feedback(seg.slot, self._assign(seg.slot), False)
         first = 1 if seg.first_row == 0 else 0
-        rint = []
         for i in range(first, len(seg.obs)):
             o = seg.obs[i - 1] if i > 0 else cur["last_obs"]
             last_row = seg.last and i == len(seg.obs) - 1
@@ -181,12 +180,12 @@ class LearnerCore:
                 self.updates += 1
             if "intr/reward_mean" in metrics:
                 self.stats["intr"].append(metrics["intr/reward_mean"])
-            r = self.explorer.intrinsic_reward(seg.obs[i])
-            rint.append(np.nan if r is None else r)
         cur["next_row"] += len(seg.obs)
         cur["last_obs"] = seg.obs[-1]
         cur["rows"].append((seg.obs, seg.action, seg.physics, seg.discount))
-        cur["rint"].append(np.array(([0.0] if first else []) + rint, np.float32))
+        r = self.explorer.intrinsic_rewards(seg.obs[first:]) if len(seg.obs) > first else np.zeros(0)
+        r = np.full(len(seg.obs) - first, np.nan, np.float32) if r is None else np.asarray(r, np.float32)
+        cur["rint"].append(np.concatenate([np.zeros(first, np.float32), r]))
         ticket = seg.ticket
         if seg.last:
             obs, act, phys, disc = (np.concatenate(x) for x in zip(*cur["rows"]))

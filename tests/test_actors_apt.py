@@ -163,7 +163,7 @@ def test_window_knn_reward_excludes_own_copy():
         np.sqrt(((b[:2, None, :].astype(np.float64) - ref[None]) ** 2).sum(-1)), axis=1)[:, :4].mean(1)), rtol=1e-5)
     ex = APTExplorer(OBS, ACT, {**TINY, "knn_mode": "window", "knn_window": 200}, seed=0)
     ex.agent.update(filled_replay().sample(64, 3, 0.99, np.random.default_rng(0)))
-    assert ex.intrinsic_reward(np.zeros(OBS, np.float32)) > 0
+    assert ex.intrinsic_rewards(np.zeros((1, OBS), np.float32))[0] > 0
 
 
 def test_nstep_sample_recent_window_and_positions():

@@ -41,14 +41,17 @@ def test_baseline_updates_finite_and_state_dict_round_trip(name):
     for m in metrics:
         assert all(math.isfinite(v) for v in m.values()), m
     assert "intr/reward_mean" in metrics[-1] and "critic/loss" in metrics[-1]
-    r = ex.intrinsic_reward(obs)
-    assert r is not None and math.isfinite(r)
+    block = np.stack([obs, obs * 0.5, -obs])
+    r = ex.intrinsic_rewards(block)
+    assert r.shape == (3,) and np.all(np.isfinite(r))
+    for i in range(3):  # a block scores each row as it would alone
+        assert ex.intrinsic_rewards(block[i:i + 1])[0] == pytest.approx(r[i], rel=1e-5)
     ex2 = make_explorer(name, OBS, ACT, CONFIGS[name], seed=7)
     ex2.load_state_dict(ex.state_dict())
     o = ex._replay_obs(obs)
     np.testing.assert_array_equal(ex.agent.act(o, 1000, eval_mode=True), ex2.agent.act(o, 1000, eval_mode=True))
     np.testing.assert_array_equal(ex.act(obs, 1000), ex2.act(obs, 1000))
-    assert ex.intrinsic_reward(obs) == pytest.approx(ex2.intrinsic_reward(obs), rel=1e-6)
+    np.testing.assert_allclose(ex.intrinsic_rewards(block), ex2.intrinsic_rewards(block), rtol=1e-6)
 
 
 def test_smm_skill_is_one_hot_and_changes_only_between_episodes():
@@ -81,7 +84,7 @@ def test_make_explorer_factory():
     assert isinstance(make_explorer("random", OBS, ACT, seed=0), RandomExplorer)
     apt = make_explorer("apt", OBS, ACT, CONFIGS["apt"], knn_reward=lambda r: r.sum(1))
     assert isinstance(apt, APTExplorer)
-    assert apt.intrinsic_reward(np.zeros(OBS, np.float32)) is None  # injected callable without query()
+    assert apt.intrinsic_rewards(np.zeros((2, OBS), np.float32)) is None  # injected callable without query()
     assert isinstance(make_explorer("rnd", OBS, ACT, CONFIGS["rnd"]), RNDExplorer)
     with pytest.raises(ValueError, match=r"unknown explorer 'icm'.*random, apt, rnd, smm"):
         make_explorer("icm", OBS, ACT)
@@ -114,7 +117,6 @@ def test_run_episode_on_walker(walker, name):
         return
     assert ex.agent.num_updates == 100 and len(seen) == 100  # steps 100..298 even
     assert ep.reward_intrinsic is not None and np.all(np.isfinite(ep.reward_intrinsic))
-    if name == "apt":  # per-step reward only once the first update has run (row t is step t - 1)
-        assert np.all(ep.reward_intrinsic[:101] == 0) and np.all(ep.reward_intrinsic[102:] > 0)
-    else:
-        assert np.count_nonzero(ep.reward_intrinsic[1:]) == 300
+    # scored in one call at the episode's end, with the explorer as it is then
+    assert ep.reward_intrinsic[0] == 0 and np.count_nonzero(ep.reward_intrinsic[1:]) == 300
+    np.testing.assert_allclose(ep.reward_intrinsic[1:], ex.intrinsic_rewards(ep.observation[1:]), rtol=1e-6)
