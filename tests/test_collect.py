@@ -126,7 +126,8 @@ def _check_dataset(out, steps):
 def test_kill_env_worker_and_learner_mid_run(tmp_path):
     out = tmp_path / "d"
     proc = subprocess.Popen([BEX, "collect", "--explorer", "apt", "--objective", "be", "--alpha", "0.5",
-                             "--steps", "4500", "--actors", "2", "--out", out, "--episodes-per-chunk", "1"],
+                             "--steps", "4500", "--actors", "2", "--out", out, "--episodes-per-chunk", "1",
+                             "--knn-mode", "recent"],  # recent mode: the learner scores against its replay
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     pdir = out / "domain=walker" / "objective=be" / "param=0.5" / "seed=0"
     assert _wait_for_files(pdir, 1)
@@ -138,6 +139,8 @@ def test_kill_env_worker_and_learner_mid_run(tmp_path):
     summary = last_json(o)
     assert summary["steps"] == 4500 and summary["restarts"] >= 1
     _check_dataset(out, 4500)
+    ri = Dataset(out).load(["reward_intrinsic"]).reward_intrinsic
+    assert np.isfinite(ri).any() and (ri[np.isfinite(ri)] >= 0).all() and ri[np.isfinite(ri)].max() > 0
 
 
 @pytest.mark.ray
