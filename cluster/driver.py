@@ -42,6 +42,7 @@ class _Run:
                       + ("" if cfg.partition_param is None else f"={cfg.partition_param}") + f"/s{cfg.seed}")
         self.steps = sum(c.steps for c in self.chunks if c.first_episode in self.done_chunks)
         self.t0 = time.perf_counter()  # reset when the run launches (see launch())
+        self.t_end: float | None = None  # set when the run finishes: its clock stops there
         self.steps_at_start = self.steps
         self.nodes: dict[str, int] = {}
         self.updates = 0
@@ -51,14 +52,18 @@ class _Run:
         self.recovered = 0    # recoveries reported by the run itself (restored checkpoints, refused segments)
         self.finished = False
 
+    def elapsed(self) -> float:
+        """Seconds from the run's launch to its end (or to now while it runs)."""
+        return max((self.t_end if self.t_end is not None else time.perf_counter()) - self.t0, 1e-9)
+
     def row(self) -> dict:
-        el = max(time.perf_counter() - self.t0, 1e-9)
+        el = self.elapsed()
         return dict(run=self.label, steps=self.steps, total=int(self.cfg.steps),
                     env_steps_per_s=(self.steps - self.steps_at_start) / el, updates_per_s=self.updates / el,
                     intr_reward_mean=self.intr, knn_ms=self.knn_ms, restarts=self.restarts + self.recovered)
 
     def summary(self) -> dict:
-        wall = time.perf_counter() - self.t0
+        wall = self.elapsed()
         s = dict(run_key=self.run_key, config=asdict(self.cfg), env_spec=self.spec.to_dict(), steps=self.steps,
                  chunks=len(self.chunks), wall_s=wall, env_steps_per_s=(self.steps - self.steps_at_start) / max(wall, 1e-9),
                  updates=self.updates, nodes=self.nodes, restarts=self.restarts + self.recovered)
@@ -270,6 +275,7 @@ def run_collections(cfgs: list[CollectConfig], resume: bool = False,
             active.append(r)
             owner.update({ref: r for ref in refs})
             if r.finished:
+                r.t_end = time.perf_counter()
                 active.remove(r)
 
     launch()
@@ -280,6 +286,7 @@ def run_collections(cfgs: list[CollectConfig], resume: bool = False,
         for ref in run.handle(ready[0]):
             owner[ref] = run
         if run.finished and run in active:
+            run.t_end = time.perf_counter()
             active.remove(run)
             launch()
         now = time.perf_counter()

@@ -167,3 +167,20 @@ def test_kill_single_process_runner_and_resume(tmp_path):
     p = bex(*args2, "--resume")
     assert p.returncode == 0, p.stderr[-3000:]
     _check_dataset(out2, 3500)
+
+
+@pytest.mark.ray
+def test_queued_runs_report_their_own_wall_time(ray_session, tmp_path):
+    """Each summary's clock runs from the run's launch to its end, not to the end of the whole grid."""
+    from cluster.driver import run_collections
+
+    cfgs = [CollectConfig(out=str(tmp_path / "d"), domain="walker", explorer="random", steps=n, seed=seed)
+            for seed, n in ((0, 2000), (1, 2000))]
+    t0 = time.perf_counter()
+    sums = run_collections(cfgs, max_concurrent_runs=1)  # the second run waits for the first
+    total = time.perf_counter() - t0
+    assert [s["steps"] for s in sums] == [2000, 2000]
+    walls = [s["wall_s"] for s in sums]
+    assert all(w > 0 for w in walls) and sum(walls) <= total, (walls, total)
+    for s, w in zip(sums, walls):
+        assert s["env_steps_per_s"] == pytest.approx(2000 / w, rel=1e-6)
