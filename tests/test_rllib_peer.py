@@ -1,4 +1,5 @@
 """The RLlib peer baseline: the transition view, Ray Data on bex files, rllib_bc / rllib_cql as Tune trials."""
+import gc
 import json
 import math
 from pathlib import Path
@@ -239,3 +240,5 @@ def test_rllib_checkpoint_round_trip_reproduces_the_policy(small_data, ray_sessi
     np.testing.assert_allclose(np.stack([rp.module_policy(b)(o) for o in obs]), before, rtol=1e-6)  # ... until restored
     a.stop()
     b.stop()
+    del a, b
+    gc.collect()  # finalise RLlib's data iterators while Ray is still up (else they warn at interpreter exit)
