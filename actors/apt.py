@@ -325,7 +325,6 @@ class APTAgent:
 
         In ``recent`` mode the neighbours are the current encoder's representations of
         ``batch.recent_obs`` (:class:`RecentKnnReward`)."""
-        knn = self._knn
         if self.cfg.knn_mode == "recent":
             if batch.recent_obs is None:
                 raise ValueError("knn_mode 'recent' needs a batch sampled with recent > 0")
@@ -333,16 +332,18 @@ class APTAgent:
                 raise ValueError("knn_mode 'recent' runs in process: the k-NN reward must be a RecentKnnReward")
             ref = self.icm.rep(batch.recent_obs)
 
-            def knn(rep: torch.Tensor, shift: int = 0) -> torch.Tensor:
+            def knn(rep: torch.Tensor, shift: int = 0) -> torch.Tensor:  # s_{t+shift} sits at recent_pos + shift
                 return self.knn_reward.score(rep, ref, batch.recent_pos + shift)
+        else:
+            def knn(rep: torch.Tensor, shift: int = 0) -> torch.Tensor:
+                return self._knn(rep)
         if not self.cfg.intr_nstep_sum:
             return knn(self.icm.rep(batch.obs)).unsqueeze(1)
         if batch.step_obs is None:
             raise ValueError("intr_nstep_sum needs a batch sampled with with_steps=True")
         total = torch.zeros(len(batch), device=self.device)
         for i in range(batch.step_obs.shape[1]):
-            rep_i = self.icm.rep(batch.step_obs[:, i])
-            total += batch.step_weights[:, i] * (knn(rep_i, i) if self.cfg.knn_mode == "recent" else knn(rep_i))
+            total += batch.step_weights[:, i] * knn(self.icm.rep(batch.step_obs[:, i]), i)
         return total.unsqueeze(1)
 
     def update(self, batch: NStepBatch) -> dict[str, float]:

@@ -404,9 +404,9 @@ def rllib_trial(config: dict, data: dict | None = None) -> None:
     import torch
     from ray import tune
 
-    from envs import evaluate, parse_task
+    from envs import parse_task
 
-    from .train import TrialConfig, data_key, load_offline_data
+    from .train import TrialConfig, data_key, evaluate_trial, load_offline_data
 
     cfg = TrialConfig.from_dict(config["trial"])
     hp = resolved_config(cfg.learner, cfg.preset, cfg.learner_config)
@@ -446,8 +446,7 @@ def rllib_trial(config: dict, data: dict | None = None) -> None:
             report.update(_learner_metrics(result))
             checkpoint = None
             if step % cfg.eval_every == 0 or step == cfg.steps:
-                ev = evaluate(policy, d, t, episodes=cfg.eval_episodes, seed=10_000 + cfg.seed * 100)
-                last_eval = dict(ev.metrics("eval"), **{"eval/at_step": step})
+                last_eval = evaluate_trial(policy, cfg, d, t, step)  # the same starts as bex's learners
                 history.append({"steps": step, **last_eval})
                 meta = {"steps": step, "last_eval": last_eval, "history": history,
                         "wall_s": wall_before + time.perf_counter() - t_start}

@@ -160,12 +160,25 @@ def _device(name: str) -> str:
     return name
 
 
+def evaluate_trial(policy, cfg: "TrialConfig", domain: str, task: str, step: int) -> dict[str, float]:
+    """The evaluation a trial reports at ``step`` (bex learners and RLlib peers alike).
+
+    ``cfg.eval_episodes`` deterministic episodes on evaluation seeds derived from
+    ``cfg.seed`` only, so every learner of a sweep is scored on the same starts;
+    the metrics carry ``eval/at_step`` so later reports can repeat them.
+    """
+    from envs import evaluate
+
+    ev = evaluate(policy, domain, task, episodes=cfg.eval_episodes, seed=10_000 + cfg.seed * 100)
+    return dict(ev.metrics("eval"), **{"eval/at_step": step})
+
+
 def offline_trial(config: dict, data: dict[str, OfflineData] | None = None) -> None:
     """Tune function trainable (see module docstring)."""
     import torch
     from ray import tune
 
-    from envs import evaluate, parse_task
+    from envs import parse_task
     from learners import make_learner
     from replay import TransitionSampler
 
@@ -216,8 +229,7 @@ def offline_trial(config: dict, data: dict[str, OfflineData] | None = None) -> N
         report.update({"steps": step, "train/updates_per_s": n / max(dt, 1e-9), "resumed_from": resumed_from})
         checkpoint = None
         if step % cfg.eval_every == 0 or step == cfg.steps:
-            ev = evaluate(policy, d, t, episodes=cfg.eval_episodes, seed=10_000 + cfg.seed * 100)
-            last_eval = dict(ev.metrics("eval"), **{"eval/at_step": step})  # later reports carry it forward
+            last_eval = evaluate_trial(policy, cfg, d, t, step)  # later reports carry it forward
             history.append({"steps": step, **last_eval})
             wall = wall_before + time.perf_counter() - t_start
             state = {"learner": learner.state_dict(), "sampler": sampler.state_dict(), "step": step,
