@@ -406,7 +406,7 @@ def rllib_trial(config: dict, data: dict | None = None) -> None:
 
     from envs import parse_task
 
-    from .train import TrialConfig, data_key, evaluate_trial, load_offline_data
+    from .train import TrialConfig, data_key, evaluate_trial, load_offline_data, report_trial
 
     cfg = TrialConfig.from_dict(config["trial"])
     hp = resolved_config(cfg.learner, cfg.preset, cfg.learner_config)
@@ -450,11 +450,10 @@ def rllib_trial(config: dict, data: dict | None = None) -> None:
                 history.append({"steps": step, **last_eval})
                 meta = {"steps": step, "last_eval": last_eval, "history": history,
                         "wall_s": wall_before + time.perf_counter() - t_start}
-                checkpoint = tune.Checkpoint.from_directory(
-                    str(save_rllib_checkpoint(algo, tempfile.mkdtemp(prefix="bex-rllib-ckpt-"), meta)))
+                checkpoint = lambda d, meta=meta: save_rllib_checkpoint(algo, d, meta)  # noqa: E731
             report.update(last_eval)
             report["wall_s"] = wall_before + time.perf_counter() - t_start
-            tune.report(report, checkpoint=checkpoint)
+            report_trial(report, checkpoint)
         algo.stop()
     finally:
         shutil.rmtree(view_dir, ignore_errors=True)

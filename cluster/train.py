@@ -234,12 +234,27 @@ def offline_trial(config: dict, data: dict[str, OfflineData] | None = None) -> N
             wall = wall_before + time.perf_counter() - t_start
             state = {"learner": learner.state_dict(), "sampler": sampler.state_dict(), "step": step,
                      "history": history, "wall_s": wall, "torch_rng": torch.get_rng_state()}
-            tmp = tempfile.mkdtemp(prefix="bex-ckpt-")
-            torch.save(state, Path(tmp) / "state.pt")
-            checkpoint = tune.Checkpoint.from_directory(tmp)
+            checkpoint = lambda d, state=state: torch.save(state, Path(d) / "state.pt")  # noqa: E731
         report.update(last_eval)
         report["wall_s"] = wall_before + time.perf_counter() - t_start
-        tune.report(report, checkpoint=checkpoint)
+        report_trial(report, checkpoint)
+
+
+def report_trial(metrics: dict, write_checkpoint=None) -> None:
+    """``tune.report`` from a trial; ``write_checkpoint(dir)``, when given, fills a checkpoint directory.
+
+    The directory is temporary: ``tune.report`` copies it to the experiment's
+    storage before it returns, and Tune leaves deleting the original to the
+    caller, so it is removed here (one leaked copy per evaluation otherwise).
+    """
+    from ray import tune
+
+    if write_checkpoint is None:
+        tune.report(metrics)
+        return
+    with tempfile.TemporaryDirectory(prefix="bex-ckpt-") as tmp:
+        write_checkpoint(tmp)
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
 
 
 def trial_resources(resources: dict | None) -> dict:

@@ -2,6 +2,7 @@
 import gc
 import json
 import math
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -187,9 +188,11 @@ def test_rllib_bc_and_cql_as_tune_trials(small_data, ray_session, tmp_path):
         TrialConfig.from_dict(dict(common, learner="rllib_cql",
                                    learner_config={"batch_size": 8, "hidden_dim": 16, "num_actions": 2})),
     ]
+    leaked_before = set(Path(tempfile.gettempdir()).glob("bex-ckpt-*"))
     grid = run_trials(trials, name="rllib", storage=str(tmp_path), resources={"cpu": 1}, max_concurrent=1,
                       max_failures=0, verbose=0)
     assert len(grid) == 2
+    assert set(Path(tempfile.gettempdir()).glob("bex-ckpt-*")) <= leaked_before  # copied to storage, then removed
     for r in grid:
         assert r.error is None, r.error
         m = r.metrics

@@ -1,7 +1,9 @@
 """Offline training on Ray Tune: bad input before Tune starts, checkpoint resume, sweep + results table."""
 import json
 import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -121,9 +123,13 @@ eval_episodes: 1
 report_every: 100
 max_concurrent_trials: 2
 """)
+    leaked_before = set(Path(tempfile.gettempdir()).glob("bex-ckpt-*"))
     p = bex("sweep", cfg)
     assert p.returncode == 0, p.stderr[-3000:]
     run = tmp_path / "runs" / "tiny"
+    assert len(list(run.glob("*/checkpoint_*"))) == 4 * 2  # 2 datasets x 2 seeds, 2 evaluations each
+    # each checkpoint went through a temporary directory, removed once Tune had copied it
+    assert set(Path(tempfile.gettempdir()).glob("bex-ckpt-*")) <= leaked_before
     md = (run / "results.md").read_text()
     assert "| dataset | walker_stand bc |" in md
     lines = [x for x in md.splitlines() if x.startswith("| be/0.5") or x.startswith("| shannon")]
