@@ -93,8 +93,16 @@ def critic_target(reward: torch.Tensor, discount: torch.Tensor, target_q1: torch
 
 
 def adam(params, lr: float) -> torch.optim.Adam:
-    """Adam with URLB's defaults (``foreach`` kernels: same maths, fewer launches on CPU)."""
-    return torch.optim.Adam(params, lr=lr, foreach=True)
+    """Adam with URLB's defaults, in torch's fused kernel where the device has one (else ``foreach``).
+
+    Same maths as URLB's plain Adam; one kernel per parameter group instead of
+    a dozen per tensor: 12% of a small-preset APT update on CPU (bench_collect.py).
+    """
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError):  # pragma: no cover - old torch / device without the fused kernel
+        return torch.optim.Adam(params, lr=lr, foreach=True)
 
 
 @torch.no_grad()
