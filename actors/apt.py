@@ -137,13 +137,20 @@ class BatchKnnReward:
 class _ReferenceKnnReward(BatchKnnReward):
     """A k-NN reward against a reference set other than the batch (window and recent modes)."""
 
-    def _score(self, rep: torch.Tensor, ref: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-        """Rewards of ``rep`` against ``ref``, with ``ref[cols[j]]`` (row ``rows[j]``'s own copy) excluded."""
+    def _score(self, rep: torch.Tensor, ref: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
+               extra: torch.Tensor | None = None) -> torch.Tensor:
+        """Rewards of ``rep`` against ``ref``, with ``ref[cols[j]]`` (row ``rows[j]``'s own copy) excluded.
+
+        ``extra`` (B, E): more candidate distances per row (``inf`` = none), merged before the k smallest.
+        """
         d = pairwise_distances(rep, ref)
         d[rows, cols] = float("inf")
         k = min(self.config.k, ref.shape[0] - 1)
         self._ref = ref.detach()
-        return self._rewards(knn_exact(rep, ref, d, k), update=True)
+        d = knn_exact(rep, ref, d, k)
+        if extra is not None:
+            d = torch.cat([d, extra], dim=1).sort(dim=1).values[:, :k]
+        return self._rewards(d, update=True)
 
     @torch.no_grad()
     def query(self, rep_q: torch.Tensor) -> torch.Tensor | None:
@@ -222,12 +229,20 @@ class RecentKnnReward(_ReferenceKnnReward):
     """
 
     @torch.no_grad()
-    def score(self, rep: torch.Tensor, ref: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        """Rewards of ``rep`` (B, D) against ``ref`` (m, D); ``pos[i]`` = row i's own slot in ``ref`` (or out of range)."""
+    def score(self, rep: torch.Tensor, ref: torch.Tensor, pos: torch.Tensor, local: torch.Tensor | None = None,
+              local_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Rewards of ``rep`` (B, D) against ``ref`` (m, D); ``pos[i]`` = row i's own slot in ``ref`` (or out of range).
+
+        ``local`` (B, E, D) with ``local_mask`` (B, E): per-row extra reference points (the
+        sample's own-episode neighbours older than the window, ``APTConfig.knn_local``).
+        """
         if ref.shape[0] < 2:
             return self(rep)
         rows = torch.nonzero((pos >= 0) & (pos < ref.shape[0])).reshape(-1)
-        return self._score(rep, ref, rows, pos[rows])  # each sample's own stored copy excluded
+        extra = None
+        if local is not None:
+            extra = torch.norm(rep[:, None, :] - local, dim=-1, p=2).masked_fill(~local_mask, float("inf"))
+        return self._score(rep, ref, rows, pos[rows], extra)  # each sample's own stored copy excluded
 
 
 def make_knn_reward(config: APTConfig) -> BatchKnnReward:
@@ -331,9 +346,13 @@ class APTAgent:
             if not isinstance(self.knn_reward, RecentKnnReward):
                 raise ValueError("knn_mode 'recent' runs in process: the k-NN reward must be a RecentKnnReward")
             ref = self.icm.rep(batch.recent_obs)
+            local = None
+            if batch.local_obs is not None:  # only with intr_nstep_sum false (APTConfig), so shift is 0
+                local = self.icm.rep(batch.local_obs.reshape(-1, batch.local_obs.shape[-1]))
+                local = local.reshape(*batch.local_obs.shape[:2], -1)
 
             def knn(rep: torch.Tensor, shift: int = 0) -> torch.Tensor:  # s_{t+shift} sits at recent_pos + shift
-                return self.knn_reward.score(rep, ref, batch.recent_pos + shift)
+                return self.knn_reward.score(rep, ref, batch.recent_pos + shift, local, batch.local_mask)
         else:
             def knn(rep: torch.Tensor, shift: int = 0) -> torch.Tensor:
                 return self._knn(rep)
@@ -412,6 +431,9 @@ class APTExplorer(ReplayExplorer):
 
     def _recent(self) -> int:
         return self.cfg.knn_window if self.cfg.knn_mode == "recent" else 0
+
+    def _local(self) -> int:
+        return self.cfg.knn_local
 
     def set_knn_reward(self, fn: KnnRewardFn) -> None:
         self.agent.set_knn_reward(fn)

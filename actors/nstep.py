@@ -39,7 +39,11 @@ class NStepBatch:
     ``recent_obs`` (m, O): the observations of the last m transitions added (the states the
     explorer visited most recently, oldest first) when ``sample(recent=m)`` asked for them;
     ``recent_pos`` (B,) int64: the position of each sample's ``s_t`` in ``recent_obs``
-    (``s_{t+i}`` is at ``recent_pos + i``), negative when it is older than the window."""
+    (``s_{t+i}`` is at ``recent_pos + i``), negative when it is older than the window;
+    ``local_obs`` (B, 2w, O) and ``local_mask`` (B, 2w) bool, when ``sample(recent=m, local=w)``
+    asked for them: the observations ``s_{t-w} .. s_{t-1}, s_{t+1} .. s_{t+w}`` around each
+    sample, and which of them are states of the sample's own episode, still in the buffer,
+    and older than the recent window (those inside it are in ``recent_obs`` already)."""
 
     obs: torch.Tensor
     action: torch.Tensor
@@ -49,6 +53,8 @@ class NStepBatch:
     step_obs: torch.Tensor | None = None
     recent_obs: torch.Tensor | None = None
     recent_pos: torch.Tensor | None = None
+    local_obs: torch.Tensor | None = None
+    local_mask: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.obs.shape[0])
@@ -99,13 +105,18 @@ class NStepReplay:
         return int(self._valid(np.arange(lo, hi), nstep).sum())
 
     def sample(self, batch_size: int, nstep: int, gamma: float, rng: np.random.Generator | None = None,
-               with_steps: bool = False, device: str | torch.device = "cpu", recent: int = 0) -> NStepBatch:
+               with_steps: bool = False, device: str | torch.device = "cpu", recent: int = 0,
+               local: int = 0) -> NStepBatch:
         """Draw ``batch_size`` n-step samples uniformly over valid starts (with replacement).
 
         ``rng``: the generator to draw with (default: the buffer's own, seeded by ``seed``).
         ``recent > 0``: also return the observations of the last ``min(recent, len(self))``
         transitions and each sample's position among them (``NStepBatch.recent_*``).
+        ``local > 0`` (with ``recent > 0``): also each sample's ``local`` neighbours on either
+        side in time and their mask (``NStepBatch.local_*``, see :meth:`local_neighbours`).
         """
+        if local > 0 and recent <= 0:
+            raise ValueError(f"local={local} neighbours need recent > 0, got recent={recent}")
         rng = self.rng if rng is None else rng
         lo, hi = self.added - len(self), self.added - nstep + 1  # logical start range [lo, hi)
         if hi <= lo:
@@ -131,15 +142,34 @@ class NStepReplay:
             return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
 
         first, final = idx[:, 0], idx[:, -1]
-        recent_obs = recent_pos = None
+        recent_obs = recent_pos = local_obs = local_mask = None
         if recent > 0:
             m = min(int(recent), len(self))
             recent_obs = t(self.obs[np.arange(self.added - m, self.added) % self.capacity])
             recent_pos = torch.from_numpy(starts - (self.added - m)).to(device)  # < 0: older than the window
+            if local > 0:
+                nb, mask = self.local_neighbours(starts, int(local))
+                mask &= nb < self.added - m  # the window's states are scored there already
+                local_obs, local_mask = t(self.obs[nb % self.capacity]), torch.from_numpy(mask).to(device)
         return NStepBatch(obs=t(self.obs[first]), action=t(self.action[first]), next_obs=t(self.next_obs[final]),
                           discount=t(cum[:, -1:]), step_weights=t(weights),
                           step_obs=t(self.obs[idx]) if with_steps else None,
-                          recent_obs=recent_obs, recent_pos=recent_pos)
+                          recent_obs=recent_obs, recent_pos=recent_pos, local_obs=local_obs, local_mask=local_mask)
+
+    def local_neighbours(self, starts: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray]:
+        """Logical indices ``starts + j`` for ``j = -w .. -1, 1 .. w`` (B, 2w), and a mask (B, 2w):
+        True where that transition is still in the buffer and in the same episode as ``starts``
+        (no episode end from the earlier of the two up to, not including, the later one)."""
+        starts = np.asarray(starts, np.int64)
+        offsets = np.concatenate([np.arange(-w, 0), np.arange(1, w + 1)])
+        nb = starts[:, None] + offsets
+        oldest = self.added - len(self)
+        span = starts[:, None] + np.arange(-w, w)  # transitions at offsets -w .. w-1
+        ends = self.last[span % self.capacity] & (span >= oldest) & (span < self.added)
+        after = np.cumsum(ends[:, w:], axis=1) == 0  # j = 1..w: no end at offsets 0 .. j-1
+        before = np.cumsum(ends[:, :w][:, ::-1], axis=1)[:, ::-1] == 0  # j = -w..-1: none at j .. -1
+        mask = np.concatenate([before, after], axis=1) & (nb >= oldest) & (nb < self.added)
+        return nb, mask
 
     def state_dict(self) -> dict:
         n = len(self)
@@ -187,6 +217,10 @@ class ReplayExplorer:
         """How many of the latest transitions each batch carries (``recent`` of :meth:`NStepReplay.sample`)."""
         return 0
 
+    def _local(self) -> int:
+        """Own-episode neighbours on either side that each batch carries (``local`` of :meth:`NStepReplay.sample`)."""
+        return 0
+
     def act(self, obs: np.ndarray, step: int) -> np.ndarray:
         return self.agent.act(self._replay_obs(obs), step)
 
@@ -200,7 +234,7 @@ class ReplayExplorer:
         if self.replay.added < cfg.nstep:
             return {}
         batch = self.replay.sample(cfg.batch_size, cfg.nstep, cfg.discount, self.rng, with_steps=self._with_steps(),
-                                   device=cfg.device, recent=self._recent())
+                                   device=cfg.device, recent=self._recent(), local=self._local())
         self.last_metrics = self.agent.update(batch)
         return self.last_metrics
 

@@ -181,6 +181,53 @@ def test_nstep_sample_recent_window_and_positions():
     assert rb.sample(5, 1, 0.9).recent_obs is None
 
 
+def test_nstep_local_neighbours_stay_in_the_episode_and_out_of_the_window():
+    rb = NStepReplay(12, 1, 1)
+    for i in range(20):  # episodes of 5 transitions (obs 0-4, 5-9, ...); the ring keeps logical 8..19
+        rb.add([float(i)], [0.0], [float(i + 1)], 1.0, i % 5 == 4)
+    nb, mask = rb.local_neighbours(np.array([10, 9, 16]), 2)
+    np.testing.assert_array_equal(nb, [[8, 9, 11, 12], [7, 8, 10, 11], [14, 15, 17, 18]])
+    np.testing.assert_array_equal(mask, [[False, False, True, True],  # 8, 9: previous episode
+                                         [False, True, False, False],  # 7: overwritten; 10, 11: next episode
+                                         [False, True, True, True]])  # 14: previous episode
+    b = rb.sample(64, 1, 0.9, np.random.default_rng(0), recent=4, local=2)  # window = logical 16..19
+    starts = b.obs[:, 0].numpy().astype(int)
+    _, m = rb.local_neighbours(starts, 2)
+    expected = m & (starts[:, None] + np.array([-2, -1, 1, 2]) < 16)
+    np.testing.assert_array_equal(b.local_mask.numpy(), expected)
+    got = b.local_obs[..., 0].numpy()
+    np.testing.assert_array_equal(got[expected], (starts[:, None] + np.array([-2, -1, 1, 2]))[expected])
+    assert (starts >= 18).any() and b.local_mask[starts >= 18].sum() == 0  # all neighbours in recent_obs already
+    assert b.local_mask[starts == 16][:, 1].all()  # at the window's edge: 15 (same episode) is only here
+    with pytest.raises(ValueError, match="recent > 0"):
+        rb.sample(4, 1, 0.9, local=2)
+
+
+def test_local_neighbours_zero_an_old_held_pose_and_join_the_k_nearest():
+    cfg = APTConfig.from_dict({**TINY, "k": 3, "knn_mode": "recent", "knn_window": 40, "knn_local": 2})
+    rng = np.random.default_rng(3)
+    ref = torch.tensor(rng.normal(size=(40, 5)), dtype=torch.float32)
+    held, moving = rng.normal(size=5), rng.normal(size=5)
+    rep = torch.tensor(np.stack([held, moving]), dtype=torch.float32)
+    local = torch.tensor(np.stack([np.repeat(held[None], 4, 0),  # its episode held the pose all along
+                                   moving + 0.01 * np.arange(1, 5)[:, None]]), dtype=torch.float32)
+    mask = torch.tensor([[True, True, True, True], [True, False, True, False]])
+    pos = torch.tensor([-5, -9])  # both older than the window
+    out = RecentKnnReward(cfg).score(rep, ref, pos, local, mask).numpy()
+    without = RecentKnnReward(cfg).score(rep, ref, pos).numpy()
+    d_ref = np.sqrt(((rep.numpy()[:, None] - ref.numpy()[None]) ** 2).sum(-1))
+    d_loc = np.sqrt(((rep.numpy()[:, None] - local.numpy()) ** 2).sum(-1))
+    d_loc[~mask.numpy()] = np.inf
+    R = np.sort(np.concatenate([d_ref, d_loc], 1), 1)[:, :3].mean(1)
+    np.testing.assert_allclose(out, np.log1p(R), rtol=1e-5, atol=1e-6)
+    assert out[0] == pytest.approx(0.0, abs=1e-6) and without[0] > 0.5  # scored as when it was visited
+    assert 0 < out[1] < without[1]
+    with pytest.raises(ValueError, match="knn_local=2 needs knn_mode 'recent'"):
+        APTConfig.from_dict({**TINY, "knn_local": 2})
+    with pytest.raises(ValueError, match="knn_local=-1 is out of range"):
+        APTConfig.from_dict({**TINY, "knn_mode": "recent", "knn_local": -1})
+
+
 @pytest.mark.parametrize("objective", ["shannon", "be"])
 def test_recent_knn_reward_matches_brute_force_and_zeroes_a_held_state(objective):
     cfg = APTConfig.from_dict({**TINY, "k": 3, "objective": objective, "knn_mode": "recent", "knn_window": 40})
@@ -216,6 +263,16 @@ def test_recent_mode_update_scores_against_the_latest_visited_states():
     torch.testing.assert_close(ex.agent.knn_reward._ref, ref)  # the diagnostic query scores against the window
     with pytest.raises(ValueError, match="recent"):
         ex.agent.intrinsic_reward(ex.replay.sample(64, 3, 0.99))  # a batch without the window
+    # with own-episode neighbours: the agent passes them, embedded by the same encoder
+    ex = APTExplorer(OBS, ACT, {**TINY, "k": 4, "knn_mode": "recent", "knn_window": 100, "knn_local": 3}, seed=0)
+    ex.replay = filled_replay(400)
+    batch = ex.replay.sample(64, 3, 0.99, np.random.default_rng(2), recent=100, local=3)
+    assert batch.local_mask.any()
+    local = ex.agent.rep(batch.local_obs.reshape(-1, OBS)).reshape(64, 6, -1)
+    expected = RecentKnnReward(ex.cfg).score(ex.agent.rep(batch.obs), ex.agent.rep(batch.recent_obs),
+                                             batch.recent_pos, local, batch.local_mask)
+    torch.testing.assert_close(ex.agent.intrinsic_reward(batch)[:, 0], expected)
+    assert ex._local() == 3
 
 
 # --------------------------------------------------------------------------- agent
