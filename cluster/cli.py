@@ -77,6 +77,7 @@ def collect(
     q: Optional[float] = typer.Option(None, help="Renyi order, 0 < q <= 10, q != 1"),
     k: Optional[int] = typer.Option(None, help="k-NN neighbours (default 12)"),
     knn_mode: Optional[str] = typer.Option(None, "--knn-mode", help="batch (URLB) | window (shared ring buffer) | recent (last visited states)"),
+    knn_local: Optional[int] = typer.Option(None, "--knn-local", help="recent mode: own-episode neighbours on either side in each sample's reference set (0 = off)"),
     steps: int = typer.Option(10_000, help="environment steps to write (exact)"),
     actors: int = typer.Option(1, help="environment workers (E); random: parallel actors"),
     seed: int = typer.Option(0),
@@ -104,7 +105,7 @@ def collect(
             param = alpha if objective == "be" else q if objective == "renyi" else None
             if objective == "be" and q is not None or objective == "renyi" and alpha is not None:
                 raise ValueError(f"objective {objective} takes {'--alpha' if objective == 'be' else '--q'} only")
-            extra = {key: v for key, v in (("k", k), ("knn_mode", knn_mode)) if v is not None}
+            extra = {key: v for key, v in (("k", k), ("knn_mode", knn_mode), ("knn_local", knn_local)) if v is not None}
             cfgs = [CollectConfig(out=_path(out, "--out", local=True), domain=domain, explorer=explorer, objective=objective, param=param,
                                   steps=steps, actors=actors, seed=seed, preset=preset,
                                   episodes_per_chunk=episodes_per_chunk, explorer_config=extra).validate()]

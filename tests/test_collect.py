@@ -41,6 +41,8 @@ def test_plan_chunks_is_exact():
     (["--explorer", "apt", "--domain", "robot"], "unknown domain 'robot'"),
     (["--explorer", "apt", "--objective", "be"], "needs its parameter (--alpha)"),
     (["--explorer", "rnd", "--preset", "huge"], "unknown preset 'huge'"),
+    (["--explorer", "apt", "--knn-local", "4"], "knn_local=4 needs knn_mode 'recent'"),
+    (["--explorer", "apt", "--knn-mode", "recent", "--knn-local", "-2"], "knn_local=-2 is out of range"),
 ])
 def test_collect_bad_input_before_any_actor(tmp_path, args, needle):
     p = bex("collect", "--out", tmp_path / "d", "--steps", "100", *args)
