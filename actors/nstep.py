@@ -145,7 +145,9 @@ class NStepReplay:
         recent_obs = recent_pos = local_obs = local_mask = None
         if recent > 0:
             m = min(int(recent), len(self))
-            recent_obs = t(self.obs[np.arange(self.added - m, self.added) % self.capacity])
+            a, b = (self.added - m) % self.capacity, (self.added - 1) % self.capacity + 1
+            # a view of the ring when the window does not wrap (read-only use; no 16K-row copy per update)
+            recent_obs = t(self.obs[a:b] if a < b else self.obs[np.arange(self.added - m, self.added) % self.capacity])
             recent_pos = torch.from_numpy(starts - (self.added - m)).to(device)  # < 0: older than the window
             if local > 0:
                 nb, mask = self.local_neighbours(starts, int(local))

@@ -178,6 +178,9 @@ def test_nstep_sample_recent_window_and_positions():
     assert inside.any() and (~inside).any()
     assert torch.equal(b.recent_obs[b.recent_pos[inside]], b.obs[inside])
     assert rb.sample(5, 1, 0.9, recent=100).recent_obs.shape == (10, 1)  # capped at what the replay holds
+    view = rb.sample(5, 1, 0.9, recent=3).recent_obs  # logical 11..13 sit unwrapped in slots 1..3
+    np.testing.assert_array_equal(view[:, 0].numpy(), [11, 12, 13])
+    assert np.shares_memory(view.numpy(), rb.obs)  # a view, not a copy
     assert rb.sample(5, 1, 0.9).recent_obs is None
 
 
