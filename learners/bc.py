@@ -10,14 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
 
 from replay.batch import Batch
 
-from .common import (ConfigBase, DeterministicActor, act_numpy, load_module_state, make_adam, make_generator,
-                     module_state, param, seeded, to_float_dict)
+from .common import ConfigBase, DeterministicActor, OfflineLearner, param, to_float_dict
 
 __all__ = ["BCConfig", "BC", "bc_loss"]
 
@@ -37,20 +35,16 @@ def bc_loss(actor: nn.Module, batch: Batch):
     return loss, {"actor/loss": loss.detach(), "actor/bc_loss": loss.detach()}
 
 
-class BC:
+class BC(OfflineLearner):
     """Deterministic behaviour cloning."""
 
     config_cls = BCConfig
 
     def __init__(self, obs_dim: int, action_dim: int, config: BCConfig | None = None,
                  device: str | torch.device = "cpu", seed: int | None = None):
-        self.config = c = config if config is not None else self.config_cls()
-        self.obs_dim, self.action_dim, self.device = obs_dim, action_dim, torch.device(device)
-        with seeded(seed):
-            self.actor = DeterministicActor(obs_dim, action_dim, c.hidden_dim).to(self.device)
-        self.actor_opt = make_adam(self.actor.parameters(), c.lr)
-        self.generator = make_generator(seed, self.device)
-        self.steps = 0
+        self._setup(obs_dim, action_dim, config, device, seed,
+                    lambda c: {"actor": DeterministicActor(obs_dim, action_dim, c.hidden_dim)},
+                    optimise={"actor": "lr"})
 
     def update(self, batch: Batch) -> dict[str, float]:
         loss, metrics = bc_loss(self.actor, batch)
@@ -59,15 +53,3 @@ class BC:
         self.actor_opt.step()
         self.steps += 1
         return to_float_dict(metrics)
-
-    def act(self, obs: np.ndarray) -> np.ndarray:
-        return act_numpy(self.actor, obs, self.device)
-
-    def _parts(self):
-        return {"actor": self.actor, "actor_opt": self.actor_opt}
-
-    def state_dict(self) -> dict:
-        return module_state(self._parts(), self.steps, self.generator, self.config)
-
-    def load_state_dict(self, sd: dict) -> None:
-        self.steps = load_module_state(self._parts(), sd, self.generator)

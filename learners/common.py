@@ -20,6 +20,7 @@ values of the wrong type or out of range with a one-line ``ValueError``.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import types
@@ -35,7 +36,7 @@ from torch import nn
 __all__ = [
     "param", "ConfigBase", "PRESETS", "mlp", "DeterministicActor", "TwinCritic",
     "soft_update", "make_adam", "set_requires_grad", "seeded", "make_generator", "to_float_dict",
-    "act_numpy", "module_state", "load_module_state",
+    "act_numpy", "module_state", "load_module_state", "OfflineLearner",
 ]
 
 # --------------------------------------------------------------------------- configs
@@ -328,3 +329,51 @@ def load_module_state(parts: dict[str, Any], sd: dict[str, Any], generator: torc
     if "rng" in sd:
         generator.set_state(sd["rng"].cpu() if isinstance(sd["rng"], torch.Tensor) else sd["rng"])
     return int(sd["steps"])
+
+
+class OfflineLearner:
+    """The plumbing every offline learner shares; a subclass keeps its own losses and ``update``.
+
+    :meth:`_setup` stores the config (``config_cls()`` when None) and device,
+    builds ``networks(config)`` under ``seed`` in dict order (so the initial
+    weights depend on the seed alone), a frozen ``<name>_target`` copy of each
+    name in ``targets``, an Adam ``<name>_opt`` for each ``{name: lr_field}`` of
+    ``optimise`` (its learning rate is ``config.<lr_field>``), the noise generator and ``steps = 0``.  ``act`` runs
+    ``self.actor``; a checkpoint (:meth:`state_dict`) holds all of those parts
+    (:meth:`_parts`, which a subclass may extend), ``steps``, the generator's
+    state and the config.
+    """
+
+    config_cls: type
+
+    def _setup(self, obs_dim: int, action_dim: int, config, device, seed: int | None,
+               networks, targets: Sequence[str] = (), optimise: dict[str, str] | None = None):
+        self.config = c = config if config is not None else self.config_cls()
+        self.obs_dim, self.action_dim, self.device = obs_dim, action_dim, torch.device(device)
+        with seeded(seed):
+            nets = {name: net.to(self.device) for name, net in networks(c).items()}
+        names = list(nets)
+        for name, net in nets.items():
+            setattr(self, name, net)
+        for name in targets:
+            setattr(self, f"{name}_target", copy.deepcopy(nets[name]).requires_grad_(False))
+            names.append(f"{name}_target")
+        for name, lr_field in (optimise or {}).items():
+            setattr(self, f"{name}_opt", make_adam(nets[name].parameters(), getattr(c, lr_field)))
+            names.append(f"{name}_opt")
+        self._part_names = tuple(names)
+        self.generator = make_generator(seed, self.device)
+        self.steps = 0
+        return c
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        return act_numpy(self.actor, obs, self.device)
+
+    def _parts(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self._part_names}
+
+    def state_dict(self) -> dict:
+        return module_state(self._parts(), self.steps, self.generator, self.config)
+
+    def load_state_dict(self, sd: dict) -> None:
+        self.steps = load_module_state(self._parts(), sd, self.generator)

@@ -42,19 +42,17 @@ Deliberate differences from ExORL's ``cql.py``:
 """
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from replay.batch import Batch
 
-from .common import (ConfigBase, TwinCritic, act_numpy, load_module_state, make_adam, make_generator, mlp,
-                     module_state, param, seeded, set_requires_grad, soft_update, to_float_dict)
+from .common import (ConfigBase, OfflineLearner, TwinCritic, make_adam, mlp, param, set_requires_grad, soft_update,
+                     to_float_dict)
 from .td3 import td_target
 
 __all__ = ["CQLConfig", "CQL", "TanhGaussianActor", "cql_penalty", "cql_critic_loss", "sac_actor_loss"]
@@ -178,26 +176,20 @@ def sac_actor_loss(actor: TanhGaussianActor, critic: TwinCritic, log_alpha: torc
 # --------------------------------------------------------------------------- learner
 
 
-class CQL:
+class CQL(OfflineLearner):
     """CQL(H) with a SAC tanh-Gaussian actor (ExORL setting)."""
 
     config_cls = CQLConfig
 
     def __init__(self, obs_dim: int, action_dim: int, config: CQLConfig | None = None,
                  device: str | torch.device = "cpu", seed: int | None = None):
-        self.config = c = config if config is not None else self.config_cls()
-        self.obs_dim, self.action_dim, self.device = obs_dim, action_dim, torch.device(device)
-        with seeded(seed):
-            self.actor = TanhGaussianActor(obs_dim, action_dim, c.hidden_dim).to(self.device)
-            self.critic = TwinCritic(obs_dim, action_dim, c.hidden_dim).to(self.device)
-        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        c = self._setup(obs_dim, action_dim, config, device, seed, lambda c: {
+            "actor": TanhGaussianActor(obs_dim, action_dim, c.hidden_dim),
+            "critic": TwinCritic(obs_dim, action_dim, c.hidden_dim)},
+            targets=("critic",), optimise={"actor": "lr", "critic": "lr"})
         self.log_alpha = nn.Parameter(torch.tensor([math.log(c.init_temperature)], device=self.device))
         self.target_entropy = -float(action_dim) if c.target_entropy is None else c.target_entropy
-        self.actor_opt = make_adam(self.actor.parameters(), c.lr)
-        self.critic_opt = make_adam(self.critic.parameters(), c.lr)
         self.alpha_opt = make_adam([self.log_alpha], c.lr)
-        self.generator = make_generator(seed, self.device)
-        self.steps = 0
 
     def update(self, batch: Batch) -> dict[str, float]:
         c = self.config
@@ -225,19 +217,8 @@ class CQL:
         self.steps += 1
         return to_float_dict(metrics)
 
-    def act(self, obs: np.ndarray) -> np.ndarray:
-        return act_numpy(self.actor, obs, self.device)
-
     def _parts(self):
-        return {"actor": self.actor, "critic": self.critic, "critic_target": self.critic_target,
-                "actor_opt": self.actor_opt, "critic_opt": self.critic_opt, "alpha_opt": self.alpha_opt,
-                "log_alpha": _TensorHolder(self.log_alpha)}
-
-    def state_dict(self) -> dict:
-        return module_state(self._parts(), self.steps, self.generator, self.config)
-
-    def load_state_dict(self, sd: dict) -> None:
-        self.steps = load_module_state(self._parts(), sd, self.generator)
+        return {**super()._parts(), "alpha_opt": self.alpha_opt, "log_alpha": _TensorHolder(self.log_alpha)}
 
 
 class _TensorHolder:

@@ -23,18 +23,15 @@ evaluate both critics in one batched call; critics updated with fused Adam.
 """
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
 
 from replay.batch import Batch
 
-from .common import (ConfigBase, DeterministicActor, TwinCritic, act_numpy, load_module_state, make_adam,
-                     make_generator, module_state, param, seeded, soft_update, to_float_dict)
+from .common import ConfigBase, DeterministicActor, OfflineLearner, TwinCritic, param, soft_update, to_float_dict
 from .td3 import critic_loss
 
 __all__ = ["CRRConfig", "CRR", "crr_weights", "crr_advantage", "crr_actor_loss"]
@@ -105,23 +102,17 @@ def crr_actor_loss(actor: nn.Module, batch: Batch, weights: torch.Tensor, actor_
 # --------------------------------------------------------------------------- learner
 
 
-class CRR:
+class CRR(OfflineLearner):
     """CRR with a fixed-std Gaussian policy and a TD3-style twin critic (ExORL)."""
 
     config_cls = CRRConfig
 
     def __init__(self, obs_dim: int, action_dim: int, config: CRRConfig | None = None,
                  device: str | torch.device = "cpu", seed: int | None = None):
-        self.config = c = config if config is not None else self.config_cls()
-        self.obs_dim, self.action_dim, self.device = obs_dim, action_dim, torch.device(device)
-        with seeded(seed):
-            self.actor = DeterministicActor(obs_dim, action_dim, c.hidden_dim).to(self.device)
-            self.critic = TwinCritic(obs_dim, action_dim, c.hidden_dim).to(self.device)
-        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.actor_opt = make_adam(self.actor.parameters(), c.lr)
-        self.critic_opt = make_adam(self.critic.parameters(), c.lr)
-        self.generator = make_generator(seed, self.device)
-        self.steps = 0
+        self._setup(obs_dim, action_dim, config, device, seed, lambda c: {
+            "actor": DeterministicActor(obs_dim, action_dim, c.hidden_dim),
+            "critic": TwinCritic(obs_dim, action_dim, c.hidden_dim)},
+            targets=("critic",), optimise={"actor": "lr", "critic": "lr"})
 
     def update(self, batch: Batch) -> dict[str, float]:
         c = self.config
@@ -143,16 +134,3 @@ class CRR:
         metrics["actor/adv_mean"] = adv.mean()
         self.steps += 1
         return to_float_dict(metrics)
-
-    def act(self, obs: np.ndarray) -> np.ndarray:
-        return act_numpy(self.actor, obs, self.device)
-
-    def _parts(self):
-        return {"actor": self.actor, "critic": self.critic, "critic_target": self.critic_target,
-                "actor_opt": self.actor_opt, "critic_opt": self.critic_opt}
-
-    def state_dict(self) -> dict:
-        return module_state(self._parts(), self.steps, self.generator, self.config)
-
-    def load_state_dict(self, sd: dict) -> None:
-        self.steps = load_module_state(self._parts(), sd, self.generator)

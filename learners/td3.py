@@ -37,18 +37,15 @@ ExORL's ``td3.py`` (checked against its source):
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Callable
 
-import numpy as np
 import torch
 from torch import nn
 
 from replay.batch import Batch
 
-from .common import (ConfigBase, DeterministicActor, TwinCritic, act_numpy, load_module_state,
-                     make_adam, make_generator, module_state, param, seeded, set_requires_grad,
+from .common import (ConfigBase, DeterministicActor, OfflineLearner, TwinCritic, param, set_requires_grad,
                      soft_update, to_float_dict)
 
 __all__ = ["TD3Config", "TD3BCConfig", "TD3", "smoothed_target_action", "td_target",
@@ -170,37 +167,17 @@ def td3_update(learner, batch: Batch, actor_loss_fn: Callable[[Batch], tuple[tor
 # --------------------------------------------------------------------------- learner
 
 
-class TD3:
+class TD3(OfflineLearner):
     """TD3 (``bc_alpha = 0``) or TD3+BC (``bc_alpha > 0``) learner."""
 
     config_cls = TD3Config
 
     def __init__(self, obs_dim: int, action_dim: int, config: TD3Config | None = None,
                  device: str | torch.device = "cpu", seed: int | None = None):
-        self.config = c = config if config is not None else self.config_cls()
-        self.obs_dim, self.action_dim, self.device = obs_dim, action_dim, torch.device(device)
-        with seeded(seed):
-            self.actor = DeterministicActor(obs_dim, action_dim, c.hidden_dim).to(self.device)
-            self.critic = TwinCritic(obs_dim, action_dim, c.hidden_dim).to(self.device)
-        self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
-        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.actor_opt = make_adam(self.actor.parameters(), c.lr)
-        self.critic_opt = make_adam(self.critic.parameters(), c.lr)
-        self.generator = make_generator(seed, self.device)
-        self.steps = 0
+        self._setup(obs_dim, action_dim, config, device, seed, lambda c: {
+            "actor": DeterministicActor(obs_dim, action_dim, c.hidden_dim),
+            "critic": TwinCritic(obs_dim, action_dim, c.hidden_dim)},
+            targets=("actor", "critic"), optimise={"actor": "lr", "critic": "lr"})
 
     def update(self, batch: Batch) -> dict[str, float]:
         return td3_update(self, batch, lambda b: actor_loss(self.actor, self.critic, b, bc_alpha=self.config.bc_alpha))
-
-    def act(self, obs: np.ndarray) -> np.ndarray:
-        return act_numpy(self.actor, obs, self.device)
-
-    def _parts(self):
-        return {"actor": self.actor, "critic": self.critic, "actor_target": self.actor_target,
-                "critic_target": self.critic_target, "actor_opt": self.actor_opt, "critic_opt": self.critic_opt}
-
-    def state_dict(self) -> dict:
-        return module_state(self._parts(), self.steps, self.generator, self.config)
-
-    def load_state_dict(self, sd: dict) -> None:
-        self.steps = load_module_state(self._parts(), sd, self.generator)

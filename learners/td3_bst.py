@@ -27,18 +27,15 @@ dims (a squared norm, as written in the objective) and averaged over the batch.
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Callable
 
-import numpy as np
 import torch
 from torch import nn
 
 from replay.batch import Batch
 
-from .common import (ConfigBase, DeterministicActor, TwinCritic, act_numpy, load_module_state, make_adam,
-                     make_generator, module_state, param, seeded, to_float_dict)
+from .common import ConfigBase, DeterministicActor, OfflineLearner, TwinCritic, param, to_float_dict
 from .morse import MorseNetwork, train_morse
 from .td3 import td3_update
 
@@ -101,27 +98,18 @@ def bst_actor_loss(actor: nn.Module, critic: TwinCritic, morse: MorseNetwork, ba
 # --------------------------------------------------------------------------- learner
 
 
-class TD3BST:
+class TD3BST(OfflineLearner):
     """TD3 critic + BST actor objective with a pretrained, frozen Morse network."""
 
     config_cls = TD3BSTConfig
 
     def __init__(self, obs_dim: int, action_dim: int, config: TD3BSTConfig | None = None,
                  device: str | torch.device = "cpu", seed: int | None = None):
-        self.config = c = config if config is not None else self.config_cls()
-        self.obs_dim, self.action_dim, self.device = obs_dim, action_dim, torch.device(device)
-        with seeded(seed):
-            self.actor = DeterministicActor(obs_dim, action_dim, c.hidden_dim).to(self.device)
-            self.critic = TwinCritic(obs_dim, action_dim, c.hidden_dim).to(self.device)
-            self.morse = MorseNetwork(obs_dim, action_dim, c.morse_hidden_dim,
-                                      kernel_scale=c.kernel_scale).to(self.device)
-        self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
-        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.actor_opt = make_adam(self.actor.parameters(), c.lr)
-        self.critic_opt = make_adam(self.critic.parameters(), c.lr)
-        self.morse_opt = make_adam(self.morse.parameters(), c.morse_lr)
-        self.generator = make_generator(seed, self.device)
-        self.steps = 0
+        self._setup(obs_dim, action_dim, config, device, seed, lambda c: {
+            "actor": DeterministicActor(obs_dim, action_dim, c.hidden_dim),
+            "critic": TwinCritic(obs_dim, action_dim, c.hidden_dim),
+            "morse": MorseNetwork(obs_dim, action_dim, c.morse_hidden_dim, kernel_scale=c.kernel_scale)},
+            targets=("actor", "critic"), optimise={"actor": "lr", "critic": "lr", "morse": "morse_lr"})
         self.morse_steps_done = 0
         self.morse.requires_grad_(False)
 
@@ -150,19 +138,9 @@ class TD3BST:
             self.actor, self.critic, self.morse, b, mu=c.mu, normalize_q=c.normalize_q, q_scale=c.q_scale,
             detach_omega=c.detach_omega))
 
-    def act(self, obs: np.ndarray) -> np.ndarray:
-        return act_numpy(self.actor, obs, self.device)
-
-    def _parts(self):
-        return {"actor": self.actor, "critic": self.critic, "actor_target": self.actor_target,
-                "critic_target": self.critic_target, "morse": self.morse, "actor_opt": self.actor_opt,
-                "critic_opt": self.critic_opt, "morse_opt": self.morse_opt}
-
     def state_dict(self) -> dict:
-        sd = module_state(self._parts(), self.steps, self.generator, self.config)
-        sd["morse_steps_done"] = self.morse_steps_done
-        return sd
+        return {**super().state_dict(), "morse_steps_done": self.morse_steps_done}
 
     def load_state_dict(self, sd: dict) -> None:
-        self.steps = load_module_state(self._parts(), sd, self.generator)
+        super().load_state_dict(sd)
         self.morse_steps_done = int(sd.get("morse_steps_done", 0))
