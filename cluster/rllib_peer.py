@@ -27,6 +27,7 @@ it reports the same keys (``eval/return_mean``, ``eval/return_std``, ``steps``,
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -450,7 +451,7 @@ def rllib_trial(config: dict, data: dict | None = None) -> None:
                 history.append({"steps": step, **last_eval})
                 meta = {"steps": step, "last_eval": last_eval, "history": history,
                         "wall_s": wall_before + time.perf_counter() - t_start}
-                checkpoint = lambda d, meta=meta: save_rllib_checkpoint(algo, d, meta)  # noqa: E731
+                checkpoint = functools.partial(save_rllib_checkpoint, algo, meta=meta)
             report.update(last_eval)
             report["wall_s"] = wall_before + time.perf_counter() - t_start
             report_trial(report, checkpoint)

@@ -14,6 +14,7 @@
 """
 from __future__ import annotations
 
+import functools
 import json
 import tempfile
 import time
@@ -234,10 +235,17 @@ def offline_trial(config: dict, data: dict[str, OfflineData] | None = None) -> N
             wall = wall_before + time.perf_counter() - t_start
             state = {"learner": learner.state_dict(), "sampler": sampler.state_dict(), "step": step,
                      "history": history, "wall_s": wall, "torch_rng": torch.get_rng_state()}
-            checkpoint = lambda d, state=state: torch.save(state, Path(d) / "state.pt")  # noqa: E731
+            checkpoint = functools.partial(save_trial_state, state)
         report.update(last_eval)
         report["wall_s"] = wall_before + time.perf_counter() - t_start
         report_trial(report, checkpoint)
+
+
+def save_trial_state(state: dict, directory: str) -> None:
+    """A bex trial's checkpoint: ``state.pt`` in ``directory`` (read back at the top of :func:`offline_trial`)."""
+    import torch
+
+    torch.save(state, Path(directory) / "state.pt")
 
 
 def report_trial(metrics: dict, write_checkpoint=None) -> None:
