@@ -433,7 +433,7 @@ class APTExplorer(ReplayExplorer):
         return self.cfg.knn_window if self.cfg.knn_mode == "recent" else 0
 
     def _local(self) -> int:
-        return self.cfg.knn_local
+        return self.cfg.local_neighbours
 
     def set_knn_reward(self, fn: KnnRewardFn) -> None:
         self.agent.set_knn_reward(fn)

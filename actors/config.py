@@ -166,11 +166,12 @@ class APTConfig(DDPGConfig):
     knn_window: int = 16384
     """Size of the embedding ring in ``"window"`` mode, of the visited-state window in ``"recent"``
     mode (ignored in batch mode)."""
-    knn_local: int = 0
+    knn_local: int | None = None
     """``"recent"`` mode only: each replay sample's own-episode states within ``knn_local``
     steps on either side join its reference set when they are older than the window, so an
     old sample is scored as it was when visited (a pose held still then is its own
-    neighbour); 0 = off."""
+    neighbour); 0 = off; None = ``k`` in recent mode, 0 in the others
+    (:attr:`local_neighbours`)."""
     intr_nstep_sum: bool = False
     """False (URLB): the reward of an n-step sample is the intrinsic reward of s_t alone.
     True: the discounted sum of the intrinsic rewards of s_t ... s_{t+n-1}."""
@@ -201,11 +202,19 @@ class APTConfig(DDPGConfig):
         if self.knn_mode not in KNN_MODES:
             raise ValueError(f"knn_mode={self.knn_mode!r} is unknown: allowed {', '.join(KNN_MODES)}")
         _int_at_least("knn_window", self.knn_window, self.k)
-        _int_at_least("knn_local", self.knn_local, 0)
+        if self.knn_local is not None:
+            _int_at_least("knn_local", self.knn_local, 0)
         if self.knn_local and self.knn_mode != "recent":
             raise ValueError(f"knn_local={self.knn_local} needs knn_mode 'recent', got {self.knn_mode!r}")
         if self.knn_local and self.intr_nstep_sum:
             raise ValueError(f"knn_local={self.knn_local} works on s_t's reward only: needs intr_nstep_sum false")
+
+    @property
+    def local_neighbours(self) -> int:
+        """``knn_local`` resolved: own-episode neighbours on either side (0 = off)."""
+        if self.knn_local is not None:
+            return int(self.knn_local)
+        return self.k if self.knn_mode == "recent" and not self.intr_nstep_sum else 0
 
     def reward_config(self):
         """The matching :class:`entropy.rewards.RewardConfig` (M = 512 for the default beta)."""

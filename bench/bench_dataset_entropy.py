@@ -114,7 +114,8 @@ def main() -> None:
     ap.add_argument("--knn-mode", default="batch", choices=("batch", "recent"),
                     help="APT's k-NN reference: batch (URLB, the default) or recent (last visited states)")
     ap.add_argument("--knn-window", type=int, default=16384, help="visited-state window of --knn-mode recent")
-    ap.add_argument("--knn-local", type=int, default=0, help="own-episode neighbours of --knn-mode recent (APTConfig.knn_local)")
+    ap.add_argument("--knn-local", type=int, default=None,
+                    help="own-episode neighbours of --knn-mode recent (APTConfig.knn_local; default k, 0 = off)")
     ap.add_argument("--configs", default=",".join(c[0] for c in CONFIGS),
                     help="comma-separated subset of: " + ", ".join(c[0] for c in CONFIGS) + " (random is always kept)")
     args = ap.parse_args()
@@ -124,8 +125,9 @@ def main() -> None:
         raise SystemExit(f"unknown config(s) {sorted(unknown)}; allowed: {', '.join(c[0] for c in CONFIGS)}")
     global CONFIGS_RUN
     CONFIGS_RUN = tuple(c for c in CONFIGS if c[0] in wanted)
-    apt_config = {} if args.knn_mode == "batch" else {"knn_mode": "recent", "knn_window": args.knn_window,
-                                                      "knn_local": args.knn_local}
+    apt_config = {} if args.knn_mode == "batch" else {"knn_mode": "recent", "knn_window": args.knn_window}
+    if args.knn_local is not None:
+        apt_config["knn_local"] = args.knn_local
     steps = args.steps or (6000 if args.quick else 20_000)
     seeds = [int(s) for s in (args.seeds or ("0" if args.quick else "0,1")).split(",")]
     out = Path(args.out or Path(__file__).resolve().parents[1] / "bex_runs" / "bench"
@@ -134,7 +136,7 @@ def main() -> None:
     os.environ.setdefault("MUJOCO_GL", "disable")
 
     print(f"bench_dataset_entropy: walker, preset small, {steps} steps per dataset, seeds {seeds}, "
-          f"APT knn_mode {args.knn_mode}" + (f" (window {args.knn_window}, local {args.knn_local})" if apt_config else "") + f", out {out}")
+          f"APT knn_mode {args.knn_mode}" + (f" (window {args.knn_window}, local {'k' if args.knn_local is None else args.knn_local})" if apt_config else "") + f", out {out}")
     print(f"machine: {machine_label()}")
     print(f"start: {load_avg()}")
     if not args.no_collect:

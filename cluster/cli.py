@@ -77,7 +77,7 @@ def collect(
     q: Optional[float] = typer.Option(None, help="Renyi order, 0 < q <= 10, q != 1"),
     k: Optional[int] = typer.Option(None, help="k-NN neighbours (default 12)"),
     knn_mode: Optional[str] = typer.Option(None, "--knn-mode", help="batch (URLB) | window (shared ring buffer) | recent (last visited states)"),
-    knn_local: Optional[int] = typer.Option(None, "--knn-local", help="recent mode: own-episode neighbours on either side in each sample's reference set (0 = off)"),
+    knn_local: Optional[int] = typer.Option(None, "--knn-local", help="recent mode: own-episode neighbours on either side in each sample's reference set (default k, 0 = off)"),
     steps: int = typer.Option(10_000, help="environment steps to write (exact)"),
     actors: int = typer.Option(1, help="environment workers (E); random: parallel actors"),
     seed: int = typer.Option(0),

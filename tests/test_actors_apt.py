@@ -225,6 +225,10 @@ def test_local_neighbours_zero_an_old_held_pose_and_join_the_k_nearest():
     np.testing.assert_allclose(out, np.log1p(R), rtol=1e-5, atol=1e-6)
     assert out[0] == pytest.approx(0.0, abs=1e-6) and without[0] > 0.5  # scored as when it was visited
     assert 0 < out[1] < without[1]
+    assert APTConfig.from_dict({**TINY, "knn_mode": "recent", "k": 5}).local_neighbours == 5  # default: k
+    assert APTConfig.from_dict({**TINY, "knn_mode": "recent", "knn_local": 0}).local_neighbours == 0  # off
+    assert APTConfig.from_dict(TINY).local_neighbours == 0  # batch mode: never
+    assert APTConfig.from_dict({**TINY, "knn_mode": "recent", "intr_nstep_sum": True}).local_neighbours == 0
     with pytest.raises(ValueError, match="knn_local=2 needs knn_mode 'recent'"):
         APTConfig.from_dict({**TINY, "knn_local": 2})
     with pytest.raises(ValueError, match="knn_local=-1 is out of range"):
