@@ -82,9 +82,12 @@ class _RandomRun(_Run):
         self.ray, self.opts = ray, dict(opts, max_task_retries=-1, scheduling_strategy="SPREAD")
         self.Worker = ray.remote(ChunkCollector)
         self.queue = [c for c in self.chunks if c.first_episode not in self.done_chunks]
-        n = min(self.cfg.actors, max(1, len(self.queue)))
-        self.workers = [self.Worker.options(**self.opts).remote(self.cfg, self.run_key) for _ in range(n)]
         self.inflight: dict[Any, tuple[int, Any]] = {}
+        if not self.queue:  # resumed and already complete: no actor (it would hold a CPU and a run slot)
+            self.workers, self.finished = [], True
+            return []
+        n = min(self.cfg.actors, len(self.queue))
+        self.workers = [self.Worker.options(**self.opts).remote(self.cfg, self.run_key) for _ in range(n)]
         for i in range(n):
             self._submit(i)
         return list(self.inflight)

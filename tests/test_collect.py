@@ -186,3 +186,8 @@ def test_queued_runs_report_their_own_wall_time(ray_session, tmp_path):
     assert all(w > 0 for w in walls) and sum(walls) <= total, (walls, total)
     for s, w in zip(sums, walls):
         assert s["env_steps_per_s"] == pytest.approx(2000 / w, rel=1e-6)
+    # resuming the finished grid with one more run: a finished run takes no actor and no slot
+    cfgs.append(CollectConfig(out=str(tmp_path / "d"), domain="walker", explorer="random", steps=1000, seed=2))
+    sums = run_collections(cfgs, resume=True, max_concurrent_runs=1)
+    assert [s["steps"] for s in sums] == [2000, 2000, 1000]
+    _check_dataset(tmp_path / "d", 5000)
