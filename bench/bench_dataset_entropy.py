@@ -55,20 +55,19 @@ CONFIGS = (  # (label, explorer, objective, param)
     ("be a=5", "apt", "be", 5.0),
 )
 K = 5
-CONFIGS_RUN = CONFIGS  # the --configs subset
 
 
 def load_avg() -> str:
     return "load avg " + " / ".join(f"{x:.2f}" for x in os.getloadavg()) + f" (1/5/15 min) on {os.cpu_count()} cores"
 
 
-def collect(out: Path, steps: int, seeds: list[int], reuse: bool, apt_config: dict) -> dict:
+def collect(out: Path, configs: tuple, steps: int, seeds: list[int], reuse: bool, apt_config: dict) -> dict:
     from cluster.collect import CollectConfig
     from cluster.driver import run_collections
 
     cfgs = []
     for seed in seeds:
-        for label, explorer, objective, param in CONFIGS_RUN:
+        for label, explorer, objective, param in configs:
             cfgs.append(CollectConfig(out=str(out), domain="walker", explorer=explorer,
                                       objective=objective if explorer == "apt" else None, param=param,
                                       steps=steps, actors=1, seed=seed, preset="small",
@@ -79,7 +78,7 @@ def collect(out: Path, steps: int, seeds: list[int], reuse: bool, apt_config: di
     info = {}
     for s in sums:
         c = s["config"]
-        label = next(lb for lb, e, o, p in CONFIGS_RUN
+        label = next(lb for lb, e, o, p in configs
                      if e == c["explorer"] and (o == c["objective"] or e == "random") and p == c["param"])
         info[(label, c["seed"])] = s
     print(f"collected {len(cfgs)} datasets x {steps} steps in {wall:.0f} s ({load_avg()})")
@@ -89,13 +88,13 @@ def collect(out: Path, steps: int, seeds: list[int], reuse: bool, apt_config: di
     return info
 
 
-def load_states(out: Path, seeds: list[int]) -> dict:
+def load_states(out: Path, configs: tuple, seeds: list[int]) -> dict:
     from replay import Dataset
     from replay.schema import format_param
 
     states = {}
     for seed in seeds:
-        for label, explorer, objective, param in CONFIGS_RUN:
+        for label, explorer, objective, param in configs:
             obj = objective if explorer == "apt" else explorer
             ds = Dataset(out, domain="walker", objective=obj, param=format_param(param), seed=seed)
             states[(label, seed)] = ds.load(["physics"]).physics
@@ -123,8 +122,7 @@ def main() -> None:
     unknown = wanted - {c[0] for c in CONFIGS}
     if unknown:
         raise SystemExit(f"unknown config(s) {sorted(unknown)}; allowed: {', '.join(c[0] for c in CONFIGS)}")
-    global CONFIGS_RUN
-    CONFIGS_RUN = tuple(c for c in CONFIGS if c[0] in wanted)
+    configs = tuple(c for c in CONFIGS if c[0] in wanted)  # the --configs subset
     apt_config = {} if args.knn_mode == "batch" else {"knn_mode": "recent", "knn_window": args.knn_window}
     if args.knn_local is not None:
         apt_config["knn_local"] = args.knn_local
@@ -140,13 +138,13 @@ def main() -> None:
     print(f"machine: {machine_label()}")
     print(f"start: {load_avg()}")
     if not args.no_collect:
-        collect(out, steps, seeds, args.reuse, apt_config)
+        collect(out, configs, steps, seeds, args.reuse, apt_config)
 
     from entropy import knn_shannon_entropy
     from envs import Env
 
     nq = Env("walker", "stand", seed=0).physics.model.nq
-    states = load_states(out, seeds)
+    states = load_states(out, configs, seeds)
     n = min(args.max_states, min(len(s) for s in states.values()))
     rng = np.random.default_rng(0)
     sub = {key: s[rng.permutation(len(s))[:n]] for key, s in states.items()}  # random order, n states each
@@ -173,12 +171,12 @@ def main() -> None:
     print(hdr)
     print("-" * len(hdr))
     for seed in seeds:
-        for label, *_ in CONFIGS_RUN:
+        for label, *_ in configs:
             print(f"{label:<10} {seed:>4} " + " ".join(f"{H[m][(label, seed)]:>9.2f}" for m in measures)
                   + f" {100 * still[(label, seed)]:>8.1f} {speed[(label, seed)]:>10.2f}")
     if len(seeds) > 1:
         print("-" * len(hdr))
-        for label, *_ in CONFIGS_RUN:
+        for label, *_ in configs:
             print(f"{label:<10} {'mean':>4} "
                   + " ".join(f"{np.mean([H[m][(label, s)] for s in seeds]):>9.2f}" for m in measures))
 
@@ -194,7 +192,7 @@ def main() -> None:
 
     print()
     for m in measures:
-        mean = {label: float(np.mean([H[m][(label, s)] for s in seeds])) for label, *_ in CONFIGS_RUN}
+        mean = {label: float(np.mean([H[m][(label, s)] for s in seeds])) for label, *_ in configs}
         apt = [label for label in mean if label != "random"]
         above = all(H[m][(label, s)] > H[m][("random", s)] for s in seeds for label in apt)
         print(f"CHECK [{m}] APT > random (every APT dataset, every seed): {'PASS' if above else 'FAIL'} ("
@@ -203,7 +201,7 @@ def main() -> None:
             continue
         gap = mean["be a=0.5"] - mean["be a=5"]
         if len(seeds) > 1:
-            spread = max(abs(H[m][(label, a)] - H[m][(label, b)]) for label, *_ in CONFIGS_RUN
+            spread = max(abs(H[m][(label, a)] - H[m][(label, b)]) for label, *_ in configs
                          for i, a in enumerate(seeds) for b in seeds[i + 1:] if label != "random")
             ok = abs(gap) > spread
             print(f"CHECK [{m}] BE 0.5 vs BE 5 differ beyond the seed spread: {'PASS' if ok else 'FAIL'} "
