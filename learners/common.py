@@ -338,8 +338,8 @@ class OfflineLearner:
     builds ``networks(config)`` under ``seed`` in dict order (so the initial
     weights depend on the seed alone), a frozen ``<name>_target`` copy of each
     name in ``targets``, an Adam ``<name>_opt`` for each ``{name: lr_field}`` of
-    ``optimise`` (its learning rate is ``config.<lr_field>``), the noise generator and ``steps = 0``.  ``act`` runs
-    ``self.actor``; a checkpoint (:meth:`state_dict`) holds all of those parts
+    ``optimise`` (learning rate ``config.<lr_field>``), the noise generator and
+    ``steps = 0``.  ``act`` runs ``self.actor``; a checkpoint (:meth:`state_dict`) holds all of those parts
     (:meth:`_parts`, which a subclass may extend), ``steps``, the generator's
     state and the config.
     """
