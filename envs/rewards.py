@@ -8,8 +8,14 @@ act`` and ``mj_forward`` recomputes every derived quantity (positions,
 velocities, sensors, contacts), which gives bit-identical rewards at about twice
 the speed per core.
 
-Exact for tasks whose reward is a function of the physics state (walker,
-quadruped walk/run/stand, cheetah, hopper, humanoid ...).  Tasks whose reward
+Exact for tasks whose reward is a function of the physics state and the
+control (walker, quadruped walk/run, cheetah, cartpole, hopper, humanoid ...).
+Some rewards read the control of the step as well (cartpole's, hopper stand's
+and humanoid's ``small_control`` term), which ``physics.get_state()`` does not
+hold: pass the stored actions (row ``i``'s action is the control that produced
+row ``i``'s state, rescaled to the task's bounds as :meth:`Env.scale_action`
+does) and ``data.ctrl`` is set before ``mj_forward``.  ExORL's method sets no
+control and is off by up to 0.2 per step on cartpole.  Tasks whose reward
 also depends on per-episode randomisation stored *outside* the state (reacher's
 target, fish's target, quadruped escape's terrain) cannot be relabelled from
 the state alone; :func:`relabel_exact` tells them apart.
@@ -44,8 +50,13 @@ class TaskReward:
         self._nq, self._nv, self._na = int(m.nq), int(m.nv), int(m.na)
         self.physics_dim = self._nq + self._nv + self._na
 
-    def __call__(self, states: np.ndarray) -> np.ndarray:
-        """Rewards (float64, shape (N,)) for physics states of shape (N, physics_dim)."""
+    def __call__(self, states: np.ndarray, actions: np.ndarray | None = None) -> np.ndarray:
+        """Rewards (float64, shape (N,)) for physics states of shape (N, physics_dim).
+
+        ``actions`` (N, action_dim) in [-1, 1]: the control of each state's step
+        (needed by rewards with a control term; see the module docstring).
+        Without them the control is zero.
+        """
         import mujoco
 
         states = np.asarray(states, dtype=np.float64)
@@ -55,20 +66,29 @@ class TaskReward:
         ph = self._physics
         model, data = ph.model.ptr, ph.data.ptr
         nq, nv = self._nq, self._nv
+        if actions is not None:
+            actions = np.asarray(actions)
+            if actions.shape != (states.shape[0], self._env.spec.action_dim):
+                raise ValueError(f"actions must have shape ({states.shape[0]}, {self._env.spec.action_dim}), "
+                                 f"got {actions.shape}")
+            controls = self._env.scale_action(actions)
+        data.ctrl[:] = 0.0
         out = np.empty(states.shape[0], dtype=np.float64)
         for i, s in enumerate(states):
             data.qpos[:] = s[:nq]
             data.qvel[:] = s[nq:nq + nv]
             if self._na:
                 data.act[:] = s[nq + nv:]
+            if actions is not None:
+                data.ctrl[:] = controls[i]
             mujoco.mj_forward(model, data)
             out[i] = self._task.get_reward(ph)
         return out
 
 
-def task_rewards(domain: str, task: str, states: np.ndarray) -> np.ndarray:
-    """Convenience wrapper: rewards of ``domain``/``task`` for ``states`` (N, P)."""
-    return TaskReward(domain, task)(states)
+def task_rewards(domain: str, task: str, states: np.ndarray, actions: np.ndarray | None = None) -> np.ndarray:
+    """Convenience wrapper: rewards of ``domain``/``task`` for ``states`` (N, P) and their ``actions``."""
+    return TaskReward(domain, task)(states, actions)
 
 
 def task_rewards_exorl(domain: str, task: str, states: np.ndarray) -> np.ndarray:

@@ -30,11 +30,13 @@ def rewards_for_file(path: str, domain: str, task: str, start: int = 0, stop: in
     key = (domain, task)
     if key not in _REWARDERS:  # one environment per worker process, reused across chunks
         _REWARDERS[key] = TaskReward(domain, task)
-    table = pq.read_table(path, columns=["physics"])
-    col = table.column("physics").combine_chunks()
-    width = col.type.list_size
-    phys = col.values.to_numpy(zero_copy_only=False).reshape(-1, width)[start:stop]
-    return _REWARDERS[key](phys)
+    table = pq.read_table(path, columns=["physics", "action"])
+
+    def rows(name):
+        col = table.column(name).combine_chunks()
+        return col.values.to_numpy(zero_copy_only=False).reshape(-1, col.type.list_size)[start:stop]
+
+    return _REWARDERS[key](rows("physics"), rows("action"))  # the action: rewards with a control term
 
 
 def _call(args):
