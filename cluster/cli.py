@@ -71,6 +71,8 @@ def _path(p, what: str = "path", local: bool = False) -> str:
 def collect(
     out: Optional[str] = typer.Option(None, "--out", help="dataset root directory"),
     domain: str = typer.Option("walker", help="dm_control domain"),
+    task: Optional[str] = typer.Option(None, "--task", help="collection task (walker_stand or stand); default: "
+                                       "the domain's primal task (walker stand, quadruped walk, cheetah run ...)"),
     explorer: str = typer.Option("random", help="random | apt | rnd | smm"),
     objective: Optional[str] = typer.Option(None, help="APT entropy: be | renyi | shannon"),
     alpha: Optional[float] = typer.Option(None, help="BE Prelec alpha, 0 < alpha <= 10"),
@@ -94,6 +96,9 @@ def collect(
         if config is not None:
             from .collect_grid import load_grid
 
+            if task is not None:
+                raise ValueError("--task applies to a single run; a --config grid sets `task:` in its YAML")
+
             grid = load_grid(config, out=None if out is None else _path(out, "--out", local=True))
             cfgs = [dataclasses.replace(c, out=_path(c.out, "out", local=True)) for c in grid.runs()]
             concurrent = grid.max_concurrent_runs
@@ -107,7 +112,7 @@ def collect(
                 raise ValueError(f"objective {objective} takes {'--alpha' if objective == 'be' else '--q'} only")
             extra = {key: v for key, v in (("k", k), ("knn_mode", knn_mode), ("knn_local", knn_local)) if v is not None}
             cfgs = [CollectConfig(out=_path(out, "--out", local=True), domain=domain, explorer=explorer, objective=objective, param=param,
-                                  steps=steps, actors=actors, seed=seed, preset=preset,
+                                  task=task, steps=steps, actors=actors, seed=seed, preset=preset,
                                   episodes_per_chunk=episodes_per_chunk, explorer_config=extra).validate()]
             concurrent = 0
         summaries = run_collections(cfgs, resume=resume, progress=print_progress(), max_concurrent_runs=concurrent)

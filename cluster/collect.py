@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from actors import EXPLORERS
-from envs import Env, EnvSpec, check_domain, tasks_of
+from envs import Env, EnvSpec, check_domain, collection_task
 from replay import DatasetWriter, check_output_root, partition_dir
 
 OBJECTIVES = ("be", "renyi", "shannon")
@@ -53,9 +53,11 @@ class CollectConfig:
     episodes_per_chunk: int = 10  #: episodes per committed file (and per checkpoint for learned explorers)
     preset: str = "small"         #: explorer network sizes and schedule: small | paper
     explorer_config: dict = field(default_factory=dict)  #: overrides of the explorer config (k, c, knn_mode ...)
+    task: str | None = None       #: task the environment is built with; None = the domain's (envs.collection_task)
 
     def validate(self) -> "CollectConfig":
         check_domain(self.domain)
+        self.env_task  # an unknown task, or one of another domain, fails here
         if self.explorer not in EXPLORERS:
             raise ValueError(f"unknown explorer {self.explorer!r}; allowed: {', '.join(EXPLORERS)}")
         if self.preset not in PRESETS:
@@ -79,6 +81,15 @@ class CollectConfig:
             raise ValueError(f"episodes_per_chunk must be >= 1, got {self.episodes_per_chunk}")
         check_output_root(self.out)
         return self
+
+    @property
+    def env_task(self) -> str:
+        """The collection task (``--task`` or the domain's primal task, :func:`envs.collection_task`)."""
+        return collection_task(self.domain, self.task)
+
+    def make_env(self, seed: int | None = None) -> Env:
+        """The collection environment of this run."""
+        return Env(self.domain, self.env_task, seed=self.seed if seed is None else seed)
 
     @property
     def partition_objective(self) -> str:
@@ -110,6 +121,8 @@ class CollectConfig:
     def run_key(self) -> str:
         d = asdict(self)
         d.pop("out")
+        if d["task"] is None:
+            d.pop("task")  # runs without --task keep the keys they had before the field existed
         if self.explorer == "random":
             d.pop("actors")  # more or fewer random workers produce the same dataset
         return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
@@ -150,7 +163,7 @@ class ChunkCollector:
 
         self.cfg = cfg
         self.run_key = run_key
-        self.env = Env(cfg.domain, tasks_of(cfg.domain)[0], seed=cfg.seed)
+        self.env = cfg.make_env()
         self.explorer_cls = RandomExplorer
 
     def collect(self, chunk: Chunk) -> dict:
@@ -193,7 +206,12 @@ def node_address() -> str:
 def prepare_output(cfg: CollectConfig, resume: bool) -> tuple[EnvSpec, list[Chunk], set[int]]:
     """Validate everything before any actor starts; returns the plan and the chunks already done."""
     cfg.validate()
-    spec = Env(cfg.domain, tasks_of(cfg.domain)[0], seed=0).spec
+    try:
+        spec = cfg.make_env(seed=0).spec
+    except RuntimeError as e:  # e.g. quadruped_escape's terrain under MUJOCO_GL=disable
+        raise ValueError(f"cannot build the collection task {cfg.domain}_{cfg.env_task}: {e} (MUJOCO_GL="
+                         f"{os.environ.get('MUJOCO_GL', '')!r}; terrain tasks need OpenGL, or pick another "
+                         f"--task)") from None
     pdir = partition_dir(Path(cfg.out), cfg.domain, cfg.partition_objective, cfg.partition_param, cfg.seed)
     run_key = cfg.run_key()
     existing = sorted(p.name for p in pdir.glob("*.parquet")) if pdir.is_dir() else []

@@ -5,6 +5,7 @@ Example::
     name: collect_small
     out: bex_runs/datasets/walker_small
     domains: [walker]
+    task: null                      # collection task; null = each domain's primal task (walker stand ...)
     seeds: [0]
     steps: 50000
     preset: small
@@ -50,6 +51,7 @@ class CollectGrid:
     out: str
     runs: list
     domains: list = field(default_factory=lambda: ["walker"])
+    task: str | None = None
     seeds: list = field(default_factory=lambda: [0])
     steps: int = 50_000
     preset: str = "small"
@@ -69,7 +71,7 @@ class CollectGrid:
             params = params if isinstance(params, list) else [params]
             for domain, seed, p in itertools.product(self.domains, self.seeds, params):
                 out.append(CollectConfig(
-                    out=self.out, domain=domain, explorer=run.explorer, objective=run.objective, param=p,
+                    out=self.out, domain=domain, task=self.task, explorer=run.explorer, objective=run.objective, param=p,
                     steps=run.steps or self.steps, actors=run.actors or self.actors, seed=int(seed),
                     preset=self.preset, episodes_per_chunk=self.episodes_per_chunk,
                     explorer_config={} if run.explorer == "random" else

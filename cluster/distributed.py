@@ -30,7 +30,6 @@ from pathlib import Path
 
 import numpy as np
 
-from envs import Env, tasks_of
 from replay import DatasetWriter, Episode, partition_dir
 
 from .collect import CollectConfig, episode_seed, node_address, plan_chunks
@@ -67,7 +66,7 @@ class EnvWorkerCore:
         from actors import make_explorer
 
         self.cfg, self.slot = cfg, slot
-        self.env = Env(cfg.domain, tasks_of(cfg.domain)[0], seed=cfg.seed)
+        self.env = cfg.make_env()
         spec = self.env.spec
         settings = cfg.explorer_settings()
         self.explorer = make_explorer(cfg.explorer, spec.obs_dim, spec.action_dim, settings,
@@ -114,7 +113,7 @@ class LearnerCore:
 
     def __init__(self, cfg: CollectConfig, run_key: str, knn: dict | None = None):
         self.cfg, self.run_key = cfg, run_key
-        self.spec = Env(cfg.domain, tasks_of(cfg.domain)[0], seed=cfg.seed).spec
+        self.spec = cfg.make_env().spec
         self.explorer, self.knn = build_explorer(cfg, run_key, knn, self.spec)
         chunks = plan_chunks(int(cfg.steps), self.spec.episode_length, 1)
         self.tickets = {c.first_episode: Ticket(c.first_episode, c.lengths[0]) for c in chunks}

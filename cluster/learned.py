@@ -26,7 +26,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from envs import Env, tasks_of
 from replay import DatasetWriter, atomic_write_bytes, partition_dir
 
 from .collect import Chunk, CollectConfig, chunk_file_name, episode_seed, node_address, plan_chunks
@@ -144,7 +143,7 @@ class LearnedRunner:
 
     def __init__(self, cfg: CollectConfig, run_key: str, knn: dict | None = None):
         self.cfg, self.run_key = cfg, run_key
-        self.env = Env(cfg.domain, tasks_of(cfg.domain)[0], seed=cfg.seed)
+        self.env = cfg.make_env()
         spec = self.env.spec
         self.explorer, self.knn = build_explorer(cfg, run_key, knn, spec)
         self.plan = plan_chunks(int(cfg.steps), spec.episode_length, int(cfg.episodes_per_chunk))

@@ -142,14 +142,19 @@ def load_offline_data(dataset: str, filters: dict, tasks: list[str]) -> OfflineD
 
 
 def check_trial(cfg: TrialConfig) -> str:
-    """Validate a trial against its dataset before Tune starts; returns the canonical task name."""
-    from envs import parse_task
+    """Validate a trial against its dataset before Tune starts; returns the canonical task name.
+
+    A dataset whose observation layout differs from the task's (collected on
+    ``quadruped_escape``, trained for ``quadruped_walk``) is refused here.
+    """
+    from envs import check_layout, parse_task
     from replay import Dataset
 
     ds = Dataset(cfg.dataset, **cfg.filters)
     if not ds.files:
         raise ValueError(f"dataset {cfg.dataset!r} has no data" + (f" matching {cfg.filters}" if cfg.filters else ""))
     d, t = parse_task(cfg.task, ds.env_spec.domain)
+    check_layout(ds.env_spec, d, t)
     return f"{d}_{t}"
 
 

@@ -12,6 +12,7 @@ Any suite domain and task can be built (``walker``/``stand``, ``quadruped``/``ru
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import asdict, dataclass
 from typing import NamedTuple
@@ -36,6 +37,44 @@ def tasks_of(domain: str) -> list[str]:
     """All task names of one suite domain (ValueError for an unknown domain)."""
     check_domain(domain)
     return sorted(t for d, t in _suite().ALL_TASKS if d == domain)
+
+
+#: The task each domain explores on when no ``--task`` is given (URLB's primal tasks:
+#: ``walker_stand``, ``quadruped_walk``, ``jaco_reach_top_left``; ``cheetah_run``).
+#: Quadruped's alphabetically first task, ``escape``, adds terrain and range-finder
+#: observations (its observation differs from ``walk``/``run``) and needs OpenGL.
+PRIMAL_TASKS: dict[str, str] = {"walker": "stand", "quadruped": "walk", "cheetah": "run"}
+
+
+def collection_task(domain: str, task: str | None = None) -> str:
+    """The task a collection run of ``domain`` builds its environment with.
+
+    ``task`` overrides the default (``walker_stand`` or ``stand``; a task of
+    another domain or an unknown one is a ``ValueError`` naming it).  Without it:
+    the domain's URLB primal task (:data:`PRIMAL_TASKS`), else its first task.
+    Exploration ignores the task's reward, but the task fixes the observation
+    layout the dataset records and the episode's initial-state randomisation.
+    """
+    check_domain(domain)
+    if task is not None:
+        return parse_task(task, domain)[1]
+    return PRIMAL_TASKS.get(domain) or tasks_of(domain)[0]
+
+
+def check_layout(dataset_spec: "EnvSpec", domain: str, task: str) -> None:
+    """Refuse to evaluate ``domain_task`` on a dataset whose observations are laid out differently.
+
+    The learner sees the dataset's stored observations; the evaluation sees the
+    task's.  Both must have the same keys and width (``quadruped_escape`` data
+    cannot train a ``quadruped_walk`` policy).  Raises one-line ``ValueError``.
+    """
+    spec = env_spec(domain, task)
+    if (tuple(dataset_spec.obs_keys), int(dataset_spec.obs_dim)) != (tuple(spec.obs_keys), int(spec.obs_dim)):
+        raise ValueError(
+            f"dataset collected on {dataset_spec.domain}_{dataset_spec.task} observes "
+            f"{'+'.join(dataset_spec.obs_keys)} ({dataset_spec.obs_dim} floats) but {domain}_{task} observes "
+            f"{'+'.join(spec.obs_keys)} ({spec.obs_dim}); collect on a task with {domain}_{task}'s observations "
+            f"(bex collect --task)")
 
 
 def check_domain(domain: str) -> str:
@@ -174,13 +213,13 @@ class Env:
 
 
 def make(domain: str, task: str | None = None, seed: int | None = None) -> Env:
-    """Build an environment; ``task`` defaults to the domain's first task."""
-    if task is None:
-        task = tasks_of(check_domain(domain))[0]
-    return Env(domain, task, seed)
+    """Build an environment; ``task`` defaults to the domain's collection task (:func:`collection_task`)."""
+    return Env(domain, collection_task(domain, task), seed)
 
 
+@functools.lru_cache(maxsize=64)
 def env_spec(domain: str, task: str | None = None) -> EnvSpec:
+    """The :class:`EnvSpec` of ``domain_task`` (the collection task by default); cached, it builds a physics."""
     env = make(domain, task, seed=0)
     try:
         return env.spec

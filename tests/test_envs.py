@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from envs import Env, env_spec, evaluate, parse_task, task_rewards, task_rewards_exorl
+from envs import (Env, check_layout, collection_task, env_spec, evaluate, make, parse_task, task_rewards,
+                  task_rewards_exorl)
 
 
 def test_parse_task_forms():
@@ -76,6 +77,18 @@ def test_task_rewards_equal_live_rewards(domain, task):
     assert np.ptp(live[1:]) > 0  # the check is not vacuous
 
 
+@pytest.mark.parametrize("domain,task", [("cartpole", "balance"), ("cartpole", "swingup"), ("hopper", "stand")])
+def test_rewards_with_a_control_term_need_the_stored_actions(domain, task):
+    """cartpole's and hopper stand's small_control term reads the step's control, which no state holds."""
+    from tests.helpers import collect_episode
+
+    ep, live, _ = collect_episode(domain, task, seed=5, steps=150)
+    with_actions = task_rewards(domain, task, ep.physics[1:], ep.action[1:])
+    assert np.max(np.abs(with_actions - live[1:])) <= 1e-6
+    if domain == "cartpole":  # ExORL's state-only method (control 0) is off; hopper's reward is 0 while fallen
+        assert np.max(np.abs(task_rewards_exorl(domain, task, ep.physics[1:]) - live[1:])) > 1e-4
+
+
 def test_task_rewards_shape_error():
     with pytest.raises(ValueError, match=r"shape \(N, 18\)"):
         task_rewards("walker", "stand", np.zeros((3, 5)))
@@ -86,3 +99,21 @@ def test_evaluate_constant_policy_is_deterministic():
     r2 = evaluate(lambda o: np.zeros(6), "walker", "stand", episodes=2, seed=0)
     assert r1.returns == r2.returns and len(r1.returns) == 2 and r1.steps == 2000
     assert r1.mean == pytest.approx(np.mean(r1.returns)) and 0 <= r1.mean <= 1000
+
+
+def test_collection_task_is_the_primal_task_and_can_be_overridden():
+    # URLB's primal tasks; quadruped's alphabetically first task (escape) needs OpenGL and other observations
+    assert [collection_task(d) for d in ("walker", "quadruped", "cheetah", "hopper")] == ["stand", "walk", "run", "hop"]
+    assert make("quadruped").spec.task == "walk" and env_spec("quadruped").obs_dim == env_spec("quadruped", "run").obs_dim
+    assert collection_task("walker", "walker_run") == "run" and collection_task("walker", "walk") == "walk"
+    with pytest.raises(ValueError, match="unknown task 'fly' for domain 'walker'"):
+        collection_task("walker", "fly")
+    with pytest.raises(ValueError, match="belongs to domain 'quadruped', not 'walker'"):
+        collection_task("walker", "quadruped_walk")
+
+
+def test_check_layout_refuses_data_observed_differently():
+    check_layout(env_spec("walker", "stand"), "walker", "run")  # same observations: fine
+    with pytest.raises(ValueError) as e:  # three poles observe 11 floats, balance 5
+        check_layout(env_spec("cartpole", "three_poles"), "cartpole", "balance")
+    assert "cartpole_three_poles" in str(e.value) and "(11 floats)" in str(e.value) and "\n" not in str(e.value)

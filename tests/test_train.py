@@ -60,7 +60,22 @@ def test_train_bad_input_fails_before_tune(walker_data, tmp_path):
                    "does not exist")
     one_line_error(bex("train", "--dataset", walker_data, "--task", "stand", "--set", "lr=-1",
                        "--storage", tmp_path), "lr")
+    one_line_error(bex("train", "--dataset", walker_data, "--task", "stand", "--learner", "cql", "--set",
+                       "variant=exorl2", "--storage", tmp_path), "variant='exorl2' not allowed; must be one of")
     assert not any(tmp_path.iterdir())  # nothing started, nothing written
+
+
+def test_train_refuses_a_dataset_observed_differently(tmp_path):
+    """Data collected on cartpole_three_poles (11 observation floats) cannot train a cartpole_balance policy."""
+    ep, _, spec = collect_episode("cartpole", "three_poles", 0, 50)
+    data = tmp_path / "data"
+    with DatasetWriter(data, spec, "random", None, 0) as w:
+        w.write_episode(ep)
+    store = tmp_path / "store"
+    store.mkdir()
+    one_line_error(bex("train", "--dataset", data, "--task", "cartpole_balance", "--storage", store),
+                   "dataset collected on cartpole_three_poles observes position+velocity (11 floats)")
+    assert not any(store.iterdir())
 
 
 def test_sweep_yaml_validation(walker_data, tmp_path):
