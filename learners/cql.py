@@ -17,9 +17,7 @@ with ``N = n_action_samples`` actions from each of three proposals,
 
 As in the authors' code the constant ``log 3N`` is not subtracted (it does not
 change gradients); on a constant ``Q = c`` the penalty is
-``log sum_j 1/mu_j(a_j)`` per critic.  Setting ``importance_sampling=False``
-gives ExORL's variant (``agent/cql.py``): a plain logsumexp over the 3N
-sampled Q-values *and* the data Q-value, no density corrections.
+``log sum_j 1/mu_j(a_j)`` per critic.
 
 TD target (ExORL/CQL code default, no entropy backup):
 ``y = r + gamma * discount * min_i Q'_i(s', a'),  a' ~ pi(.|s')``; critic loss
@@ -28,17 +26,41 @@ Actor (SAC): ``mean(alpha * log pi(a|s) - min_i Q_i(s, a))``, ``a ~ pi(.|s)``
 reparameterised; automatic entropy tuning with target entropy ``-|A|``
 (``alpha_loss = -mean(log_alpha * (log pi + target_entropy))``).
 
-Defaults are ExORL's: hidden 1024, batch 1024, lr 1e-4 for actor, critics and
-temperature, tau 0.01, fixed conservative weight ``alpha_cql = 0.01`` (no
+Defaults are ExORL's sizes: hidden 1024, batch 1024, lr 1e-4 for actor, critics
+and temperature, tau 0.01, fixed conservative weight ``alpha_cql = 0.01`` (no
 Lagrange version), 3 sampled actions per proposal, initial temperature 1.
-Deliberate differences from ExORL's ``cql.py``:
 
-* Importance corrections on by default (the paper's estimator; see above).
-* ExORL's ``SquashedNormal`` applies ``tanh`` to the mean *and* to the sample
-  (a double tanh on the mean); bex uses the standard SAC tanh-Gaussian: u ~ N(mu, std),
-  a = tanh(u), deterministic action ``tanh(mu)``; log-std clamped to [-10, 2] as ExORL.
-* All Q(s, .) evaluations of the penalty and the data batch share one critic call.
-* Critic parameters get no gradients during the actor step.
+Two variants, one switch (``variant``); each of its three options can also be
+set on its own (``None`` = as the variant says):
+
+====================  =========================  ==================================
+option                ``variant="cql"`` (default)  ``variant="exorl"`` (``agent/cql.py``)
+====================  =========================  ==================================
+importance_sampling   True: the paper's estimator  False: plain logsumexp over the 3N
+                                                   sampled Q-values *and* the data Q
+per_dim_log_prob      False: ``log pi(a|s)``       True: ExORL's ``SquashedNormal.log_prob``
+                      summed over action dims      is a *Normal* (not Independent) base,
+                                                   so log pi stays (B, |A|); the actor and
+                                                   temperature losses average it over
+                                                   batch *and* dims, against the target
+                                                   entropy -|A| (so the temperature keeps
+                                                   falling: per-dim log pi rarely reaches
+                                                   |A|)
+double_tanh           False: standard SAC          True: ExORL's actor applies tanh to the
+                      ``u ~ N(mu, std), a=tanh(u)``  mean, then ``SquashedNormal`` again:
+                                                   ``u ~ N(tanh(mu), std)``, ``a = tanh(u)``;
+                                                   the deterministic action is
+                                                   ``tanh(tanh(mu))``, within +-0.762
+====================  =========================  ==================================
+
+The importance weights always use the joint (summed) log-density;
+``per_dim_log_prob`` changes the SAC actor and temperature losses only.  An
+earlier bex docstring called the summed-log-prob tuning ExORL's: it is not; the
+``exorl`` variant is.  Deliberate differences from ExORL's ``cql.py`` in both
+variants (none changes the maths): log-std clamped to [-10, 2] as ExORL; all
+Q(s, .) evaluations of the penalty and the data batch share one critic call;
+pi(s) and pi(s') samples share one actor call; critic parameters get no
+gradients during the actor step (ExORL computes and discards them).
 """
 from __future__ import annotations
 
@@ -55,9 +77,11 @@ from .common import (ConfigBase, OfflineLearner, TwinCritic, make_adam, mlp, par
                      to_float_dict)
 from .td3 import td_target
 
-__all__ = ["CQLConfig", "CQL", "TanhGaussianActor", "cql_penalty", "cql_critic_loss", "sac_actor_loss"]
+__all__ = ["CQLConfig", "CQL", "VARIANTS", "TanhGaussianActor", "cql_penalty", "cql_critic_loss", "sac_actor_loss"]
 
 LOG_STD_MIN, LOG_STD_MAX = -10.0, 2.0
+#: ``cql`` = the CQL paper's estimator on a standard SAC actor; ``exorl`` = ExORL's ``agent/cql.py``.
+VARIANTS = ("cql", "exorl")
 
 
 # --------------------------------------------------------------------------- config
@@ -74,38 +98,63 @@ class CQLConfig(ConfigBase):
     tau: float = param(0.01, "Polyak rate of the target critics.", lo=0.0, hi=1.0, lo_open=True)
     cql_alpha: float = param(0.01, "Fixed weight of the conservative penalty (ExORL 0.01; d3rlpy 5.0).", lo=0.0)
     n_action_samples: int = param(3, "Sampled actions per proposal (uniform, pi(s), pi(s')).", lo=1)
-    importance_sampling: bool = param(True, "Subtract log-densities of the proposals (CQL paper); False = ExORL.")
+    variant: str = param("cql", "'cql' = the CQL paper's estimator, SAC actor; 'exorl' = ExORL's agent/cql.py "
+                         "(the three options below as ExORL has them).", choices=VARIANTS)
+    importance_sampling: bool | None = param(None, "Subtract log-densities of the proposals (CQL paper); "
+                                             "None = by variant (cql True, exorl False).")
+    per_dim_log_prob: bool | None = param(None, "Keep log pi per action dim in the actor/temperature losses "
+                                          "(ExORL); None = by variant (cql False, exorl True).")
+    double_tanh: bool | None = param(None, "tanh on the mean before the tanh-Gaussian (ExORL); "
+                                     "None = by variant (cql False, exorl True).")
     init_temperature: float = param(1.0, "Initial SAC entropy temperature alpha.", lo=0.0, lo_open=True)
     target_entropy: float | None = param(None, "Target entropy of automatic tuning; None = -|A|.")
+
+    def option(self, name: str) -> bool:
+        """``importance_sampling``, ``per_dim_log_prob`` or ``double_tanh`` as set, or as the variant says."""
+        value = getattr(self, name)
+        if value is not None:
+            return value
+        exorl = self.variant == "exorl"
+        return not exorl if name == "importance_sampling" else exorl
 
 
 # --------------------------------------------------------------------------- actor
 
 
 class TanhGaussianActor(nn.Module):
-    """SAC policy: ``u ~ N(mu(s), std(s))``, ``a = tanh(u)``; ``mean_action = tanh(mu)``."""
+    """SAC policy: ``u ~ N(m(s), std(s))``, ``a = tanh(u)``; deterministic action ``tanh(m)``.
 
-    def __init__(self, obs_dim: int, action_dim: int, hidden_dim: int):
+    ``m = mu(s)`` (standard SAC) or ``m = tanh(mu(s))`` with ``double_tanh`` (ExORL).
+    """
+
+    def __init__(self, obs_dim: int, action_dim: int, hidden_dim: int, double_tanh: bool = False):
         super().__init__()
         self.net = mlp(obs_dim, hidden_dim, 2 * action_dim)
+        self.double_tanh = double_tanh
 
     def dist_params(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(m, log_std)``: the pre-tanh Gaussian's mean and clamped log-std."""
         mu, log_std = self.net(obs).chunk(2, dim=-1)
-        return mu, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
+        return (torch.tanh(mu) if self.double_tanh else mu), log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.dist_params(obs)[0])
 
-    def sample(self, obs: torch.Tensor, n: int | None = None, generator: torch.Generator | None = None):
-        """Reparameterised ``(a, log pi(a|s))``; shapes (B, A), (B, 1), or (n, B, A), (n, B, 1)."""
+    def sample(self, obs: torch.Tensor, n: int | None = None, generator: torch.Generator | None = None,
+               per_dim: bool = False):
+        """Reparameterised ``(a, log pi(a|s))``; shapes (B, A), (B, 1), or (n, B, A), (n, B, 1).
+
+        ``per_dim`` keeps the log-probability per action dimension, (..., A), as
+        ExORL's ``SquashedNormal.log_prob`` returns it.
+        """
         mu, log_std = self.dist_params(obs)
         shape = mu.shape if n is None else (n, *mu.shape)
         eps = torch.randn(shape, generator=generator, device=mu.device)
         u = mu + log_std.exp() * eps
-        # log N(u; mu, std) - log(1 - tanh(u)^2), the latter as 2 (log 2 - u - softplus(-2u))
+        # log N(u; m, std) - log(1 - tanh(u)^2), the latter as 2 (log 2 - u - softplus(-2u))
         log_prob = (-0.5 * eps.pow(2) - log_std - 0.5 * math.log(2 * math.pi)
-                    - 2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1, keepdim=True)
-        return torch.tanh(u), log_prob
+                    - 2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u)))
+        return torch.tanh(u), (log_prob if per_dim else log_prob.sum(-1, keepdim=True))
 
 
 # --------------------------------------------------------------------------- losses
@@ -161,9 +210,13 @@ def cql_critic_loss(critic: TwinCritic, critic_target: TwinCritic, actor: TanhGa
 
 
 def sac_actor_loss(actor: TanhGaussianActor, critic: TwinCritic, log_alpha: torch.Tensor, batch: Batch, *,
-                   target_entropy: float, generator: torch.Generator | None = None):
-    """Returns ``(actor_loss, alpha_loss, metrics)``; SAC with automatic entropy tuning."""
-    a, log_pi = actor.sample(batch.obs, generator=generator)
+                   target_entropy: float, generator: torch.Generator | None = None, per_dim_log_prob: bool = False):
+    """Returns ``(actor_loss, alpha_loss, metrics)``; SAC with automatic entropy tuning.
+
+    ``per_dim_log_prob`` (ExORL): ``log pi`` is (B, |A|) and both losses average
+    it over batch and dims (``Q`` (B, 1) broadcasts against it).
+    """
+    a, log_pi = actor.sample(batch.obs, generator=generator, per_dim=per_dim_log_prob)
     alpha_loss = -(log_alpha * (log_pi.detach() + target_entropy)).mean()
     alpha = log_alpha.detach().exp()
     q = critic(batch.obs, a).min(dim=0).values
@@ -177,14 +230,14 @@ def sac_actor_loss(actor: TanhGaussianActor, critic: TwinCritic, log_alpha: torc
 
 
 class CQL(OfflineLearner):
-    """CQL(H) with a SAC tanh-Gaussian actor (ExORL setting)."""
+    """CQL(H) with a SAC tanh-Gaussian actor (the CQL paper's estimator, or ExORL's variant)."""
 
     config_cls = CQLConfig
 
     def __init__(self, obs_dim: int, action_dim: int, config: CQLConfig | None = None,
                  device: str | torch.device = "cpu", seed: int | None = None):
         c = self._setup(obs_dim, action_dim, config, device, seed, lambda c: {
-            "actor": TanhGaussianActor(obs_dim, action_dim, c.hidden_dim),
+            "actor": TanhGaussianActor(obs_dim, action_dim, c.hidden_dim, double_tanh=c.option("double_tanh")),
             "critic": TwinCritic(obs_dim, action_dim, c.hidden_dim)},
             targets=("critic",), optimise={"actor": "lr", "critic": "lr"})
         self.log_alpha = nn.Parameter(torch.tensor([math.log(c.init_temperature)], device=self.device))
@@ -195,7 +248,8 @@ class CQL(OfflineLearner):
         c = self.config
         loss, metrics = cql_critic_loss(self.critic, self.critic_target, self.actor, batch, gamma=c.gamma,
                                         cql_alpha=c.cql_alpha, n_action_samples=c.n_action_samples,
-                                        importance_sampling=c.importance_sampling, generator=self.generator)
+                                        importance_sampling=c.option("importance_sampling"),
+                                        generator=self.generator)
         self.critic_opt.zero_grad(set_to_none=True)
         loss.backward()
         self.critic_opt.step()
@@ -204,7 +258,8 @@ class CQL(OfflineLearner):
         try:
             a_loss, alpha_loss, a_metrics = sac_actor_loss(self.actor, self.critic, self.log_alpha, batch,
                                                            target_entropy=self.target_entropy,
-                                                           generator=self.generator)
+                                                           generator=self.generator,
+                                                           per_dim_log_prob=c.option("per_dim_log_prob"))
             self.actor_opt.zero_grad(set_to_none=True)
             self.alpha_opt.zero_grad(set_to_none=True)
             (a_loss + alpha_loss).backward()  # disjoint parameters: one backward for both

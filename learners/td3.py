@@ -16,24 +16,39 @@ TD3+BC: Fujimoto & Gu 2021, "A Minimalist Approach to Offline RL", Eq. 3:
 with ``alpha = bc_alpha`` (2.5 in the paper; ``bc_alpha = 0`` gives plain TD3).
 As in the authors' code the BC term is the mean over batch *and* action dims.
 
-Defaults are ExORL's offline setting (denisyarats/exorl ``agent/td3.py``): hidden
-1024, batch 1024, lr 1e-4, tau 0.01, gamma 0.99, target-action noise 0.2
-clipped at 0.3 (the TD3 paper clips at 0.5).  Deliberate differences from
-ExORL's ``td3.py`` (checked against its source):
+Two variants, one switch (``variant``):
 
-* ExORL has **no target actor and no policy delay** (actor updated every step,
-  its next action drawn from the online actor).  bex follows the TD3 paper:
-  target actor, ``policy_delay = 2`` (set ``policy_delay=1`` to update the
-  actor every step); targets (critic and actor) are updated on actor steps.
-  The actor is updated on the calls where ``steps % policy_delay == 0``
-  (counted before the increment), so the very first ``update`` trains it.
-* ExORL's actor objective is ``min(Q1, Q2)`` at a *noisy* action
-  ``pi(s) + clip(0.2 eps, +-0.3)``; bex uses the TD3 paper's ``Q1(s, pi(s))``
-  at the deterministic action (also what TD3+BC uses).
+``variant="td3"`` (default) — the TD3 paper: a target actor gives the next
+action, the actor maximises ``Q1(s, pi(s))`` at the deterministic action every
+``policy_delay`` (default 2) critic steps, and both targets are soft-updated on
+actor steps.  The actor is updated on the calls where ``steps % policy_delay ==
+0`` (counted before the increment), so the very first ``update`` trains it.
+
+``variant="exorl"`` — exactly ExORL's ``agent/td3.py`` (denisyarats/exorl, the
+code the BE paper trained with):
+
+* **no target actor**: the next action is the *online* actor's output plus
+  noise, ``clamp(pi(s') + clip(0.2 eps, +-0.3), -1 + 1e-6, 1 - 1e-6)``
+  (ExORL ``utils.TruncatedNormal.sample(clip)``);
+* actor loss ``-mean min(Q1, Q2)(s, a~)`` at a *noisy* action ``a~`` drawn the
+  same way, the clamp passing gradients straight through (as ExORL's
+  ``_clamp``); TD3+BC on top (ExORL ``agent/td3_bc.py``): ``lambda =
+  alpha / mean|min Q|`` and the BC term on the deterministic ``pi(s)``;
+* actor updated every step (``policy_delay`` defaults to 1), critic target
+  soft-updated on every step.
+
+Defaults of both are ExORL's offline setting: hidden 1024, batch 1024, lr
+1e-4, tau 0.01, gamma 0.99, target-action noise 0.2 clipped at 0.3 (the TD3
+paper clips at 0.5).  Deliberate differences from ExORL's code in both
+variants, none of which changes the maths:
+
 * ExORL's ``discount`` already contains gamma; a bex :class:`Batch` carries the
   environment discount (0 at terminals) and the learner multiplies by ``gamma``.
 * Critic parameters get no gradients during the actor step
-  (``requires_grad_(False)``): same result, about a third less backward work.
+  (``requires_grad_(False)``; ExORL computes and discards them): same result,
+  about a third less backward work.
+* The twin critic is one batched ensemble module, Adam is fused, metrics are
+  synchronised once per update (:mod:`learners.common`).
 """
 from __future__ import annotations
 
@@ -48,8 +63,13 @@ from replay.batch import Batch
 from .common import (ConfigBase, DeterministicActor, OfflineLearner, TwinCritic, param, set_requires_grad,
                      soft_update, to_float_dict)
 
-__all__ = ["TD3Config", "TD3BCConfig", "TD3", "smoothed_target_action", "td_target",
-           "critic_loss", "actor_loss", "td3_update"]
+__all__ = ["TD3Config", "TD3BCConfig", "TD3", "VARIANTS", "smoothed_target_action", "truncated_noisy_action",
+           "td_target", "critic_loss", "actor_loss", "exorl_actor_loss", "td3_update", "td3_schedule"]
+
+#: ``td3`` = the TD3 paper; ``exorl`` = ExORL's ``agent/td3.py`` (see the module docstring).
+VARIANTS = ("td3", "exorl")
+#: ExORL's ``TruncatedNormal`` keeps samples inside (-1, 1) by this margin.
+EXORL_EPS = 1e-6
 
 
 # --------------------------------------------------------------------------- config
@@ -66,8 +86,12 @@ class TD3Config(ConfigBase):
     tau: float = param(0.01, "Polyak rate of the target networks.", lo=0.0, hi=1.0, lo_open=True)
     policy_noise: float = param(0.2, "Std of the target-policy smoothing noise.", lo=0.0)
     noise_clip: float = param(0.3, "Smoothing noise is clipped to +-noise_clip (TD3 paper: 0.5).", lo=0.0)
-    policy_delay: int = param(2, "Critic steps per actor (and target) step.", lo=1)
+    policy_delay: int | None = param(None, "Critic steps per actor step; None = 2 (variant td3) or 1 (exorl).",
+                                     lo=1)
     bc_alpha: float = param(0.0, "TD3+BC alpha: Q weight lambda = alpha / mean|Q|; 0 = plain TD3.", lo=0.0)
+    variant: str = param("td3", "'td3' = the TD3 paper (target actor, delayed Q1 actor step); 'exorl' = ExORL's "
+                         "agent/td3.py (no target actor, min-Q at a noisy action, every-step updates).",
+                         choices=VARIANTS)
 
 
 @dataclass(frozen=True)
@@ -85,6 +109,17 @@ def smoothed_target_action(next_mu: torch.Tensor, noise: torch.Tensor, noise_cli
     return (next_mu + noise.clamp(-noise_clip, noise_clip)).clamp(-1.0, 1.0)
 
 
+def truncated_noisy_action(mu: torch.Tensor, noise: torch.Tensor, noise_clip: float) -> torch.Tensor:
+    """ExORL ``TruncatedNormal.sample(clip)``: ``clamp(mu + clip(noise, +-c), -1+1e-6, 1-1e-6)``.
+
+    The clamp is straight-through (ExORL ``_clamp``: ``x - x.detach() +
+    clamped.detach()``), so ``d a / d mu = 1`` even where the sample was clamped.
+    """
+    x = mu + noise.clamp(-noise_clip, noise_clip)
+    clamped = x.detach().clamp(-1.0 + EXORL_EPS, 1.0 - EXORL_EPS)
+    return x - x.detach() + clamped if x.requires_grad else clamped
+
+
 def td_target(reward: torch.Tensor, discount: torch.Tensor, next_q: torch.Tensor, gamma: float) -> torch.Tensor:
     """``r + gamma * discount * min_i next_q[i]``; ``next_q`` is (n_critics, B, 1)."""
     return reward + gamma * discount * next_q.min(dim=0).values
@@ -92,17 +127,18 @@ def td_target(reward: torch.Tensor, discount: torch.Tensor, next_q: torch.Tensor
 
 def critic_loss(critic: TwinCritic, critic_target: TwinCritic, next_policy: Callable[[torch.Tensor], torch.Tensor],
                 batch: Batch, *, gamma: float, policy_noise: float, noise_clip: float,
-                generator: torch.Generator | None = None, noise: torch.Tensor | None = None):
+                generator: torch.Generator | None = None, noise: torch.Tensor | None = None, exorl: bool = False):
     """Clipped double-Q TD loss ``sum_i mean (Q_i(s,a) - y)^2`` (ExORL/TD3).
 
-    ``next_policy`` gives the mean next action (TD3: target actor; CRR: online
-    actor).  ``noise`` overrides the sampled N(0, policy_noise^2) smoothing noise.
+    ``next_policy`` gives the mean next action (TD3: target actor; ExORL TD3 and
+    CRR: online actor).  ``noise`` overrides the sampled N(0, policy_noise^2)
+    smoothing noise; ``exorl`` clamps the noisy action to ExORL's (-1+1e-6, 1-1e-6).
     """
     with torch.no_grad():
         next_mu = next_policy(batch.next_obs)
         if noise is None:
             noise = torch.randn(next_mu.shape, generator=generator, device=next_mu.device) * policy_noise
-        next_action = smoothed_target_action(next_mu, noise, noise_clip)
+        next_action = (truncated_noisy_action if exorl else smoothed_target_action)(next_mu, noise, noise_clip)
         target = td_target(batch.reward, batch.discount, critic_target(batch.next_obs, next_action), gamma)
     q = critic(batch.obs, batch.action)
     loss = (q - target).pow(2).mean() * q.shape[0]
@@ -129,7 +165,40 @@ def actor_loss(actor: nn.Module, critic: TwinCritic, batch: Batch, *, bc_alpha: 
     return loss, metrics
 
 
+def exorl_actor_loss(actor: nn.Module, critic: TwinCritic, batch: Batch, *, policy_noise: float, noise_clip: float,
+                     bc_alpha: float = 0.0, generator: torch.Generator | None = None,
+                     noise: torch.Tensor | None = None):
+    """ExORL TD3: ``-mean min(Q1, Q2)(s, a~)``, ``a~`` = :func:`truncated_noisy_action` of ``pi(s)``.
+
+    With ``bc_alpha > 0`` ExORL's TD3+BC: ``-lambda mean minQ + mean (pi(s) - a)^2``,
+    ``lambda = bc_alpha / mean|minQ|`` (BC on the deterministic action).
+    """
+    pi = actor(batch.obs)
+    if noise is None:
+        noise = torch.randn(pi.shape, generator=generator, device=pi.device) * policy_noise
+    q = critic(batch.obs, truncated_noisy_action(pi, noise, noise_clip)).min(dim=0).values
+    metrics = {}
+    if bc_alpha > 0:
+        lmbda = bc_alpha / q.abs().mean().detach()
+        bc = (pi - batch.action).pow(2).mean()
+        loss = -lmbda * q.mean() + bc
+        metrics["actor/bc_loss"] = bc.detach()
+        metrics["actor/lambda"] = lmbda
+    else:
+        loss = -q.mean()
+    metrics["actor/loss"] = loss.detach()
+    metrics["actor/q_mean"] = q.detach().mean()
+    return loss, metrics
+
+
 # --------------------------------------------------------------------------- update step
+
+
+def td3_schedule(config) -> tuple[bool, int]:
+    """``(exorl, policy_delay)`` of a TD3-family config (TD3-BST's config has no variant: TD3 paper)."""
+    exorl = getattr(config, "variant", "td3") == "exorl"
+    delay = config.policy_delay if config.policy_delay is not None else (1 if exorl else 2)
+    return exorl, delay
 
 
 def td3_update(learner, batch: Batch, actor_loss_fn: Callable[[Batch], tuple[torch.Tensor, dict]]) -> dict[str, float]:
@@ -137,18 +206,25 @@ def td3_update(learner, batch: Batch, actor_loss_fn: Callable[[Batch], tuple[tor
 
     Critic step every call; every ``policy_delay`` calls an actor step on
     ``actor_loss_fn(batch)`` with the critic's parameters frozen (no critic
-    gradients are computed for it), then soft updates of both targets.
-    ``learner`` provides ``actor, critic, actor_target, critic_target, actor_opt,
-    critic_opt, generator, steps`` and a config with ``gamma, policy_noise,
-    noise_clip, policy_delay, tau``.
+    gradients are computed for it).  Variant ``td3``: the next action comes from
+    the target actor and both targets are soft-updated on actor steps.  Variant
+    ``exorl``: the next action comes from the online actor (there is no target
+    actor) and the critic target is soft-updated on every call.  ``learner``
+    provides ``actor, critic, critic_target, actor_opt, critic_opt, generator,
+    steps`` (and ``actor_target`` for ``td3``) and a config with ``gamma,
+    policy_noise, noise_clip, policy_delay, tau``.
     """
     c = learner.config
-    loss, metrics = critic_loss(learner.critic, learner.critic_target, learner.actor_target, batch, gamma=c.gamma,
-                                policy_noise=c.policy_noise, noise_clip=c.noise_clip, generator=learner.generator)
+    exorl, delay = td3_schedule(c)
+    loss, metrics = critic_loss(learner.critic, learner.critic_target, learner.actor if exorl else learner.actor_target,
+                                batch, gamma=c.gamma, policy_noise=c.policy_noise, noise_clip=c.noise_clip,
+                                generator=learner.generator, exorl=exorl)
     learner.critic_opt.zero_grad(set_to_none=True)
     loss.backward()
     learner.critic_opt.step()
-    if learner.steps % c.policy_delay == 0:
+    if exorl:
+        soft_update(learner.critic_target, learner.critic, c.tau)
+    if learner.steps % delay == 0:
         set_requires_grad(learner.critic, False)
         try:
             a_loss, a_metrics = actor_loss_fn(batch)
@@ -157,8 +233,9 @@ def td3_update(learner, batch: Batch, actor_loss_fn: Callable[[Batch], tuple[tor
         finally:
             set_requires_grad(learner.critic, True)
         learner.actor_opt.step()
-        soft_update(learner.critic_target, learner.critic, c.tau)
-        soft_update(learner.actor_target, learner.actor, c.tau)
+        if not exorl:
+            soft_update(learner.critic_target, learner.critic, c.tau)
+            soft_update(learner.actor_target, learner.actor, c.tau)
         metrics.update(a_metrics)
     learner.steps += 1
     return to_float_dict(metrics)
@@ -168,16 +245,25 @@ def td3_update(learner, batch: Batch, actor_loss_fn: Callable[[Batch], tuple[tor
 
 
 class TD3(OfflineLearner):
-    """TD3 (``bc_alpha = 0``) or TD3+BC (``bc_alpha > 0``) learner."""
+    """TD3 (``bc_alpha = 0``) or TD3+BC (``bc_alpha > 0``) learner, TD3-paper or ExORL variant."""
 
     config_cls = TD3Config
 
     def __init__(self, obs_dim: int, action_dim: int, config: TD3Config | None = None,
                  device: str | torch.device = "cpu", seed: int | None = None):
+        exorl = (config or self.config_cls()).variant == "exorl"
         self._setup(obs_dim, action_dim, config, device, seed, lambda c: {
             "actor": DeterministicActor(obs_dim, action_dim, c.hidden_dim),
             "critic": TwinCritic(obs_dim, action_dim, c.hidden_dim)},
-            targets=("actor", "critic"), optimise={"actor": "lr", "critic": "lr"})
+            targets=("critic",) if exorl else ("actor", "critic"), optimise={"actor": "lr", "critic": "lr"})
 
     def update(self, batch: Batch) -> dict[str, float]:
-        return td3_update(self, batch, lambda b: actor_loss(self.actor, self.critic, b, bc_alpha=self.config.bc_alpha))
+        c = self.config
+        if c.variant == "exorl":
+            def loss_fn(b):
+                return exorl_actor_loss(self.actor, self.critic, b, policy_noise=c.policy_noise,
+                                        noise_clip=c.noise_clip, bc_alpha=c.bc_alpha, generator=self.generator)
+        else:
+            def loss_fn(b):
+                return actor_loss(self.actor, self.critic, b, bc_alpha=c.bc_alpha)
+        return td3_update(self, batch, loss_fn)
