@@ -4,8 +4,8 @@
 ``Learner(obs_dim, action_dim, config, device="cpu", seed=None)``,
 ``update(batch) -> dict[str, float]``, ``act(obs) -> np.ndarray``,
 ``state_dict()``, ``load_state_dict(sd)`` and a ``steps`` counter.
-Learners that need a pre-training phase (TD3-BST) also have
-``pretrain(sample_batch_fn, steps=None)``.
+Learners that need a pre-training phase (TD3-BST, IQL-BST: the Morse network)
+also have ``pretrain(sample_batch_fn, steps=None)`` (a no-op for plain IQL).
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from .bc import BC, BCConfig
 from .common import PRESETS, ConfigBase
 from .cql import CQL, CQLConfig
 from .crr import CRR, CRRConfig
+from .iql import IQL, IQLBSTConfig, IQLConfig
 from .td3 import TD3, TD3BCConfig, TD3Config
 from .td3_bst import TD3BST, TD3BSTConfig
 
@@ -25,6 +26,8 @@ LEARNERS: dict[str, tuple[type[ConfigBase], type]] = {
     "crr": (CRRConfig, CRR),
     "td3_bst": (TD3BSTConfig, TD3BST),
     "bc": (BCConfig, BC),
+    "iql": (IQLConfig, IQL),
+    "iql_bst": (IQLBSTConfig, IQL),
 }
 
 
@@ -57,4 +60,5 @@ def _lookup(name: str):
 
 
 __all__ = ["LEARNERS", "PRESETS", "make_learner", "make_config", "ConfigBase", "TD3", "TD3Config", "TD3BCConfig",
-           "CQL", "CQLConfig", "CRR", "CRRConfig", "TD3BST", "TD3BSTConfig", "BC", "BCConfig"]
+           "CQL", "CQLConfig", "CRR", "CRRConfig", "TD3BST", "TD3BSTConfig", "BC", "BCConfig",
+           "IQL", "IQLConfig", "IQLBSTConfig"]

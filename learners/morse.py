@@ -24,9 +24,9 @@ from torch import nn
 
 from replay.batch import Batch
 
-from .common import mlp
+from .common import mlp, to_float_dict
 
-__all__ = ["MorseNetwork", "morse_loss", "train_morse"]
+__all__ = ["MorseNetwork", "MorsePretraining", "morse_loss", "train_morse"]
 
 
 class MorseNetwork(nn.Module):
@@ -76,3 +76,52 @@ def train_morse(morse: MorseNetwork, optimizer: torch.optim.Optimizer, sample_ba
         loss.backward()
         optimizer.step()
     return metrics
+
+
+class MorsePretraining:
+    """What a BST learner (TD3-BST, IQL-BST) adds to :class:`learners.common.OfflineLearner`.
+
+    The Morse network ``self.morse`` (optimiser ``self.morse_opt``) is fitted by
+    an explicit :meth:`pretrain` call (the Tune trainable calls it before the
+    first ``update``) and then frozen; ``update`` must call
+    :meth:`_check_pretrained`, which raises unless ``pretrain`` ran (or
+    ``config.morse_steps == 0``).  Checkpoints carry ``morse_steps_done``.
+    A learner whose config does not use BST (IQL with AWR extraction) calls
+    ``_init_morse(False)``; its ``pretrain`` does nothing.
+    """
+
+    def _init_morse(self, enabled: bool = True) -> None:
+        self.morse_steps_done = 0
+        self._uses_morse = enabled
+        if enabled:
+            self.morse.requires_grad_(False)
+
+    def pretrain(self, sample_batch_fn: Callable[[], Batch], steps: int | None = None) -> dict[str, float]:
+        """Fit the Morse network for ``steps`` (default ``config.morse_steps``) batches; then freeze it."""
+        if not self._uses_morse:
+            return {}
+        steps = self.config.morse_steps if steps is None else int(steps)
+        self.morse.requires_grad_(True)
+        try:
+            metrics = train_morse(self.morse, self.morse_opt, sample_batch_fn, steps,
+                                  n_negatives=self.config.morse_negatives, generator=self.generator)
+        finally:
+            self.morse.requires_grad_(False)
+        self.morse_steps_done += steps
+        return to_float_dict(metrics)
+
+    @property
+    def pretrained(self) -> bool:
+        return not self._uses_morse or self.morse_steps_done > 0 or self.config.morse_steps == 0
+
+    def _check_pretrained(self) -> None:
+        if not self.pretrained:
+            raise RuntimeError(f"{type(self).__name__}.update before pretrain(): fit the Morse network first "
+                               "(learner.pretrain(sample_batch_fn)) or set morse_steps=0")
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "morse_steps_done": self.morse_steps_done}
+
+    def load_state_dict(self, sd: dict) -> None:
+        super().load_state_dict(sd)
+        self.morse_steps_done = int(sd.get("morse_steps_done", 0))

@@ -28,15 +28,14 @@ dims (a squared norm, as written in the objective) and averaged over the batch.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
 
 from replay.batch import Batch
 
-from .common import ConfigBase, DeterministicActor, OfflineLearner, TwinCritic, param, to_float_dict
-from .morse import MorseNetwork, train_morse
+from .common import ConfigBase, DeterministicActor, OfflineLearner, TwinCritic, param
+from .morse import MorseNetwork, MorsePretraining
 from .td3 import td3_update
 
 __all__ = ["TD3BSTConfig", "TD3BST", "bst_weight", "bst_actor_loss"]
@@ -78,10 +77,11 @@ def bst_weight(certainty: torch.Tensor, mu: float) -> torch.Tensor:
 
 
 def bst_actor_loss(actor: nn.Module, critic: TwinCritic, morse: MorseNetwork, batch: Batch, *, mu: float,
-                   normalize_q: bool = True, q_scale: float = 1.0, detach_omega: bool = False):
-    """``-lambda_Q mean Q1(s, pi(s)) + mean omega(s) ||pi(s) - a||^2``."""
+                   normalize_q: bool = True, q_scale: float = 1.0, detach_omega: bool = False, min_q: bool = False):
+    """``-lambda_Q mean Q(s, pi(s)) + mean omega(s) ||pi(s) - a||^2``; ``Q = Q1`` (TD3-BST) or ``min(Q1, Q2)``
+    (``min_q``, IQL-BST)."""
     pi = actor(batch.obs)
-    q = critic.q1(batch.obs, pi)
+    q = critic(batch.obs, pi).min(dim=0).values if min_q else critic.q1(batch.obs, pi)
     lmbda = q_scale / q.abs().mean().detach() if normalize_q else float(q_scale)
     certainty = morse(batch.obs, pi)
     omega = bst_weight(certainty, mu)
@@ -98,7 +98,7 @@ def bst_actor_loss(actor: nn.Module, critic: TwinCritic, morse: MorseNetwork, ba
 # --------------------------------------------------------------------------- learner
 
 
-class TD3BST(OfflineLearner):
+class TD3BST(MorsePretraining, OfflineLearner):
     """TD3 critic + BST actor objective with a pretrained, frozen Morse network."""
 
     config_cls = TD3BSTConfig
@@ -110,37 +110,11 @@ class TD3BST(OfflineLearner):
             "critic": TwinCritic(obs_dim, action_dim, c.hidden_dim),
             "morse": MorseNetwork(obs_dim, action_dim, c.morse_hidden_dim, kernel_scale=c.kernel_scale)},
             targets=("actor", "critic"), optimise={"actor": "lr", "critic": "lr", "morse": "morse_lr"})
-        self.morse_steps_done = 0
-        self.morse.requires_grad_(False)
-
-    def pretrain(self, sample_batch_fn: Callable[[], Batch], steps: int | None = None) -> dict[str, float]:
-        """Fit the Morse network for ``steps`` (default ``config.morse_steps``) batches; then freeze it."""
-        steps = self.config.morse_steps if steps is None else int(steps)
-        self.morse.requires_grad_(True)
-        try:
-            metrics = train_morse(self.morse, self.morse_opt, sample_batch_fn, steps,
-                                  n_negatives=self.config.morse_negatives, generator=self.generator)
-        finally:
-            self.morse.requires_grad_(False)
-        self.morse_steps_done += steps
-        return to_float_dict(metrics)
-
-    @property
-    def pretrained(self) -> bool:
-        return self.morse_steps_done > 0 or self.config.morse_steps == 0
+        self._init_morse()
 
     def update(self, batch: Batch) -> dict[str, float]:
-        if not self.pretrained:
-            raise RuntimeError("TD3BST.update before pretrain(): fit the Morse network first "
-                               "(learner.pretrain(sample_batch_fn)) or set morse_steps=0")
+        self._check_pretrained()
         c = self.config
         return td3_update(self, batch, lambda b: bst_actor_loss(
             self.actor, self.critic, self.morse, b, mu=c.mu, normalize_q=c.normalize_q, q_scale=c.q_scale,
             detach_omega=c.detach_omega))
-
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "morse_steps_done": self.morse_steps_done}
-
-    def load_state_dict(self, sd: dict) -> None:
-        super().load_state_dict(sd)
-        self.morse_steps_done = int(sd.get("morse_steps_done", 0))

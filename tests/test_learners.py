@@ -17,9 +17,16 @@ OBS, ACT = 5, 3
 TINY = {"hidden_dim": 16, "batch_size": 32}
 
 
+#: every learner, and the ExORL variants of TD3, TD3+BC and CQL (``name:variant``)
+CASES = list(LEARNERS) + ["td3:exorl", "td3_bc:exorl", "cql:exorl"]
+
+
 def _tiny(name):
+    name, _, variant = name.partition(":")
     d = dict(TINY)
-    if name == "td3_bst":
+    if variant:
+        d["variant"] = variant
+    if name in ("td3_bst", "iql", "iql_bst"):
         d.update(morse_hidden_dim=16, morse_steps=3)
     if name in ("td3", "td3_bc", "td3_bst"):
         d["policy_delay"] = 1
@@ -32,7 +39,7 @@ def _random_batch(rng, B=32):
 
 
 def _make(name, seed=0):
-    learner = make_learner(name, OBS, ACT, _tiny(name), seed=seed)
+    learner = make_learner(name.partition(":")[0], OBS, ACT, _tiny(name), seed=seed)
     if hasattr(learner, "pretrain"):
         rng = np.random.default_rng(123)
         learner.pretrain(lambda: _random_batch(rng))
@@ -48,7 +55,7 @@ def _params(learner):
     return out
 
 
-@pytest.mark.parametrize("name", list(LEARNERS))
+@pytest.mark.parametrize("name", CASES)
 def test_update_finite_and_changes_parameters(name):
     learner = _make(name)
     rng = np.random.default_rng(0)
@@ -63,11 +70,13 @@ def test_update_finite_and_changes_parameters(name):
     assert "actor" in changed
     if name != "bc":
         assert "critic" in changed and "critic_target" in changed
-    if name == "td3_bst":
+    if name in ("td3_bst", "iql_bst"):
         assert "morse" not in changed  # frozen after pretrain
+    if name.startswith("iql"):
+        assert "value" in changed
 
 
-@pytest.mark.parametrize("name", list(LEARNERS))
+@pytest.mark.parametrize("name", CASES)
 def test_state_dict_round_trip_reproduces_act_and_next_update(name):
     learner = _make(name, seed=0)
     rng = np.random.default_rng(1)
@@ -78,7 +87,7 @@ def test_state_dict_round_trip_reproduces_act_and_next_update(name):
     buf.seek(0)
     sd = torch.load(buf)
     assert sd["steps"] == 3
-    fresh = make_learner(name, OBS, ACT, _tiny(name), seed=99)
+    fresh = make_learner(name.partition(":")[0], OBS, ACT, _tiny(name), seed=99)
     obs = np.random.default_rng(2).standard_normal((7, OBS)).astype(np.float32)
     assert not np.array_equal(fresh.act(obs), learner.act(obs))
     fresh.load_state_dict(sd)
@@ -90,7 +99,7 @@ def test_state_dict_round_trip_reproduces_act_and_next_update(name):
     np.testing.assert_array_equal(fresh.act(obs), learner.act(obs))
 
 
-@pytest.mark.parametrize("name", list(LEARNERS))
+@pytest.mark.parametrize("name", CASES)
 def test_act_shapes_and_range(name):
     learner = _make(name)
     a1 = learner.act(np.zeros(OBS, dtype=np.float32))
@@ -136,15 +145,18 @@ def test_presets(name):
 
 
 def test_registry_defaults_and_errors():
-    assert set(LEARNERS) == {"td3", "td3_bc", "cql", "crr", "td3_bst", "bc"}
+    assert set(LEARNERS) == {"td3", "td3_bc", "cql", "crr", "td3_bst", "bc", "iql", "iql_bst"}
     assert make_config("td3").bc_alpha == 0.0 and make_config("td3_bc").bc_alpha == 2.5
     td3 = make_config("td3")
-    assert (td3.tau, td3.gamma, td3.policy_noise, td3.noise_clip, td3.policy_delay) == (0.01, 0.99, 0.2, 0.3, 2)
+    assert (td3.tau, td3.gamma, td3.policy_noise, td3.noise_clip, td3.variant) == (0.01, 0.99, 0.2, 0.3, "td3")
+    iql = make_config("iql")
+    assert (iql.expectile, iql.beta, iql.max_weight, iql.extraction) == (0.7, 3.0, 100.0, "awr")
+    assert make_config("iql_bst").extraction == "bst"
     cql = make_config("cql")
     assert (cql.cql_alpha, cql.n_action_samples) == (0.01, 3)
     crr = make_config("crr")
     assert (crr.weight, crr.n_value_samples, crr.max_weight) == ("binary", 10, 20.0)
-    with pytest.raises(ValueError, match=r"'sac'.*td3, td3_bc, cql, crr, td3_bst, bc"):
+    with pytest.raises(ValueError, match=r"'sac'.*td3, td3_bc, cql, crr, td3_bst, bc, iql, iql_bst"):
         make_learner("sac", OBS, ACT)
     with pytest.raises(ValueError, match="weight"):
         make_config("crr", {"weight": "linear"})
@@ -160,12 +172,15 @@ def test_make_learner_accepts_config_instance():
         make_learner("cql", OBS, ACT, cfg)
 
 
-def test_td3_bst_requires_pretrain():
-    learner = make_learner("td3_bst", OBS, ACT, _tiny("td3_bst"), seed=0)
+@pytest.mark.parametrize("name", ["td3_bst", "iql_bst"])
+def test_bst_learners_require_pretrain(name):
+    learner = make_learner(name, OBS, ACT, _tiny(name), seed=0)
     with pytest.raises(RuntimeError, match="pretrain"):
         learner.update(_random_batch(np.random.default_rng(0)))
-    learner0 = make_learner("td3_bst", OBS, ACT, {**_tiny("td3_bst"), "morse_steps": 0}, seed=0)
+    learner0 = make_learner(name, OBS, ACT, {**_tiny(name), "morse_steps": 0}, seed=0)
     assert np.isfinite(list(learner0.update(_random_batch(np.random.default_rng(0))).values())).all()
+    iql = make_learner("iql", OBS, ACT, _tiny("iql"), seed=0)  # AWR extraction: nothing to pretrain
+    assert iql.pretrain(lambda: _random_batch(np.random.default_rng(0))) == {} and not hasattr(iql, "morse")
 
 
 def test_td3_policy_delay():
