@@ -184,3 +184,16 @@ def test_results_table_uses_only_real_evaluations(tmp_path):
     (steps, values), _ = tab["curves"]["walker_stand td3"]["be/0.5"]
     assert steps == [100, 200, 300] and values == [10.0, 20.0, 40.0]
     assert tab["incomplete_trials"] == 0
+
+
+def test_paper_sweep_uses_exorl_variants_and_accepts_the_optional_learners():
+    from learners import make_config
+
+    cfg = SweepConfig.from_yaml("tune_configs/offline_paper.yaml")
+    assert cfg.learners == ["td3", "cql", "crr", "td3_bst"] and cfg.preset == "paper" and cfg.steps == 100_000
+    resolved = {n: make_config(n, cfg.learner_config.get(n, {}), preset=cfg.preset) for n in cfg.learners}
+    assert resolved["td3"].variant == "exorl" and resolved["cql"].variant == "exorl"
+    assert [resolved["cql"].option(k) for k in ("importance_sampling", "per_dim_log_prob", "double_tanh")] == \
+        [False, True, True]
+    with_optional = SweepConfig.from_dict({**cfg.__dict__, "datasets": ["x"], "learners": cfg.learners + ["iql", "iql_bst"]})
+    assert {make_config(n, preset="paper").extraction for n in with_optional.learners[-2:]} == {"awr", "bst"}
