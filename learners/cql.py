@@ -59,8 +59,11 @@ earlier bex docstring called the summed-log-prob tuning ExORL's: it is not; the
 ``exorl`` variant is.  Deliberate differences from ExORL's ``cql.py`` in both
 variants (none changes the maths): log-std clamped to [-10, 2] as ExORL; all
 Q(s, .) evaluations of the penalty and the data batch share one critic call;
-pi(s) and pi(s') samples share one actor call; critic parameters get no
-gradients during the actor step (ExORL computes and discards them).
+one actor call on ``[s, s']`` gives the penalty's pi(s) and pi(s') samples and
+the target's next action (ExORL evaluates the actor on s' twice: same
+distribution, independent draws); critic parameters get no gradients during
+the actor step (ExORL computes and discards them); the critic's first layer
+computes each state's share once for its 3N + 1 actions (``TwinCritic.many``).
 """
 from __future__ import annotations
 
@@ -147,7 +150,12 @@ class TanhGaussianActor(nn.Module):
         ``per_dim`` keeps the log-probability per action dimension, (..., A), as
         ExORL's ``SquashedNormal.log_prob`` returns it.
         """
-        mu, log_std = self.dist_params(obs)
+        return self.sample_from(*self.dist_params(obs), n=n, generator=generator, per_dim=per_dim)
+
+    @staticmethod
+    def sample_from(mu: torch.Tensor, log_std: torch.Tensor, n: int | None = None,
+                    generator: torch.Generator | None = None, per_dim: bool = False):
+        """:meth:`sample` from precomputed :meth:`dist_params` (one actor call, several draws)."""
         shape = mu.shape if n is None else (n, *mu.shape)
         eps = torch.randn(shape, generator=generator, device=mu.device)
         u = mu + log_std.exp() * eps
@@ -184,21 +192,19 @@ def cql_critic_loss(critic: TwinCritic, critic_target: TwinCritic, actor: TanhGa
     obs, action = batch.obs, batch.action
     B, A, N = action.shape[0], action.shape[1], n_action_samples
     with torch.no_grad():
-        next_a, _ = actor.sample(batch.next_obs, generator=generator)
+        mu, log_std = actor.dist_params(torch.cat([obs, batch.next_obs]))  # pi(.|s), pi(.|s'): one actor call
+        next_a, _ = actor.sample_from(mu[B:], log_std[B:], generator=generator)
         target = td_target(batch.reward, batch.discount, critic_target(batch.next_obs, next_a), gamma)
         rand_a = torch.rand((N, B, A), generator=generator, device=obs.device) * 2.0 - 1.0
-        both_obs = torch.stack([obs, batch.next_obs])  # pi(.|s) and pi(.|s'): one actor call
-        pi_a, pi_logp = actor.sample(both_obs.reshape(2 * B, -1), n=N, generator=generator)
+        pi_a, pi_logp = actor.sample_from(mu, log_std, n=N, generator=generator)
         pi_a, pi_logp = pi_a.reshape(N, 2, B, A).transpose(0, 1), pi_logp.reshape(N, 2, B, 1).transpose(0, 1)
         sampled = torch.cat([rand_a, pi_a[0], pi_a[1]])  # (3N, B, A)
         log_density = None
         if importance_sampling:
             log_u = torch.full((N, B, 1), -A * math.log(2.0), device=obs.device)
             log_density = torch.cat([log_u, pi_logp[0], pi_logp[1]])
-    # one critic call for Q(s, a_data) and the 3N sampled actions
-    all_a = torch.cat([action.unsqueeze(0), sampled]).reshape((3 * N + 1) * B, A)
-    all_obs = obs.unsqueeze(0).expand(3 * N + 1, B, obs.shape[1]).reshape((3 * N + 1) * B, -1)
-    q_all = critic(all_obs, all_a).reshape(critic.n, 3 * N + 1, B, 1)
+    # one critic call for Q(s, a_data) and the 3N sampled actions (the state's share of layer 1 computed once)
+    q_all = critic.many(obs, torch.cat([action.unsqueeze(0), sampled]))  # (n_critics, 3N + 1, B, 1)
     q, q_samples = q_all[:, 0], q_all[:, 1:]
     td = (q - target).pow(2).mean() * q.shape[0]
     penalty, lse = cql_penalty(q, q_samples, log_density)

@@ -19,7 +19,9 @@ tau 0.01, m = 10, binary weight; std 0.2 clipped at 0.3 is ExORL's TD3 setting,
 assumed for CRR too (ExORL's ``crr.yaml`` was not checked).  Deliberate
 differences from ExORL: the exp weight is ``exp(A / beta)`` with a ``beta``
 field (ExORL hard-codes beta = 1, as does d3rlpy's default); the value samples
-evaluate both critics in one batched call; critics updated with fused Adam.
+and Q(s, a) share one critic call (``TwinCritic.many``: each state's share of
+the first layer once; ExORL also runs the actor on the m-times repeated states);
+critics updated with fused Adam.
 """
 from __future__ import annotations
 
@@ -80,12 +82,9 @@ def _noisy(mu: torch.Tensor, std: float, clip: float, generator) -> torch.Tensor
 def crr_advantage(critic: TwinCritic, actor: nn.Module, batch: Batch, *, n_value_samples: int, actor_std: float,
                   std_clip: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """``A(s,a) = minQ(s,a) - mean_j minQ(s, a_j)``, ``a_j`` noisy policy samples; shape (B, 1)."""
-    obs, B, m = batch.obs, batch.obs.shape[0], n_value_samples
-    mu = actor(obs)
-    a_j = _noisy(mu.unsqueeze(0).expand(m, *mu.shape), actor_std, std_clip, generator)
-    obs_all = obs.unsqueeze(0).expand(m + 1, *obs.shape).reshape((m + 1) * B, -1)
-    a_all = torch.cat([batch.action.unsqueeze(0), a_j]).reshape((m + 1) * B, -1)
-    q = critic(obs_all, a_all).min(dim=0).values.reshape(m + 1, B, 1)
+    mu = actor(batch.obs)
+    a_j = _noisy(mu.unsqueeze(0).expand(n_value_samples, *mu.shape), actor_std, std_clip, generator)
+    q = critic.many(batch.obs, torch.cat([batch.action.unsqueeze(0), a_j])).min(dim=0).values  # (m + 1, B, 1)
     return q[0] - q[1:].mean(dim=0)
 
 

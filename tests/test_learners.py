@@ -225,3 +225,17 @@ def test_recovers_linear_policy(name):
     test_obs = np.random.default_rng(3).uniform(-1, 1, (500, 4)).astype(np.float32)
     err = np.mean((learner.act(test_obs) - np.tanh(test_obs @ W.T)) ** 2)
     assert err < 5e-3, err  # the zero policy scores 0.075, a saturated one ~1
+
+
+def test_keep_freed_memory_applies_once_and_can_be_turned_off():
+    import subprocess
+    import sys
+
+    from learners.common import keep_freed_memory
+
+    make_learner("bc", OBS, ACT, TINY)  # building a learner applies it
+    assert keep_freed_memory() is True  # glibc (this machine and CI)
+    code = "from learners.common import keep_freed_memory as k; print(k())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={"BEX_KEEP_HEAP": "0", "PATH": ""}, cwd=".")
+    assert out.stdout.strip() == "False", out.stderr

@@ -53,9 +53,43 @@ def _constant_actor(obs_dim, act_dim, value) -> DeterministicActor:
     return a
 
 
-def _first_action_critic(offsets=(0.0, 1.0)):
-    """Fake twin critic: Q_i(s, a) = a[:, 0] + offsets[i]."""
-    return lambda obs, a: torch.stack([a[..., :1] + o for o in offsets])
+class _first_action_critic:
+    """Fake twin critic: Q_i(s, a) = a[..., 0] + offsets[i] (``many`` as TwinCritic's)."""
+
+    def __init__(self, offsets=(0.0, 1.0)):
+        self.offsets = offsets
+
+    def __call__(self, obs, a):
+        return torch.stack([a[..., :1] + o for o in self.offsets])
+
+    def many(self, obs, actions):
+        return self(obs, actions)
+
+
+# --------------------------------------------------------------------------- shared networks
+
+
+def test_fast_tanh_is_tanh_with_tanh_gradients():
+    from learners.common import fast_tanh
+
+    x = torch.linspace(-12, 12, 20001, dtype=torch.float32, requires_grad=True)
+    y = fast_tanh(x)
+    assert (y - torch.tanh(x.detach())).abs().max().item() <= 2.4e-7
+    y.sum().backward()
+    assert torch.allclose(x.grad, 1 - torch.tanh(x.detach()) ** 2, atol=5e-7)
+
+
+def test_twin_critic_many_equals_forward_on_repeated_states():
+    torch.manual_seed(0)
+    critic = TwinCritic(5, 3, 16)
+    obs, actions = torch.randn(7, 5), torch.rand(4, 7, 3) * 2 - 1
+    many = critic.many(obs, actions)
+    flat = critic(obs.unsqueeze(0).expand(4, 7, 5).reshape(28, 5), actions.reshape(28, 3)).reshape(2, 4, 7, 1)
+    assert many.shape == (2, 4, 7, 1) and torch.allclose(many, flat, atol=1e-5)
+    g_many = torch.autograd.grad(many.square().sum(), list(critic.parameters()))
+    g_flat = torch.autograd.grad(flat.square().sum(), list(critic.parameters()))
+    assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(g_many, g_flat))
+    assert torch.equal(critic.q1(obs, actions[0]), critic(obs, actions[0])[0])
 
 
 # --------------------------------------------------------------------------- TD3
