@@ -25,12 +25,13 @@ def dataset_info(root) -> dict:
         transitions=sum(p["transitions"] for p in parts),
         shapes=None if spec is None else dict(observation=spec.obs_dim, action=spec.action_dim,
                                               physics=spec.physics_dim),
-        domain=None if spec is None else spec.domain, cached_rewards=ds.cached_tasks())
+        domain=None if spec is None else spec.domain, collection_task=None if spec is None else spec.task,
+        cached_rewards=ds.cached_tasks())
 
 
 def format_info(d: dict) -> str:
     lines = [f"dataset      {d['root']}", f"schema       v{d['schema_version']} (written by bex {d['bex_version']})",
-             f"domain       {d['domain']}", f"shapes       {d['shapes']}",
+             f"domain       {d['domain']} (collected on task {d['collection_task']})", f"shapes       {d['shapes']}",
              f"episodes     {d['episodes']}", f"transitions  {d['transitions']}",
              f"rewards      {', '.join(d['cached_rewards']) or '(none cached: run bex relabel)'}", "partitions"]
     for p in d["partitions"]:

@@ -75,6 +75,7 @@ def test_relabel_local_info_export_roundtrip(tmp_path):
     assert info["episodes"] == 1 and info["transitions"] == 40 and info["schema_version"] == 1
     assert info["cached_rewards"] == ["walker_run", "walker_stand"]
     assert info["shapes"] == {"observation": 24, "action": 6, "physics": 18}
+    assert info["collection_task"] == "stand"
     assert bex("export", tmp_path / "d", "--task", "stand", "--out", tmp_path / "x.npz").returncode == 0
     np.testing.assert_allclose(np.load(tmp_path / "x.npz")["rewards"], live[1:], atol=1e-6)
 
