@@ -101,7 +101,8 @@ class ExorlTD3:
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=lr)
         self.std, self.clip, self.tau = std, clip, tau
 
-    def update(self, b: Batch, gamma=0.99):
+    def update_critic(self, b: Batch, gamma: float) -> dict:
+        """ExORL's ``update_critic`` of TD3, TD3+BC and CRR (the same method in each file)."""
         metrics = {"batch_reward": b.reward.mean().item()}
         discount = b.discount * gamma  # ExORL's replay discount already includes gamma
         with torch.no_grad():
@@ -115,6 +116,10 @@ class ExorlTD3:
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()
         self.critic_opt.step()
+        return metrics
+
+    def update(self, b: Batch, gamma=0.99):
+        metrics = self.update_critic(b, gamma)
         # actor
         a = _truncated_sample(self.actor(b.obs), self.std, self.clip)
         q1, q2 = self.critic(b.obs, a)
@@ -253,20 +258,10 @@ class ExorlCRR:
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=lr)
         self.std, self.clip, self.tau, self.n_value = std, clip, tau, n_value
 
+    update_critic = ExorlTD3.update_critic
+
     def update(self, b: Batch, gamma=0.99):
-        metrics = {"batch_reward": b.reward.mean().item()}
-        discount = b.discount * gamma
-        with torch.no_grad():
-            next_action = _truncated_sample(self.actor(b.next_obs), self.std, self.clip)
-            tq1, tq2 = self.critic_target(b.next_obs, next_action)
-            target_q = b.reward + discount * torch.min(tq1, tq2)
-        q1, q2 = self.critic(b.obs, b.action)
-        critic_loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
-        metrics.update(critic_target_q=target_q.mean().item(), critic_q1=q1.mean().item(),
-                       critic_q2=q2.mean().item(), critic_loss=critic_loss.item())
-        self.critic_opt.zero_grad(set_to_none=True)
-        critic_loss.backward()
-        self.critic_opt.step()
+        metrics = self.update_critic(b, gamma)
         with torch.no_grad():  # compute_value: einops repeat 'b x -> (b n) x'
             obses = b.obs.repeat_interleave(self.n_value, dim=0)
             vq1, vq2 = self.critic(obses, _truncated_sample(self.actor(obses), self.std, self.clip))

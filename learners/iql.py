@@ -50,8 +50,8 @@ from torch import nn
 
 from replay.batch import Batch
 
-from .common import ConfigBase, OfflineLearner, TwinCritic, mlp, param, set_requires_grad, soft_update, to_float_dict
-from .morse import MorseNetwork, MorsePretraining
+from .common import OfflineLearner, TwinCritic, mlp, param, set_requires_grad, soft_update, to_float_dict
+from .morse import BSTFields, MorseNetwork, MorsePretraining
 from .td3_bst import bst_actor_loss
 
 __all__ = ["IQLConfig", "IQLBSTConfig", "IQL", "GaussianActor", "expectile_loss", "iql_value_loss",
@@ -66,8 +66,9 @@ EXTRACTIONS = ("awr", "bst")
 
 
 @dataclass(frozen=True)
-class IQLConfig(ConfigBase):
-    """IQL hyper-parameters (sizes: bex presets; tau/beta: the IQL paper's locomotion values)."""
+class IQLConfig(BSTFields):
+    """IQL hyper-parameters (sizes: bex presets; tau/beta: the IQL paper's locomotion values); the
+    :class:`BSTFields` apply with ``extraction="bst"`` only."""
 
     hidden_dim: int = param(1024, "Width of the two hidden layers of actor, critics and value.", lo=1)
     batch_size: int = param(1024, "Transitions per gradient step (used by the sampler).", lo=1)
@@ -82,16 +83,6 @@ class IQLConfig(ConfigBase):
     max_weight: float = param(100.0, "Upper clip of the AWR weight (IQL code: 100).", lo=0.0, lo_open=True)
     extraction: str = param("awr", "Policy extraction: 'awr' (IQL) or 'bst' (IQL-BST, Morse-network objective).",
                             choices=EXTRACTIONS)
-    mu: float = param(1.0, "BST temperature: omega = exp((1 - M)/mu) - 1 (unverified default).", lo=0.0,
-                      lo_open=True)
-    normalize_q: bool = param(True, "BST: scale Q by q_scale / mean|Q| as TD3+BC (unverified default).")
-    q_scale: float = param(1.0, "BST: Q weight (numerator of the normalisation if normalize_q).", lo=0.0)
-    detach_omega: bool = param(False, "BST: stop gradients through omega (M) into pi (unverified default).")
-    kernel_scale: float | None = param(None, "Morse RBF scale lambda; None = |A|/2.", lo=0.0, lo_open=True)
-    morse_hidden_dim: int = param(256, "Width of the Morse MLP's three hidden layers.", lo=1)
-    morse_lr: float = param(3e-4, "Adam learning rate of the Morse network.", lo=0.0, hi=1.0, lo_open=True)
-    morse_steps: int = param(100_000, "Morse pretraining steps run by pretrain() (extraction 'bst' only).", lo=0)
-    morse_negatives: int = param(10, "Uniform negative actions per state in the Morse loss.", lo=1)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ re-implementation of TD3-BST; ``lambda`` (``kernel_scale``) defaults to
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -24,9 +25,9 @@ from torch import nn
 
 from replay.batch import Batch
 
-from .common import mlp, to_float_dict
+from .common import ConfigBase, mlp, param, to_float_dict
 
-__all__ = ["MorseNetwork", "MorsePretraining", "morse_loss", "train_morse"]
+__all__ = ["MorseNetwork", "MorsePretraining", "BSTFields", "morse_loss", "train_morse"]
 
 
 class MorseNetwork(nn.Module):
@@ -76,6 +77,22 @@ def train_morse(morse: MorseNetwork, optimizer: torch.optim.Optimizer, sample_ba
         loss.backward()
         optimizer.step()
     return metrics
+
+
+@dataclass(frozen=True)
+class BSTFields(ConfigBase):
+    """Config fields of the BST objective and its Morse network (TD3-BST, IQL-BST configs derive from it)."""
+
+    mu: float = param(1.0, "BST temperature: omega = exp((1 - M)/mu) - 1 (unverified default).", lo=0.0,
+                      lo_open=True)
+    normalize_q: bool = param(True, "Scale Q by q_scale / mean|Q| as TD3+BC (unverified default).")
+    q_scale: float = param(1.0, "Q weight (numerator of the normalisation if normalize_q).", lo=0.0)
+    detach_omega: bool = param(False, "Stop gradients through omega (M) into pi (unverified default).")
+    kernel_scale: float | None = param(None, "Morse RBF scale lambda; None = |A|/2.", lo=0.0, lo_open=True)
+    morse_hidden_dim: int = param(256, "Width of the Morse MLP's three hidden layers.", lo=1)
+    morse_lr: float = param(3e-4, "Adam learning rate of the Morse network.", lo=0.0, hi=1.0, lo_open=True)
+    morse_steps: int = param(100_000, "Morse pretraining steps run by pretrain() (unverified default).", lo=0)
+    morse_negatives: int = param(10, "Uniform negative actions per state in the Morse loss.", lo=1)
 
 
 class MorsePretraining:

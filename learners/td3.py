@@ -64,7 +64,7 @@ from .common import (ConfigBase, DeterministicActor, OfflineLearner, TwinCritic,
                      soft_update, to_float_dict)
 
 __all__ = ["TD3Config", "TD3BCConfig", "TD3", "VARIANTS", "smoothed_target_action", "truncated_noisy_action",
-           "td_target", "critic_loss", "actor_loss", "exorl_actor_loss", "td3_update", "td3_schedule"]
+           "td_target", "critic_loss", "q_bc_objective", "actor_loss", "exorl_actor_loss", "td3_update", "td3_schedule"]
 
 #: ``td3`` = the TD3 paper; ``exorl`` = ExORL's ``agent/td3.py`` (see the module docstring).
 VARIANTS = ("td3", "exorl")
@@ -147,14 +147,12 @@ def critic_loss(critic: TwinCritic, critic_target: TwinCritic, next_policy: Call
     return loss, metrics
 
 
-def actor_loss(actor: nn.Module, critic: TwinCritic, batch: Batch, *, bc_alpha: float = 0.0):
-    """TD3: ``-mean Q1(s, pi(s))``; TD3+BC (Eq. 3): ``-lambda mean Q1 + mean (pi(s) - a)^2``."""
-    pi = actor(batch.obs)
-    q = critic.q1(batch.obs, pi)
+def q_bc_objective(pi: torch.Tensor, q: torch.Tensor, action: torch.Tensor, bc_alpha: float):
+    """``-mean Q`` (TD3), or TD3+BC's ``-lambda mean Q + mean (pi - a)^2`` with ``lambda = bc_alpha / mean|Q|``."""
     metrics = {}
     if bc_alpha > 0:
         lmbda = bc_alpha / q.abs().mean().detach()
-        bc = (pi - batch.action).pow(2).mean()
+        bc = (pi - action).pow(2).mean()
         loss = -lmbda * q.mean() + bc
         metrics["actor/bc_loss"] = bc.detach()
         metrics["actor/lambda"] = lmbda
@@ -163,6 +161,12 @@ def actor_loss(actor: nn.Module, critic: TwinCritic, batch: Batch, *, bc_alpha: 
     metrics["actor/loss"] = loss.detach()
     metrics["actor/q_mean"] = q.detach().mean()
     return loss, metrics
+
+
+def actor_loss(actor: nn.Module, critic: TwinCritic, batch: Batch, *, bc_alpha: float = 0.0):
+    """TD3: ``-mean Q1(s, pi(s))``; TD3+BC (Eq. 3): ``-lambda mean Q1 + mean (pi(s) - a)^2``."""
+    pi = actor(batch.obs)
+    return q_bc_objective(pi, critic.q1(batch.obs, pi), batch.action, bc_alpha)
 
 
 def exorl_actor_loss(actor: nn.Module, critic: TwinCritic, batch: Batch, *, policy_noise: float, noise_clip: float,
@@ -177,18 +181,7 @@ def exorl_actor_loss(actor: nn.Module, critic: TwinCritic, batch: Batch, *, poli
     if noise is None:
         noise = torch.randn(pi.shape, generator=generator, device=pi.device) * policy_noise
     q = critic(batch.obs, truncated_noisy_action(pi, noise, noise_clip)).min(dim=0).values
-    metrics = {}
-    if bc_alpha > 0:
-        lmbda = bc_alpha / q.abs().mean().detach()
-        bc = (pi - batch.action).pow(2).mean()
-        loss = -lmbda * q.mean() + bc
-        metrics["actor/bc_loss"] = bc.detach()
-        metrics["actor/lambda"] = lmbda
-    else:
-        loss = -q.mean()
-    metrics["actor/loss"] = loss.detach()
-    metrics["actor/q_mean"] = q.detach().mean()
-    return loss, metrics
+    return q_bc_objective(pi, q, batch.action, bc_alpha)
 
 
 # --------------------------------------------------------------------------- update step

@@ -34,8 +34,8 @@ from torch import nn
 
 from replay.batch import Batch
 
-from .common import ConfigBase, DeterministicActor, OfflineLearner, TwinCritic, param
-from .morse import MorseNetwork, MorsePretraining
+from .common import DeterministicActor, OfflineLearner, TwinCritic, param
+from .morse import BSTFields, MorseNetwork, MorsePretraining
 from .td3 import td3_update
 
 __all__ = ["TD3BSTConfig", "TD3BST", "bst_weight", "bst_actor_loss"]
@@ -45,8 +45,8 @@ __all__ = ["TD3BSTConfig", "TD3BST", "bst_weight", "bst_actor_loss"]
 
 
 @dataclass(frozen=True)
-class TD3BSTConfig(ConfigBase):
-    """TD3-BST hyper-parameters: TD3 (ExORL defaults) + Morse network + BST objective."""
+class TD3BSTConfig(BSTFields):
+    """TD3-BST hyper-parameters: TD3 (ExORL defaults) + Morse network + BST objective (:class:`BSTFields`)."""
 
     hidden_dim: int = param(1024, "Width of the two hidden layers of actor and critics.", lo=1)
     batch_size: int = param(1024, "Transitions per gradient step (used by the sampler).", lo=1)
@@ -56,16 +56,6 @@ class TD3BSTConfig(ConfigBase):
     policy_noise: float = param(0.2, "Std of the target-policy smoothing noise.", lo=0.0)
     noise_clip: float = param(0.3, "Smoothing noise is clipped to +-noise_clip.", lo=0.0)
     policy_delay: int = param(2, "Critic steps per actor (and target) step.", lo=1)
-    mu: float = param(1.0, "BST temperature: omega = exp((1 - M)/mu) - 1 (unverified default).", lo=0.0,
-                      lo_open=True)
-    normalize_q: bool = param(True, "Scale Q by q_scale / mean|Q| as TD3+BC (unverified default).")
-    q_scale: float = param(1.0, "Q weight (numerator of the normalisation if normalize_q).", lo=0.0)
-    detach_omega: bool = param(False, "Stop gradients through omega (M) into pi (unverified default).")
-    kernel_scale: float | None = param(None, "Morse RBF scale lambda; None = |A|/2.", lo=0.0, lo_open=True)
-    morse_hidden_dim: int = param(256, "Width of the Morse MLP's three hidden layers.", lo=1)
-    morse_lr: float = param(3e-4, "Adam learning rate of the Morse network.", lo=0.0, hi=1.0, lo_open=True)
-    morse_steps: int = param(100_000, "Morse pretraining steps run by pretrain() (unverified default).", lo=0)
-    morse_negatives: int = param(10, "Uniform negative actions per state in the Morse loss.", lo=1)
 
 
 # --------------------------------------------------------------------------- losses
