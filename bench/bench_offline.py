@@ -27,7 +27,7 @@ import os
 import statistics
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -199,7 +199,7 @@ def main(argv=None) -> None:
               f"{args.jobs} at a time", flush=True)
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
             futs = {pool.submit(run_trial, str(data), v, t, s, train_steps, episodes): (v, t, s) for v, t, s in todo}
-            for fut in futs:
+            for fut in as_completed(futs):  # recorded as each finishes: an interruption loses only running ones
                 row = fut.result()
                 append_result(results, row)
                 print(f"{row['variant']:<10} {row['task']:<14} seed {row['seed']}: {row['mean']:7.1f} ± "
