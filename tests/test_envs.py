@@ -104,7 +104,8 @@ def test_evaluate_constant_policy_is_deterministic():
 def test_collection_task_is_the_primal_task_and_can_be_overridden():
     # URLB's primal tasks; quadruped's alphabetically first task (escape) needs OpenGL and other observations
     assert [collection_task(d) for d in ("walker", "quadruped", "cheetah", "hopper")] == ["stand", "walk", "run", "hop"]
-    assert make("quadruped").spec.task == "walk" and env_spec("quadruped").obs_dim == env_spec("quadruped", "run").obs_dim
+    assert make("quadruped").spec.task == "walk"
+    assert env_spec("quadruped").obs_dim == env_spec("quadruped", "run").obs_dim
     assert collection_task("walker", "walker_run") == "run" and collection_task("walker", "walk") == "walk"
     with pytest.raises(ValueError, match="unknown task 'fly' for domain 'walker'"):
         collection_task("walker", "fly")

@@ -195,5 +195,6 @@ def test_paper_sweep_uses_exorl_variants_and_accepts_the_optional_learners():
     assert resolved["td3"].variant == "exorl" and resolved["cql"].variant == "exorl"
     assert [resolved["cql"].option(k) for k in ("importance_sampling", "per_dim_log_prob", "double_tanh")] == \
         [False, True, True]
-    with_optional = SweepConfig.from_dict({**cfg.__dict__, "datasets": ["x"], "learners": cfg.learners + ["iql", "iql_bst"]})
+    with_optional = SweepConfig.from_dict({**cfg.__dict__, "datasets": ["x"],
+                                           "learners": cfg.learners + ["iql", "iql_bst"]})
     assert {make_config(n, preset="paper").extraction for n in with_optional.learners[-2:]} == {"awr", "bst"}
