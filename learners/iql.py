@@ -55,7 +55,7 @@ from .morse import BSTFields, MorseNetwork, MorsePretraining
 from .td3_bst import bst_actor_loss
 
 __all__ = ["IQLConfig", "IQLBSTConfig", "IQL", "GaussianActor", "expectile_loss", "iql_value_loss",
-           "iql_critic_loss", "awr_weights", "awr_actor_loss", "EXTRACTIONS"]
+           "iql_critic_loss", "target_min_q", "awr_weights", "awr_actor_loss", "EXTRACTIONS"]
 
 LOG_STD_MIN, LOG_STD_MAX = -10.0, 2.0
 #: ``awr`` = IQL's advantage-weighted regression; ``bst`` = the BST objective (IQL-BST).
@@ -124,12 +124,16 @@ def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
     return (weight * diff.pow(2)).mean()
 
 
-def iql_value_loss(value: nn.Module, critic_target: TwinCritic, batch: Batch, *, expectile: float):
-    """Eq. 5: expectile regression of ``V(s)`` onto ``min_i Q'_i(s, a)``."""
+def target_min_q(critic_target: TwinCritic, batch: Batch) -> torch.Tensor:
+    """``min_i Q'_i(s, a)`` at the data actions, (B, 1), no gradient: what Eqs. 5 and 7 both read."""
     with torch.no_grad():
-        q = critic_target(batch.obs, batch.action).min(dim=0).values
+        return critic_target(batch.obs, batch.action).min(dim=0).values
+
+
+def iql_value_loss(value: nn.Module, target_q: torch.Tensor, batch: Batch, *, expectile: float):
+    """Eq. 5: expectile regression of ``V(s)`` onto ``target_q = min_i Q'_i(s, a)`` (:func:`target_min_q`)."""
     v = value(batch.obs)
-    loss = expectile_loss(q - v, expectile)
+    loss = expectile_loss(target_q - v, expectile)
     return loss, {"value/loss": loss.detach(), "value/v_mean": v.detach().mean()}
 
 
@@ -148,11 +152,11 @@ def awr_weights(adv: torch.Tensor, beta: float, max_weight: float) -> torch.Tens
     return torch.exp(beta * adv).clamp(max=max_weight)
 
 
-def awr_actor_loss(actor: GaussianActor, critic_target: TwinCritic, value: nn.Module, batch: Batch, *,
+def awr_actor_loss(actor: GaussianActor, target_q: torch.Tensor, value: nn.Module, batch: Batch, *,
                    beta: float, max_weight: float):
-    """Eq. 7: ``-mean w(s, a) log pi(a|s)``, ``w = awr_weights(min_i Q'_i(s, a) - V(s))``."""
+    """Eq. 7: ``-mean w(s, a) log pi(a|s)``, ``w = awr_weights(target_q - V(s))``, ``target_q = min_i Q'_i(s, a)``."""
     with torch.no_grad():
-        adv = critic_target(batch.obs, batch.action).min(dim=0).values - value(batch.obs)
+        adv = target_q - value(batch.obs)
         w = awr_weights(adv, beta, max_weight)
     log_prob = actor.log_prob(batch.obs, batch.action)
     loss = -(w * log_prob).mean()
@@ -187,14 +191,15 @@ class IQL(MorsePretraining, OfflineLearner):
     def update(self, batch: Batch) -> dict[str, float]:
         self._check_pretrained()
         c = self.config
-        v_loss, metrics = iql_value_loss(self.value, self.critic_target, batch, expectile=c.expectile)
+        target_q = target_min_q(self.critic_target, batch)  # the target critics do not change until the end
+        v_loss, metrics = iql_value_loss(self.value, target_q, batch, expectile=c.expectile)
         self.value_opt.zero_grad(set_to_none=True)
         v_loss.backward()
         self.value_opt.step()
 
         set_requires_grad(self.critic, False)  # the BST objective differentiates through Q, not into it
         try:
-            a_loss, a_metrics = self._actor_loss(batch)
+            a_loss, a_metrics = self._actor_loss(batch, target_q)
             self.actor_opt.zero_grad(set_to_none=True)
             a_loss.backward()
         finally:
@@ -211,10 +216,10 @@ class IQL(MorsePretraining, OfflineLearner):
         self.steps += 1
         return to_float_dict(metrics)
 
-    def _actor_loss(self, batch: Batch):
+    def _actor_loss(self, batch: Batch, target_q: torch.Tensor):
         c = self.config
         if c.extraction == "awr":
-            return awr_actor_loss(self.actor, self.critic_target, self.value, batch, beta=c.beta,
+            return awr_actor_loss(self.actor, target_q, self.value, batch, beta=c.beta,
                                   max_weight=c.max_weight)
         return bst_actor_loss(self.actor, self.critic, self.morse, batch, mu=c.mu, normalize_q=c.normalize_q,
                               q_scale=c.q_scale, detach_omega=c.detach_omega, min_q=True)

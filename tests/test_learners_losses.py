@@ -15,7 +15,7 @@ from learners.cql import TanhGaussianActor, cql_critic_loss, cql_penalty
 from learners.crr import crr_actor_loss, crr_advantage, crr_weights
 from learners.morse import MorseNetwork, morse_loss
 from learners.iql import (GaussianActor, awr_actor_loss, awr_weights, expectile_loss, iql_critic_loss,
-                          iql_value_loss)
+                          iql_value_loss, target_min_q)
 from learners.td3 import (actor_loss, critic_loss, exorl_actor_loss, smoothed_target_action, td_target,
                           truncated_noisy_action)
 from learners.td3_bst import bst_actor_loss, bst_weight
@@ -478,7 +478,7 @@ def test_iql_value_and_critic_losses_by_hand():
                    reward=torch.tensor([[1.0], [0.0], [2.0]]), discount=torch.tensor([[1.0], [0.0], [1.0]]))
     target = _first_action_critic((0.0, 1.0))  # min Q' = a_0
     value = _ConstValue(lambda obs: torch.zeros(obs.shape[0], 1, requires_grad=True) + 0.1)
-    loss, _ = iql_value_loss(value, target, batch, expectile=0.7)
+    loss, _ = iql_value_loss(value, target_min_q(target, batch), batch, expectile=0.7)
     u = torch.tensor([0.4, -0.6, 0.0])  # a_0 - V
     assert loss.item() == pytest.approx(((0.7 * (u > 0) + 0.3 * (u < 0)) * u ** 2).mean().item(), rel=1e-6)
     critic = _constant_critic(3, 2, (0.0, 0.0))
@@ -500,7 +500,7 @@ def test_awr_weights_and_actor_loss_by_hand():
         actor.log_std.fill_(math.log(0.5))
     target = _first_action_critic((0.0, 1.0))  # min Q' = a_0: 0.5 and 0.2
     value = _ConstValue(lambda obs: torch.full((obs.shape[0], 1), 0.2))
-    loss, m = awr_actor_loss(actor, target, value, batch, beta=3.0, max_weight=100.0)
+    loss, m = awr_actor_loss(actor, target_min_q(target, batch), value, batch, beta=3.0, max_weight=100.0)
     w = torch.tensor([math.exp(3 * 0.3), 1.0])
     logp = torch.tensor([2 * (-0.5 - math.log(0.5) - 0.5 * math.log(2 * math.pi)),
                          (-0.5 * 0.16 - math.log(0.5) - 0.5 * math.log(2 * math.pi))
