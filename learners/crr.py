@@ -34,7 +34,7 @@ from torch import nn
 from replay.batch import Batch
 
 from .common import ConfigBase, DeterministicActor, OfflineLearner, TwinCritic, param, soft_update, to_float_dict
-from .td3 import critic_loss
+from .td3 import critic_loss, smoothed_target_action
 
 __all__ = ["CRRConfig", "CRR", "crr_weights", "crr_advantage", "crr_actor_loss"]
 
@@ -74,8 +74,8 @@ def crr_weights(adv: torch.Tensor, kind: str, beta: float = 1.0, max_weight: flo
 
 
 def _noisy(mu: torch.Tensor, std: float, clip: float, generator) -> torch.Tensor:
-    eps = (torch.randn(mu.shape, generator=generator, device=mu.device) * std).clamp(-clip, clip)
-    return (mu + eps).clamp(-1.0, 1.0)
+    """``mu`` plus N(0, std^2) noise clipped to +-clip, the action clipped to [-1, 1] (TD3's target smoothing)."""
+    return smoothed_target_action(mu, torch.randn(mu.shape, generator=generator, device=mu.device) * std, clip)
 
 
 @torch.no_grad()
