@@ -341,7 +341,7 @@ def flops_per_update(name: str, B: int, H: int) -> float:
     if name in ("iql", "iql_bst"):
         v_step = train(value) + 2 * fwd(critic)
         c_step = fwd(value) + 2 * train(critic)
-        a_step = (2 * fwd(critic) + fwd(value) + train(actor) if name == "iql"
+        a_step = (fwd(value) + train(actor) if name == "iql"  # reuses the value step's target min Q
                   else train(actor) + 2 * through(critic) + through(morse))
         return v_step + a_step + c_step
     raise ValueError(name)
