@@ -51,7 +51,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from entropy.rewards import KnnRewardTransform
+from bex.entropy.rewards import KnnRewardTransform
 
 from .config import APTConfig
 from .nets import DDPG, adam, ddpg_update, weight_init

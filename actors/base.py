@@ -11,8 +11,8 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from envs import Env
-from replay import Episode
+from bex.envs import Env
+from bex.replay import Episode
 
 
 class Explorer(Protocol):

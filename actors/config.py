@@ -24,8 +24,8 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, ClassVar, Mapping
 
-from entropy.estimators import check_q
-from entropy.prelec import check_alpha, check_beta
+from bex.entropy.estimators import check_q
+from bex.entropy.prelec import check_alpha, check_beta
 
 OBJECTIVES = ("be", "renyi", "shannon")
 KNN_MODES = ("batch", "window", "recent")
@@ -218,7 +218,7 @@ class APTConfig(DDPGConfig):
 
     def reward_config(self):
         """The matching :class:`entropy.rewards.RewardConfig` (M = 512 for the default beta)."""
-        from entropy.rewards import RewardConfig
+        from bex.entropy.rewards import RewardConfig
 
         return RewardConfig(objective=self.objective, k=self.k, alpha=float(self.alpha), beta=self.beta,
                             q=float(self.q), c=float(self.c), avg=self.knn_avg, rms=self.knn_rms,

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from entropy.rewards import RunningMean
+from bex.entropy.rewards import RunningMean
 
 from .config import RNDConfig
 from .nets import DDPG, adam, ddpg_update, weight_init

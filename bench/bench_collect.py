@@ -239,8 +239,8 @@ class ServiceCoreKnn:
     """The KnnService reward path (FAISS batch mode) in process: ``KnnServiceCore.rewards`` without Ray."""
 
     def __init__(self, acfg, threads: int):
-        from actors import BatchKnnReward
-        from cluster.knn_service import KnnServiceCore
+        from bex.actors import BatchKnnReward
+        from bex.cluster.knn_service import KnnServiceCore
 
         self.core = KnnServiceCore(acfg.rep_dim, capacity=1024, num_threads=threads, use_gpu=False)
         self.rc, self.mode = acfg.reward_config(), acfg.knn_mode
@@ -262,8 +262,8 @@ def apt_settings(preset: str, seed_frames: int) -> dict:
 # =========================================================================== 1. random ceiling
 
 def random_ceiling(steps: int) -> dict:
-    from actors import RandomExplorer, run_episode
-    from envs import Env
+    from bex.actors import RandomExplorer, run_episode
+    from bex.envs import Env
 
     env = Env(DOMAIN, TASK, seed=0)
     rng = np.random.default_rng(0)
@@ -288,8 +288,8 @@ def random_ceiling(steps: int) -> dict:
 
 def breakdown(preset: str, seed_frames: int, updates: int, knn_backend: str, threads: int) -> dict:
     """In-process loop past ``seed_frames`` for ``updates`` updates; returns per-part times (s per env step)."""
-    from actors import APTConfig, make_explorer, run_episode
-    from envs import Env
+    from bex.actors import APTConfig, make_explorer, run_episode
+    from bex.envs import Env
 
     env = Env(DOMAIN, TASK, seed=0)
     settings = apt_settings(preset, seed_frames)
@@ -333,7 +333,7 @@ def breakdown(preset: str, seed_frames: int, updates: int, knn_backend: str, thr
 
 def update_vs_urlb(preset: str, ex, rounds: int, threads: int) -> dict:
     """Median seconds per update of bex (in-process k-NN, service k-NN) and URLB on the same batches."""
-    from actors import APTAgent, APTConfig
+    from bex.actors import APTAgent, APTConfig
 
     cfg = ex.cfg
     obs_dim, a_dim = ex.agent.obs_dim, ex.agent.action_dim
@@ -368,8 +368,8 @@ def update_vs_urlb(preset: str, ex, rounds: int, threads: int) -> dict:
 # =========================================================================== 4. end to end through Ray
 
 def end_to_end(preset: str, actors: int, seed_frames: int, steps: int, out: Path) -> dict:
-    from cluster.collect import CollectConfig
-    from cluster.driver import run_collections
+    from bex.cluster.collect import CollectConfig
+    from bex.cluster.driver import run_collections
 
     samples: list[tuple[float, int, float | None]] = []
     t_start = time.perf_counter()
@@ -472,7 +472,7 @@ def main() -> None:
         results[preset] = {"rows": rows, "upd": u, "urlb_loop_ups": urlb_loop_ups, "e2e": {}}
 
         if not args.no_ray:
-            from cluster.runtime import init_ray
+            from bex.cluster.runtime import init_ray
 
             init_ray()  # once, before the timed runs (Ray start-up is not collection time)
             with tempfile.TemporaryDirectory(prefix="bex-bench-collect-") as tmp:

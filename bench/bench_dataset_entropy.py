@@ -62,8 +62,8 @@ def load_avg() -> str:
 
 
 def collect(out: Path, configs: tuple, steps: int, seeds: list[int], reuse: bool, apt_config: dict) -> dict:
-    from cluster.collect import CollectConfig
-    from cluster.driver import run_collections
+    from bex.cluster.collect import CollectConfig
+    from bex.cluster.driver import run_collections
 
     cfgs = []
     for seed in seeds:
@@ -89,8 +89,8 @@ def collect(out: Path, configs: tuple, steps: int, seeds: list[int], reuse: bool
 
 
 def load_states(out: Path, configs: tuple, seeds: list[int]) -> dict:
-    from replay import Dataset
-    from replay.schema import format_param
+    from bex.replay import Dataset
+    from bex.replay.schema import format_param
 
     states = {}
     for seed in seeds:
@@ -140,8 +140,8 @@ def main() -> None:
     if not args.no_collect:
         collect(out, configs, steps, seeds, args.reuse, apt_config)
 
-    from entropy import knn_shannon_entropy
-    from envs import Env
+    from bex.entropy import knn_shannon_entropy
+    from bex.envs import Env
 
     nq = Env("walker", "stand", seed=0).physics.model.nq
     states = load_states(out, configs, seeds)

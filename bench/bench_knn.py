@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import machine_label as common_label  # noqa: E402
 
-from entropy import KnnIndex, RewardConfig, knn_reward  # noqa: E402
+from bex.entropy import KnnIndex, RewardConfig, knn_reward  # noqa: E402
 
 B, D, K = 1024, 512, 12
 
@@ -95,8 +95,8 @@ def main() -> None:
     import faiss
     faiss.omp_set_num_threads(threads)
 
-    from cluster.knn_service import KnnClient
-    from cluster.runtime import init_ray
+    from bex.cluster.knn_service import KnnClient
+    from bex.cluster.runtime import init_ray
 
     peak = matmul_peak(repeats)  # before Ray starts its worker processes
     load0 = os.getloadavg()[0]

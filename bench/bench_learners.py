@@ -46,9 +46,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import machine_label as common_label  # noqa: E402
 
-from learners import make_learner  # noqa: E402
-from learners.common import keep_freed_memory  # noqa: E402
-from replay.batch import Batch  # noqa: E402
+from bex.learners import make_learner  # noqa: E402
+from bex.learners.common import keep_freed_memory  # noqa: E402
+from bex.replay.batch import Batch  # noqa: E402
 
 OBS, ACT = 24, 6  # walker
 CONFIGS = {"paper": {"hidden_dim": 1024, "batch_size": 1024, "lr": 1e-4},

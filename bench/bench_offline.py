@@ -54,7 +54,7 @@ EVAL_SEED = 1000
 
 def dataset_complete(root: Path, steps: int) -> bool:
     """Whether ``root`` holds BE alpha-0.5 partitions with at least ``steps`` transitions in all."""
-    from replay import Dataset
+    from bex.replay import Dataset
 
     try:
         first = Dataset(root, objective="be", param="0.5").load(["is_first"]).is_first
@@ -64,11 +64,11 @@ def dataset_complete(root: Path, steps: int) -> bool:
 
 
 def ensure_dataset(data: Path, steps: int, tasks: list[str]) -> None:
-    from replay import relabel
+    from bex.replay import relabel
 
     if not dataset_complete(data, 2 * steps):
-        from cluster.collect import CollectConfig
-        from cluster.driver import run_collections
+        from bex.cluster.collect import CollectConfig
+        from bex.cluster.driver import run_collections
 
         t0 = time.perf_counter()
         cfgs = [CollectConfig(out=str(data), explorer="apt", objective="be", param=0.5, steps=steps, seed=s,
@@ -84,9 +84,9 @@ def run_trial(data: str, variant: str, task: str, seed: int, train_steps: int, e
     """Train one variant on one task and seed; evaluate it (one torch thread, no Ray)."""
     import torch
 
-    from envs import evaluate, parse_task
-    from learners import make_config, make_learner
-    from replay import Dataset, TransitionSampler
+    from bex.envs import evaluate, parse_task
+    from bex.learners import make_config, make_learner
+    from bex.replay import Dataset, TransitionSampler
 
     torch.set_num_threads(1)
     torch.manual_seed(seed)
@@ -113,7 +113,7 @@ def run_trial(data: str, variant: str, task: str, seed: int, train_steps: int, e
 
 
 def random_returns(task: str, episodes: int) -> dict:
-    from envs import env_spec, evaluate, parse_task, random_policy
+    from bex.envs import env_spec, evaluate, parse_task, random_policy
 
     domain, t = parse_task(task)
     ev = evaluate(random_policy(env_spec(domain, t).action_dim, seed=0), domain, t, episodes=episodes,

@@ -24,8 +24,8 @@ os.environ.setdefault("MUJOCO_GL", "disable")
 import numpy as np
 
 from common import machine_label
-from envs import env_spec
-from replay import Dataset, DatasetWriter, Episode
+from bex.envs import env_spec
+from bex.replay import Dataset, DatasetWriter, Episode
 
 
 def load_exorl(files: list[Path]) -> dict[str, np.ndarray]:

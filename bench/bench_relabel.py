@@ -23,7 +23,7 @@ os.environ.setdefault("MUJOCO_GL", "disable")
 import numpy as np
 
 from common import machine_label
-from envs import Env, TaskReward, task_rewards_exorl
+from bex.envs import Env, TaskReward, task_rewards_exorl
 
 
 def states(domain: str, task: str, n: int, seed: int = 0) -> np.ndarray:
@@ -60,8 +60,8 @@ def main() -> None:
         assert same, "rewards differ"
 
     # parallel: a real dataset relabelled with a process pool of all cores
-    from replay import DatasetWriter, Episode, relabel
-    from replay.relabel import process_pool_map
+    from bex.replay import DatasetWriter, Episode, relabel
+    from bex.replay.relabel import process_pool_map
 
     s = states("walker", "stand", 4 * n, seed=1)
     env = Env("walker", "stand", seed=0)

@@ -45,8 +45,8 @@ def main() -> None:
     ap.add_argument("--actions", type=int, default=3, help="bex n_action_samples = RLlib num_actions")
     args = ap.parse_args()
 
-    from cluster.train import TrialConfig, run_trials
-    from replay import relabel
+    from bex.cluster.train import TrialConfig, run_trials
+    from bex.replay import relabel
 
     relabel(args.data, args.task)
     seeds = [int(s) for s in args.seeds.split(",")]

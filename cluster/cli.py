@@ -133,13 +133,13 @@ def relabel(
     force: bool = typer.Option(False, "--force", help="recompute cached rewards"),
 ):
     """Compute and cache task rewards from the stored physics states."""
-    from replay import Dataset, process_pool_map
-    from replay import relabel as do_relabel
+    from bex.replay import Dataset, process_pool_map
+    from bex.replay import relabel as do_relabel
 
     try:
         dataset = Path(_path(dataset, "dataset", local=True))
         ds = Dataset(dataset)
-        from envs import parse_task
+        from bex.envs import parse_task
 
         tasks = [parse_task(t, ds.env_spec.domain) for t in task]
         map_fn = process_pool_map(workers) if local else None
@@ -175,7 +175,7 @@ def export(dataset: Path = typer.Argument(..., help="dataset root"),
            task: str = typer.Option(..., "--task"),
            out: Path = typer.Option(..., "--out", help="output .npz file")):
     """Export D4RL-style arrays (observations, actions, rewards, next_observations, terminals, timeouts)."""
-    from replay import export_npz
+    from bex.replay import export_npz
 
     try:
         typer.echo(json.dumps(export_npz(_path(dataset, "dataset", local=True), task, out)))

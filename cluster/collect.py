@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from actors import EXPLORERS
-from envs import Env, EnvSpec, check_domain, collection_task
-from replay import DatasetWriter, check_output_root, partition_dir
+from bex.actors import EXPLORERS
+from bex.envs import Env, EnvSpec, check_domain, collection_task
+from bex.replay import DatasetWriter, check_output_root, partition_dir
 
 OBJECTIVES = ("be", "renyi", "shannon")
 PRESETS = ("small", "paper")
@@ -101,7 +101,7 @@ class CollectConfig:
 
     def explorer_settings(self) -> dict:
         """The explorer's config mapping (validated by its strict config class)."""
-        from actors import APTConfig, RNDConfig, SMMConfig
+        from bex.actors import APTConfig, RNDConfig, SMMConfig
 
         if self.explorer == "random":
             if self.explorer_config:
@@ -159,7 +159,7 @@ class ChunkCollector:
     """Collects chunks of episodes in one process and commits each as one file (no Ray here)."""
 
     def __init__(self, cfg: CollectConfig, run_key: str):
-        from actors import RandomExplorer
+        from bex.actors import RandomExplorer
 
         self.cfg = cfg
         self.run_key = run_key
@@ -167,7 +167,7 @@ class ChunkCollector:
         self.explorer_cls = RandomExplorer
 
     def collect(self, chunk: Chunk) -> dict:
-        from actors import run_episode
+        from bex.actors import run_episode
 
         cfg, t0 = self.cfg, time.perf_counter()
         pdir = partition_dir(Path(cfg.out), cfg.domain, cfg.partition_objective, cfg.partition_param, cfg.seed)

@@ -15,7 +15,7 @@ from typing import Callable
 
 
 def run_demo(root: Path, steps: int = 4000, train_steps: int = 2000, echo: Callable[[str], None] = print) -> dict:
-    from replay import relabel
+    from bex.replay import relabel
 
     from .collect import CollectConfig
     from .driver import print_progress, run_collections

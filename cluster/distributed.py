@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from replay import DatasetWriter, Episode, partition_dir
+from bex.replay import DatasetWriter, Episode, partition_dir
 
 from .collect import CollectConfig, episode_seed, node_address, plan_chunks
 from .learned import build_explorer, explorer_state, load_explorer_state, save_checkpoint
@@ -63,7 +63,7 @@ class EnvWorkerCore:
     """Steps one environment with a policy copy; returns segments of an episode (no Ray here)."""
 
     def __init__(self, cfg: CollectConfig, slot: int):
-        from actors import make_explorer
+        from bex.actors import make_explorer
 
         self.cfg, self.slot = cfg, slot
         self.env = cfg.make_env()

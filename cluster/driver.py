@@ -23,8 +23,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
-from replay import atomic_write_bytes, partition_dir
-from replay.schema import dumps
+from bex.replay import atomic_write_bytes, partition_dir
+from bex.replay.schema import dumps
 
 from .collect import ChunkCollector, CollectConfig, prepare_output
 
@@ -257,7 +257,7 @@ def run_collections(cfgs: list[CollectConfig], resume: bool = False,
     from .knn_service import get_knn_service
     from .learned import service_name, uses_service
 
-    from actors import APTConfig
+    from bex.actors import APTConfig
 
     windows: dict[int, int] = {}
     for c in cfgs:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow.parquet as pq
 
-from replay import Dataset
+from bex.replay import Dataset
 
 
 def dataset_info(root) -> dict:

@@ -51,8 +51,8 @@ import numpy as np
 import ray
 from ray.exceptions import ActorUnavailableError, RayActorError
 
-from entropy.knn_index import KnnIndex, check_vectors
-from entropy.rewards import KnnRewardTransform, RewardConfig
+from bex.entropy.knn_index import KnnIndex, check_vectors
+from bex.entropy.rewards import KnnRewardTransform, RewardConfig
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from replay import DatasetWriter, atomic_write_bytes, partition_dir
+from bex.replay import DatasetWriter, atomic_write_bytes, partition_dir
 
 from .collect import Chunk, CollectConfig, chunk_file_name, episode_seed, node_address, plan_chunks
 
@@ -51,7 +51,7 @@ def uses_service(cfg: CollectConfig, knn: dict | None) -> int | None:
     """
     if cfg.explorer != "apt":
         return None
-    from actors import APTConfig
+    from bex.actors import APTConfig
 
     acfg = APTConfig.from_dict(cfg.explorer_settings())
     remote = acfg.knn_mode == "window" or (acfg.knn_mode == "batch" and (knn or {}).get("remote_batch"))
@@ -84,7 +84,7 @@ def load_explorer_state(path: Path, explorer, knn_reward) -> dict | None:
 
 def build_explorer(cfg: CollectConfig, run_key: str, knn: dict | None, spec):
     """The run's explorer; APT's k-NN reward comes from the ``KnnService`` when :func:`uses_service`."""
-    from actors import APTConfig, make_explorer
+    from bex.actors import APTConfig, make_explorer
 
     from .knn_service import KnnClient
 
@@ -112,7 +112,7 @@ class ServiceKnnReward:
     """
 
     def __init__(self, config, run: str, client):
-        from actors import BatchKnnReward
+        from bex.actors import BatchKnnReward
 
         self._local = BatchKnnReward(config)  # only for query(): scores against the last batch
         self.config, self.run, self.client = config, run, client
@@ -175,7 +175,7 @@ class LearnedRunner:
             return dict(base, steps=self.plan[index].steps, reused=True, wall_s=0.0)
         if index != self.next_chunk:
             raise RuntimeError(f"chunk {index} requested but the run is at chunk {self.next_chunk}")
-        from actors import run_episode
+        from bex.actors import run_episode
 
         chunk: Chunk = self.plan[index]
         cfg, t0 = self.cfg, time.perf_counter()

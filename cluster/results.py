@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from replay import atomic_write_bytes
+from bex.replay import atomic_write_bytes
 
 
 def read_trials(run_dir: str | Path) -> list[dict]:

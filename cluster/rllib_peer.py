@@ -146,7 +146,7 @@ def bex_parquet_files(root: str | os.PathLike, **filters) -> list[str]:
     ``ray.data.read_parquet(root)`` reads the whole dataset correctly too (relabel
     caches are ``.arrow``, not Parquet); this selects partitions without listing them.
     """
-    from replay import Dataset
+    from bex.replay import Dataset
 
     return [str(f.path) for f in Dataset(root, **filters).files]
 
@@ -203,8 +203,8 @@ def export_rllib(dataset: str | os.PathLike, task: str, out_dir: str | os.PathLi
     from the relabel cache (computed first where missing).  Returns
     ``{"out", "task", "files", "transitions", "input_read_schema"}``.
     """
-    from envs import parse_task
-    from replay import Dataset, atomic_write_bytes, relabel, transition_rows
+    from bex.envs import parse_task
+    from bex.replay import Dataset, atomic_write_bytes, relabel, transition_rows
 
     ds = Dataset(dataset, **filters)
     if not ds.files:
@@ -251,7 +251,7 @@ def make_gym_env(env_config: dict):
     """A gymnasium view of ``envs.Env`` (flat float32 obs, Box action in [-1, 1]) for RLlib env runners."""
     import gymnasium as gym
 
-    from envs import Env
+    from bex.envs import Env
 
     class BexGymEnv(gym.Env):
         def __init__(self, domain: str, task: str, seed: int | None = None):
@@ -405,7 +405,7 @@ def rllib_trial(config: dict, data: dict | None = None) -> None:
     import torch
     from ray import tune
 
-    from envs import parse_task
+    from bex.envs import parse_task
 
     from .train import TrialConfig, data_key, evaluate_trial, load_offline_data, report_trial
 

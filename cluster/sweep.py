@@ -83,7 +83,7 @@ class SweepConfig:
 
     def datasets_expanded(self) -> list[tuple[str, dict, str, str]]:
         """(path, filters, label, domain) per dataset row."""
-        from replay import Dataset
+        from bex.replay import Dataset
 
         out = []
         for sel in self.datasets:
@@ -104,7 +104,7 @@ class SweepConfig:
 
     def trials(self) -> list[TrialConfig]:
         """Expand the grid; every trial is validated (learner, preset, hyperparameters, task domain)."""
-        from envs import parse_task
+        from bex.envs import parse_task
 
         rows = self.datasets_expanded()
         domains = {r[3] for r in rows}

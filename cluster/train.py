@@ -28,7 +28,7 @@ PRESETS = ("small", "paper")
 
 
 def _learners():
-    import learners
+    import bex.learners as learners
 
     return learners
 
@@ -108,7 +108,7 @@ class OfflineData:
     rewards: dict[str, np.ndarray]   # "domain_task" -> (N,)
 
     def transitions(self, task: str):
-        from replay import Transitions
+        from bex.replay import Transitions
 
         return Transitions(self.obs, self.action, self.rewards[task], self.next_obs, self.discount,
                            np.zeros(len(self.discount), bool))
@@ -120,8 +120,8 @@ def data_key(dataset: str, filters: dict) -> str:
 
 def load_offline_data(dataset: str, filters: dict, tasks: list[str]) -> OfflineData:
     """Load a dataset selection and the cached rewards of ``tasks`` (relabelling missing ones)."""
-    from envs import parse_task
-    from replay import Dataset, relabel, transition_rows
+    from bex.envs import parse_task
+    from bex.replay import Dataset, relabel, transition_rows
 
     ds = Dataset(dataset, **filters)
     if not ds.files:
@@ -147,8 +147,8 @@ def check_trial(cfg: TrialConfig) -> str:
     A dataset whose observation layout differs from the task's (collected on
     ``quadruped_escape``, trained for ``quadruped_walk``) is refused here.
     """
-    from envs import check_layout, parse_task
-    from replay import Dataset
+    from bex.envs import check_layout, parse_task
+    from bex.replay import Dataset
 
     ds = Dataset(cfg.dataset, **cfg.filters)
     if not ds.files:
@@ -173,7 +173,7 @@ def evaluate_trial(policy, cfg: "TrialConfig", domain: str, task: str, step: int
     ``cfg.seed`` only, so every learner of a sweep is scored on the same starts;
     the metrics carry ``eval/at_step`` so later reports can repeat them.
     """
-    from envs import evaluate
+    from bex.envs import evaluate
 
     ev = evaluate(policy, domain, task, episodes=cfg.eval_episodes, seed=10_000 + cfg.seed * 100)
     return dict(ev.metrics("eval"), **{"eval/at_step": step})
@@ -184,9 +184,9 @@ def offline_trial(config: dict, data: dict[str, OfflineData] | None = None) -> N
     import torch
     from ray import tune
 
-    from envs import parse_task
-    from learners import make_learner
-    from replay import TransitionSampler
+    from bex.envs import parse_task
+    from bex.learners import make_learner
+    from bex.replay import TransitionSampler
 
     cfg = TrialConfig.from_dict(config["trial"])
     if cfg.learner.startswith("rllib_"):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from replay.batch import Batch
+from bex.replay.batch import Batch
 
 from .common import ConfigBase, DeterministicActor, OfflineLearner, param, to_float_dict
 

@@ -74,7 +74,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from replay.batch import Batch
+from bex.replay.batch import Batch
 
 from .common import (ConfigBase, OfflineLearner, TwinCritic, make_adam, mlp, param, set_requires_grad, soft_update,
                      to_float_dict)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from replay.batch import Batch
+from bex.replay.batch import Batch
 
 from .common import ConfigBase, DeterministicActor, OfflineLearner, TwinCritic, param, soft_update, to_float_dict
 from .td3 import critic_loss, smoothed_target_action

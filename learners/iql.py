@@ -48,7 +48,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from replay.batch import Batch
+from bex.replay.batch import Batch
 
 from .common import OfflineLearner, TwinCritic, mlp, param, set_requires_grad, soft_update, to_float_dict
 from .morse import BSTFields, MorseNetwork, MorsePretraining

@@ -23,7 +23,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from replay.batch import Batch
+from bex.replay.batch import Batch
 
 from .common import ConfigBase, mlp, param, to_float_dict
 

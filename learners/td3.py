@@ -58,7 +58,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from replay.batch import Batch
+from bex.replay.batch import Batch
 
 from .common import (ConfigBase, DeterministicActor, OfflineLearner, TwinCritic, param, set_requires_grad,
                      soft_update, to_float_dict)

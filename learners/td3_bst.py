@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from replay.batch import Batch
+from bex.replay.batch import Batch
 
 from .common import DeterministicActor, OfflineLearner, TwinCritic, param
 from .morse import BSTFields, MorseNetwork, MorsePretraining

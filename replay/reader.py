@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from envs import EnvSpec, parse_task
+from bex.envs import EnvSpec, parse_task
 
 from .schema import (DATASET_META_FILE, META_KEY, PARTITION_KEYS, PARTITION_META_FILE, REWARD_DIR,
                      SUPPORTED_SCHEMA_VERSIONS)

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from envs import TaskReward, parse_task, relabel_exact
+from bex.envs import TaskReward, parse_task, relabel_exact
 
 from .reader import Dataset
 from .writer import _commit

@@ -27,7 +27,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from envs import EnvSpec
+from bex.envs import EnvSpec
 
 from .schema import (DATASET_META_FILE, PARTITION_META_FILE, SCHEMA_VERSION, Episode, bex_version, dumps,
                      format_param, step_schema)

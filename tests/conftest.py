@@ -18,7 +18,7 @@ def ray_session():
     """An embedded Ray for the whole session (loopback, 2 CPUs); tests mark themselves ``ray``."""
     import ray
 
-    from cluster.runtime import init_ray
+    from bex.cluster.runtime import init_ray
 
     init_ray(num_cpus=2, include_dashboard=False)
     yield ray

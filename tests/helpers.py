@@ -6,8 +6,8 @@ import numpy as np
 
 def collect_episode(domain: str, task: str, seed: int, steps: int, episode_id: str = "ep"):
     """Run random actions in a live env; return (Episode, live rewards per step)."""
-    from envs import Env
-    from replay import Episode
+    from bex.envs import Env
+    from bex.replay import Episode
 
     env = Env(domain, task, seed=seed)
     rng = np.random.default_rng(seed)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from actors import APTAgent, APTConfig, APTExplorer, BatchKnnReward, NStepReplay, RecentKnnReward, WindowKnnReward
-from actors.nets import DDPG, critic_target, ddpg_update, truncated_normal_sample
+from bex.actors import APTAgent, APTConfig, APTExplorer, BatchKnnReward, NStepReplay, RecentKnnReward, WindowKnnReward
+from bex.actors.nets import DDPG, critic_target, ddpg_update, truncated_normal_sample
 
 torch.set_num_threads(1)
 

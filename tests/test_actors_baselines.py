@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from actors import (APTExplorer, RandomExplorer, RNDConfig, RNDExplorer, SMMConfig, SMMExplorer, make_explorer,
+from bex.actors import (APTExplorer, RandomExplorer, RNDConfig, RNDExplorer, SMMConfig, SMMExplorer, make_explorer,
                     run_episode)
 
 torch.set_num_threads(1)
@@ -98,7 +98,7 @@ def test_make_explorer_factory():
 
 @pytest.fixture(scope="module")
 def walker():
-    from envs import make
+    from bex.envs import make
 
     env = make("walker", "stand", seed=0)
     yield env

@@ -5,7 +5,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from replay import Dataset
+from bex.replay import Dataset
 from tests.conftest import BEX
 from tests.helpers import last_json
 
@@ -43,7 +43,7 @@ def test_collect_out_is_a_file(tmp_path):
 
 
 def _small_dataset(root):
-    from replay import DatasetWriter
+    from bex.replay import DatasetWriter
     from tests.helpers import collect_episode
 
     ep, live, spec = collect_episode("walker", "stand", seed=0, steps=40)

@@ -62,7 +62,7 @@ def last_json(text: str) -> dict:
 
 
 def load_steps(root: Path):
-    from replay import Dataset
+    from bex.replay import Dataset
 
     return Dataset(root).load(["episode_id", "step", "is_first"])
 

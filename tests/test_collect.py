@@ -6,9 +6,9 @@ import time
 import numpy as np
 import pytest
 
-from cluster.collect import CollectConfig, plan_chunks
-from cluster.distributed import EnvWorkerCore, LearnerCore
-from replay import Dataset
+from bex.cluster.collect import CollectConfig, plan_chunks
+from bex.cluster.distributed import EnvWorkerCore, LearnerCore
+from bex.replay import Dataset
 from tests.conftest import BEX
 from tests.helpers import kill_descendant, last_json
 
@@ -63,7 +63,7 @@ def test_grid_yaml_validation(tmp_path):
 
 
 def test_grid_expands_the_paper_configs():
-    from cluster.collect_grid import load_grid
+    from bex.cluster.collect_grid import load_grid
 
     paper = load_grid("tune_configs/collect_paper.yaml").runs()
     # alpha x8, q x2, shannon, rnd, smm = 13 datasets per domain, walker and quadruped
@@ -178,7 +178,7 @@ def test_kill_single_process_runner_and_resume(tmp_path):
 @pytest.mark.ray
 def test_queued_runs_report_their_own_wall_time(ray_session, tmp_path):
     """Each summary's clock runs from the run's launch to its end, not to the end of the whole grid."""
-    from cluster.driver import run_collections
+    from bex.cluster.driver import run_collections
 
     cfgs = [CollectConfig(out=str(tmp_path / "d"), domain="walker", explorer="random", steps=n, seed=seed)
             for seed, n in ((0, 2000), (1, 2000))]
@@ -202,8 +202,8 @@ def test_queued_runs_report_their_own_wall_time(ray_session, tmp_path):
 def test_apt_collects_on_the_primal_task_and_relabels_exactly(tmp_path, domain, tasks):
     """APT (BE alpha 0.5, small preset, tiny networks) on each domain's collection task, headless; the
     dataset observes what every evaluated task observes, and relabelled rewards equal a live replay's."""
-    from envs import Env, collection_task, env_spec
-    from replay import relabel
+    from bex.envs import Env, collection_task, env_spec
+    from bex.replay import relabel
 
     cfg = CollectConfig(out=str(tmp_path), domain=domain, explorer="apt", objective="be", param=0.5, steps=1200,
                         actors=2, preset="small", episodes_per_chunk=1,

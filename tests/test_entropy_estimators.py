@@ -9,9 +9,9 @@ from scipy import integrate
 from scipy.spatial.distance import cdist
 from scipy.special import digamma, gammaln
 
-from entropy import (default_beta, knn_behavioral_entropy, knn_renyi_entropy, knn_shannon_entropy,
+from bex.entropy import (default_beta, knn_behavioral_entropy, knn_renyi_entropy, knn_shannon_entropy,
                      prelec_weight)
-from entropy.estimators import log_unit_ball_volume
+from bex.entropy.estimators import log_unit_ball_volume
 
 K = 5
 N = 20_000

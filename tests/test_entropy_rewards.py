@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from entropy import (KnnRewardTransform, RewardConfig, RunningMean, be_reward, default_beta,
+from bex.entropy import (KnnRewardTransform, RewardConfig, RunningMean, be_reward, default_beta,
                      knn_reward, knn_statistic, renyi_reward, shannon_reward)
 
 

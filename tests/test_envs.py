@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from envs import (Env, check_layout, collection_task, env_spec, evaluate, make, parse_task, task_rewards,
+from bex.envs import (Env, check_layout, collection_task, env_spec, evaluate, make, parse_task, task_rewards,
                   task_rewards_exorl)
 
 

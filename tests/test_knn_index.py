@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from entropy import KnnIndex
+from bex.entropy import KnnIndex
 
 
 def brute_force_window(stored: np.ndarray, queries: np.ndarray, k: int, own_rows=None) -> np.ndarray:

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from cluster.knn_service import SNAPSHOT_FILE, KnnServiceCore
-from entropy import RewardConfig, knn_reward
+from bex.cluster.knn_service import SNAPSHOT_FILE, KnnServiceCore
+from bex.entropy import RewardConfig, knn_reward
 
 DIM = 32
 
@@ -112,7 +112,7 @@ def test_core_bad_input():
 # ------------------------------------------------------------------- real Ray
 @pytest.fixture(scope="module")
 def ray_cluster():
-    from cluster.runtime import init_ray
+    from bex.cluster.runtime import init_ray
 
     ray = init_ray(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
@@ -121,7 +121,7 @@ def ray_cluster():
 
 @pytest.mark.ray
 def test_service_named_modes_and_errors(ray_cluster, tmp_path):
-    from cluster.knn_service import KnnClient, get_knn_service
+    from bex.cluster.knn_service import KnnClient, get_knn_service
 
     client = KnnClient(DIM, capacity=400, snapshot_dir=tmp_path, name="knn-modes", namespace="bex-test")
     same = get_knn_service(DIM, name="knn-modes", namespace="bex-test")
@@ -145,7 +145,7 @@ def test_service_named_modes_and_errors(ray_cluster, tmp_path):
 
 @pytest.mark.ray
 def test_service_survives_kill_and_restores_window(ray_cluster, tmp_path):
-    from cluster.knn_service import KnnClient
+    from bex.cluster.knn_service import KnnClient
 
     client = KnnClient(DIM, capacity=1000, snapshot_dir=tmp_path, snapshot_every_s=0.0,
                        name="knn-kill", namespace="bex-test", backoff_s=0.2)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from learners import LEARNERS, PRESETS, make_config, make_learner
-from replay.batch import Batch
+from bex.learners import LEARNERS, PRESETS, make_config, make_learner
+from bex.replay.batch import Batch
 
 torch.set_num_threads(1)
 
@@ -231,7 +231,7 @@ def test_keep_freed_memory_applies_once_and_can_be_turned_off():
     import subprocess
     import sys
 
-    from learners.common import keep_freed_memory
+    from bex.learners.common import keep_freed_memory
 
     make_learner("bc", OBS, ACT, TINY)  # building a learner applies it
     assert keep_freed_memory() is True  # glibc (this machine and CI)

@@ -10,16 +10,16 @@ import math
 import pytest
 import torch
 
-from learners.common import DeterministicActor, TwinCritic
-from learners.cql import TanhGaussianActor, cql_critic_loss, cql_penalty
-from learners.crr import crr_actor_loss, crr_advantage, crr_weights
-from learners.morse import MorseNetwork, morse_loss
-from learners.iql import (GaussianActor, awr_actor_loss, awr_weights, expectile_loss, iql_critic_loss,
+from bex.learners.common import DeterministicActor, TwinCritic
+from bex.learners.cql import TanhGaussianActor, cql_critic_loss, cql_penalty
+from bex.learners.crr import crr_actor_loss, crr_advantage, crr_weights
+from bex.learners.morse import MorseNetwork, morse_loss
+from bex.learners.iql import (GaussianActor, awr_actor_loss, awr_weights, expectile_loss, iql_critic_loss,
                           iql_value_loss, target_min_q)
-from learners.td3 import (actor_loss, critic_loss, exorl_actor_loss, smoothed_target_action, td_target,
+from bex.learners.td3 import (actor_loss, critic_loss, exorl_actor_loss, smoothed_target_action, td_target,
                           truncated_noisy_action)
-from learners.td3_bst import bst_actor_loss, bst_weight
-from replay.batch import Batch
+from bex.learners.td3_bst import bst_actor_loss, bst_weight
+from bex.replay.batch import Batch
 
 torch.set_num_threads(1)
 
@@ -70,7 +70,7 @@ class _first_action_critic:
 
 
 def test_fast_tanh_is_tanh_with_tanh_gradients():
-    from learners.common import fast_tanh
+    from bex.learners.common import fast_tanh
 
     x = torch.linspace(-12, 12, 20001, dtype=torch.float32, requires_grad=True)
     y = fast_tanh(x)
@@ -188,8 +188,8 @@ def test_exorl_actor_loss_is_min_q_at_the_noisy_action():
 
 
 def test_td3_variants_schedule_and_targets():
-    from learners import make_learner
-    from learners.td3 import td3_schedule
+    from bex.learners import make_learner
+    from bex.learners.td3 import td3_schedule
 
     tiny = {"hidden_dim": 8, "batch_size": 4}
     exorl = make_learner("td3", 3, 2, {**tiny, "variant": "exorl"}, seed=0)
@@ -254,7 +254,7 @@ def test_tanh_gaussian_log_prob_matches_change_of_variables():
 
 
 def test_cql_exorl_variant_selects_its_three_options_and_each_can_be_overridden():
-    from learners import make_config
+    from bex.learners import make_config
 
     cql, exorl = make_config("cql"), make_config("cql", {"variant": "exorl"})
     names = ("importance_sampling", "per_dim_log_prob", "double_tanh")
@@ -304,7 +304,7 @@ def test_exorl_double_tanh_and_per_dimension_log_prob():
 
 
 def test_sac_actor_loss_per_dimension_averages_over_action_dims():
-    from learners.cql import sac_actor_loss
+    from bex.learners.cql import sac_actor_loss
 
     class FixedActor(torch.nn.Module):
         def sample(self, obs, generator=None, per_dim=False):
@@ -417,8 +417,8 @@ def test_bst_actor_loss_omega_zero_on_mode_and_known_off_mode():
 
 
 def test_morse_training_separates_data_from_uniform_actions():
-    from learners.common import make_adam
-    from learners.morse import train_morse
+    from bex.learners.common import make_adam
+    from bex.learners.morse import train_morse
 
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)

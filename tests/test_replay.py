@@ -9,9 +9,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from envs import Env, env_spec
-from replay import Dataset, DatasetWriter, Episode, export_npz, relabel, step_schema
-from replay.relabel import process_pool_map
+from bex.envs import Env, env_spec
+from bex.replay import Dataset, DatasetWriter, Episode, export_npz, relabel, step_schema
+from bex.replay.relabel import process_pool_map
 from tests.helpers import collect_episode
 
 WALKER = env_spec("walker", "stand")
@@ -99,8 +99,8 @@ def test_two_writers_same_partition_never_overwrite(tmp_path):
 def test_writer_killed_mid_episode_leaves_nothing_visible(tmp_path):
     code = textwrap.dedent(f"""
         import os, signal, numpy as np
-        from envs import env_spec
-        from replay import DatasetWriter, Episode
+        from bex.envs import env_spec
+        from bex.replay import DatasetWriter, Episode
         spec = env_spec("walker", "stand")
         w = DatasetWriter({str(tmp_path)!r}, spec, "random", None, 0, rows_per_file=10_000)
         def ep(i):

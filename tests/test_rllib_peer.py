@@ -9,9 +9,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from cluster import rllib_peer as rp
-from cluster.train import TrialConfig
-from replay import Dataset, DatasetWriter, relabel
+from bex.cluster import rllib_peer as rp
+from bex.cluster.train import TrialConfig
+from bex.replay import Dataset, DatasetWriter, relabel
 from tests.helpers import collect_episode
 
 
@@ -178,7 +178,7 @@ def test_ray_data_reads_bex_dataset(small_data, ray_session):
 
 @pytest.mark.ray
 def test_rllib_bc_and_cql_as_tune_trials(small_data, ray_session, tmp_path):
-    from cluster.train import run_trials
+    from bex.cluster.train import run_trials
 
     root, _ = small_data
     common = {"dataset": str(root), "task": "walker_stand", "eval_episodes": 1, "steps": 4, "eval_every": 4,

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cluster.sweep import SweepConfig
-from cluster.train import TrialConfig
-from replay import DatasetWriter
+from bex.cluster.sweep import SweepConfig
+from bex.cluster.train import TrialConfig
+from bex.replay import DatasetWriter
 from tests.conftest import BEX
 from tests.helpers import kill_descendant, last_json
 from tests.helpers import collect_episode
@@ -163,7 +163,7 @@ max_concurrent_trials: 2
 
 def test_results_table_uses_only_real_evaluations(tmp_path):
     """Reports between evaluations carry the last one forward; the table and curves must not count them."""
-    from cluster.results import results_table
+    from bex.cluster.results import results_table
 
     def trial(name, label, seed, evals):
         d = tmp_path / name
@@ -187,7 +187,7 @@ def test_results_table_uses_only_real_evaluations(tmp_path):
 
 
 def test_paper_sweep_uses_exorl_variants_and_accepts_the_optional_learners():
-    from learners import make_config
+    from bex.learners import make_config
 
     cfg = SweepConfig.from_yaml("tune_configs/offline_paper.yaml")
     assert cfg.learners == ["td3", "cql", "crr", "td3_bst"] and cfg.preset == "paper" and cfg.steps == 100_000
