@@ -1,42 +1,27 @@
-"""Exploration agents and the collection loop (no Ray)."""
+"""Exploration agents (APT, RND, SMM, random) and the Ray-free collection loop (:mod:`.collect`)."""
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
-
 from .apt import APTAgent, APTExplorer, BatchKnnReward, RecentKnnReward, WindowKnnReward, make_knn_reward
-from .base import Explorer, RandomExplorer, run_episode
+from .base import Explorer, RandomExplorer
+from .collect import (
+                      ChunkCollector,
+                      CollectConfig,
+                      EnvWorkerCore,
+                      LearnedRunner,
+                      LearnerCore,
+                      plan_chunks,
+                      prepare_output,
+                      run_episode,
+)
 from .config import APTConfig, DDPGConfig, RNDConfig, SMMConfig
 from .nstep import NStepBatch, NStepReplay
+from .registry import EXPLORERS, make_explorer
 from .rnd import RNDAgent, RNDExplorer
 from .smm import SMMAgent, SMMExplorer
 
-EXPLORERS = ("random", "apt", "rnd", "smm")
-
-
-def make_explorer(name: str, obs_dim: int, action_dim: int, config: Mapping[str, Any] | None = None,
-                  seed: int = 0, knn_reward: Callable | None = None):
-    """Build the explorer ``name`` (``random``, ``apt``, ``rnd``, ``smm``) from a config mapping.
-
-    ``config`` is validated by the explorer's config class (``APTConfig`` ...;
-    a ``"preset"`` key selects ``small``/``paper``); ``knn_reward`` is only
-    accepted by ``apt``.
-    """
-    config = dict(config or {})
-    if name not in EXPLORERS:
-        raise ValueError(f"unknown explorer {name!r}; allowed: {', '.join(EXPLORERS)}")
-    if knn_reward is not None and name != "apt":
-        raise ValueError(f"explorer {name!r} takes no knn_reward (only 'apt' does)")
-    if name == "random":
-        if config:
-            raise ValueError(f"explorer 'random' takes no config; got key(s) {sorted(config)}")
-        return RandomExplorer(action_dim, seed=seed)
-    if name == "apt":
-        return APTExplorer(obs_dim, action_dim, APTConfig.from_dict(config), seed=seed, knn_reward=knn_reward)
-    if name == "rnd":
-        return RNDExplorer(obs_dim, action_dim, RNDConfig.from_dict(config), seed=seed)
-    return SMMExplorer(obs_dim, action_dim, SMMConfig.from_dict(config), seed=seed)
-
-
 __all__ = ["Explorer", "RandomExplorer", "run_episode", "APTAgent", "APTExplorer", "APTConfig", "BatchKnnReward",
-           "WindowKnnReward", "RecentKnnReward", "make_knn_reward", "DDPGConfig", "RNDConfig", "SMMConfig", "NStepBatch", "NStepReplay",
-           "RNDAgent", "RNDExplorer", "SMMAgent", "SMMExplorer", "EXPLORERS", "make_explorer"]
+           "WindowKnnReward", "RecentKnnReward", "make_knn_reward", "DDPGConfig", "RNDConfig", "SMMConfig",
+           "NStepBatch", "NStepReplay", "RNDAgent", "RNDExplorer", "SMMAgent", "SMMExplorer", "EXPLORERS",
+           "make_explorer",
+           "CollectConfig", "ChunkCollector", "LearnedRunner", "LearnerCore", "EnvWorkerCore", "plan_chunks",
+           "prepare_output"]

@@ -51,10 +51,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from bex.core.nn import make_adam, orthogonal_init
 from bex.entropy.rewards import KnnRewardTransform
 
 from .config import APTConfig
-from .nets import DDPG, adam, ddpg_update, weight_init
+from .nets import DDPG, DDPGAgent, ddpg_update
 from .nstep import NStepBatch, NStepReplay, ReplayExplorer
 
 KnnRewardFn = Callable[[torch.Tensor], torch.Tensor]
@@ -266,7 +267,7 @@ class ICM(nn.Module):
                                          nn.Linear(hidden_dim, rep_dim))
         self.backward_net = nn.Sequential(nn.Linear(2 * rep_dim, hidden_dim), nn.ReLU(),
                                           nn.Linear(hidden_dim, action_dim), nn.Tanh())
-        self.apply(weight_init)
+        self.apply(orthogonal_init)
 
     def rep(self, obs: torch.Tensor) -> torch.Tensor:
         return self.trunk(obs)
@@ -297,8 +298,10 @@ def _forked_init(seed: int, build: Callable[[], Any]) -> Any:
         return build()
 
 
-class APTAgent:
+class APTAgent(DDPGAgent):
     """ICM-APT networks, optimisers and update (no replay, no environment)."""
+
+    checkpoint_parts = ("ddpg", "icm", "icm_opt")
 
     def __init__(self, obs_dim: int, action_dim: int, config: APTConfig | Mapping[str, Any] | None = None,
                  knn_reward: KnnRewardFn | None = None, seed: int = 0):
@@ -310,7 +313,7 @@ class APTAgent:
         self.ddpg, self.icm = _forked_init(int(seed), lambda: (
             DDPG(obs_dim, action_dim, self.cfg, self.generator),
             ICM(obs_dim, action_dim, self.cfg.hidden_dim, self.cfg.rep_dim).to(self.device)))
-        self.icm_opt = adam(self.icm.parameters(), self.cfg.lr)
+        self.icm_opt = make_adam(self.icm.parameters(), self.cfg.lr)
         self.knn_reward: KnnRewardFn = knn_reward if knn_reward is not None else make_knn_reward(self.cfg)
         self.num_updates = 0
 
@@ -380,27 +383,15 @@ class APTAgent:
         return metrics
 
     def state_dict(self) -> dict:
-        sd = {"ddpg": self.ddpg.state_dict(), "icm": self.icm.state_dict(), "icm_opt": self.icm_opt.state_dict(),
-              "generator": self.generator.get_state(), "num_updates": self.num_updates}
+        sd = super().state_dict()
         if hasattr(self.knn_reward, "state_dict"):
             sd["knn_reward"] = self.knn_reward.state_dict()
         return sd
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        state = copy.deepcopy(dict(state))  # optimiser states would otherwise share tensors with the source
-        self.ddpg.load_state_dict(state["ddpg"])
-        self.icm.load_state_dict(state["icm"])
-        self.icm_opt.load_state_dict(state["icm_opt"])
-        self.generator.set_state(state["generator"])
-        self.num_updates = int(state["num_updates"])
+        super().load_state_dict(state)
         if "knn_reward" in state and hasattr(self.knn_reward, "load_state_dict"):
-            self.knn_reward.load_state_dict(state["knn_reward"])
-
-    def policy_state(self) -> dict:
-        return self.ddpg.policy_state()
-
-    def load_policy_state(self, state) -> None:
-        self.ddpg.load_policy_state(state)
+            self.knn_reward.load_state_dict(copy.deepcopy(state["knn_reward"]))
 
 
 # --------------------------------------------------------------------------- explorer

@@ -22,19 +22,16 @@ it; the actor's log-prob/entropy metrics are not computed.
 """
 from __future__ import annotations
 
+import copy
+from typing import Any, Mapping
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from bex.core.nn import make_adam, orthogonal_init, soft_update
+
 from .config import DDPGConfig
-
-
-def weight_init(m: nn.Module) -> None:
-    """URLB ``utils.weight_init``: orthogonal Linear weights, zero biases."""
-    if isinstance(m, nn.Linear):
-        nn.init.orthogonal_(m.weight.data)
-        if m.bias is not None:
-            m.bias.data.fill_(0.0)
 
 
 class Actor(nn.Module):
@@ -45,7 +42,7 @@ class Actor(nn.Module):
         self.trunk = nn.Sequential(nn.Linear(obs_dim, hidden_dim), nn.LayerNorm(hidden_dim), nn.Tanh())
         self.policy = nn.Sequential(nn.Linear(hidden_dim, hidden_dim), nn.ReLU(inplace=True),
                                     nn.Linear(hidden_dim, action_dim))
-        self.apply(weight_init)
+        self.apply(orthogonal_init)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.policy(self.trunk(obs)))
@@ -64,7 +61,7 @@ class Critic(nn.Module):
 
         self.Q1 = head()
         self.Q2 = head()
-        self.apply(weight_init)
+        self.apply(orthogonal_init)
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.trunk(torch.cat([obs, action], dim=-1))
@@ -92,26 +89,6 @@ def critic_target(reward: torch.Tensor, discount: torch.Tensor, target_q1: torch
     return reward + discount * torch.min(target_q1, target_q2)
 
 
-def adam(params, lr: float) -> torch.optim.Adam:
-    """Adam with URLB's defaults, in torch's fused kernel where the device has one (else ``foreach``).
-
-    Same maths as URLB's plain Adam; one kernel per parameter group instead of
-    a dozen per tensor: 12% of a small-preset APT update on CPU (bench_collect.py).
-    """
-    params = list(params)
-    try:
-        return torch.optim.Adam(params, lr=lr, fused=True)
-    except (RuntimeError, TypeError):  # pragma: no cover - old torch / device without the fused kernel
-        return torch.optim.Adam(params, lr=lr, foreach=True)
-
-
-@torch.no_grad()
-def soft_update(net: nn.Module, target: nn.Module, tau: float) -> None:
-    """``target <- tau * net + (1 - tau) * target`` (parameters only, as URLB)."""
-    tps = [tp.data for tp in target.parameters()]
-    torch._foreach_lerp_(tps, [p.data for p in net.parameters()], tau)
-
-
 class DDPG:
     """Actor, twin critic, critic target and their optimisers (no Ray, no replay)."""
 
@@ -133,8 +110,8 @@ class DDPG:
         self.critic_target.load_state_dict(self.critic.state_dict())
         for p in self.critic_target.parameters():
             p.requires_grad_(False)
-        self.actor_opt = adam(self.actor.parameters(), cfg.lr)
-        self.critic_opt = adam(self.critic.parameters(), cfg.lr)
+        self.actor_opt = make_adam(self.actor.parameters(), cfg.lr)
+        self.critic_opt = make_adam(self.critic.parameters(), cfg.lr)
 
     @torch.no_grad()
     def act(self, obs, step: int, eval_mode: bool = False) -> torch.Tensor:
@@ -190,6 +167,37 @@ def ddpg_update(ddpg: DDPG, obs: torch.Tensor, action: torch.Tensor, reward: tor
     ddpg.critic.requires_grad_(True)
     ddpg.actor_opt.step()
 
-    soft_update(ddpg.critic, ddpg.critic_target, cfg.critic_target_tau)
+    soft_update(ddpg.critic_target, ddpg.critic, cfg.critic_target_tau)
     return {"critic/loss": critic_loss.item(), "critic/target_q": target_q.mean().item(),
             "critic/q1": q1.mean().item(), "critic/q2": q2.mean().item(), "actor/loss": actor_loss.item()}
+
+
+class DDPGAgent:
+    """What every DDPG explorer agent (APT, RND, SMM) shares: its checkpoint and the policy it ships to workers.
+
+    A subclass sets ``self.ddpg``, ``self.generator`` and ``self.num_updates``
+    and lists in ``checkpoint_parts`` the attributes (modules, optimisers,
+    running statistics) its checkpoint holds besides those.
+    """
+
+    checkpoint_parts: tuple[str, ...] = ("ddpg",)
+    ddpg: DDPG
+    generator: torch.Generator
+    num_updates: int
+
+    def state_dict(self) -> dict:
+        sd = {name: getattr(self, name).state_dict() for name in self.checkpoint_parts}
+        return dict(sd, generator=self.generator.get_state(), num_updates=self.num_updates)
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        state = copy.deepcopy(dict(state))  # optimiser states would otherwise share tensors with the source
+        for name in self.checkpoint_parts:
+            getattr(self, name).load_state_dict(state[name])
+        self.generator.set_state(state["generator"])
+        self.num_updates = int(state["num_updates"])
+
+    def policy_state(self) -> dict:
+        return self.ddpg.policy_state()
+
+    def load_policy_state(self, state) -> None:
+        self.ddpg.load_policy_state(state)

@@ -223,6 +223,11 @@ class ReplayExplorer:
         """Own-episode neighbours on either side that each batch carries (``local`` of :meth:`NStepReplay.sample`)."""
         return 0
 
+    @property
+    def updates(self) -> int:
+        """Gradient updates made so far (the agent's count; callers read this, not metric keys)."""
+        return self.agent.num_updates
+
     def act(self, obs: np.ndarray, step: int) -> np.ndarray:
         return self.agent.act(self._replay_obs(obs), step)
 

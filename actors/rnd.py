@@ -22,17 +22,17 @@ updated; the running variance is kept in float64.
 """
 from __future__ import annotations
 
-import copy
 from typing import Any, Mapping
 
 import numpy as np
 import torch
 import torch.nn as nn
 
+from bex.core.nn import make_adam, orthogonal_init
 from bex.entropy.rewards import RunningMean
 
 from .config import RNDConfig
-from .nets import DDPG, adam, ddpg_update, weight_init
+from .nets import DDPG, DDPGAgent, ddpg_update
 from .nstep import NStepBatch, NStepReplay, ReplayExplorer
 
 
@@ -51,7 +51,7 @@ class RND(nn.Module):
         self.target = _mlp(obs_dim, hidden_dim, rep_dim)
         for p in self.target.parameters():
             p.requires_grad_(False)
-        self.apply(weight_init)
+        self.apply(orthogonal_init)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """Per-sample prediction error (B, 1)."""
@@ -59,8 +59,10 @@ class RND(nn.Module):
         return torch.square(self.target(x).detach() - self.predictor(x)).mean(dim=-1, keepdim=True)
 
 
-class RNDAgent:
+class RNDAgent(DDPGAgent):
     """DDPG + RND (no replay, no environment)."""
+
+    checkpoint_parts = ("ddpg", "rnd", "rnd_opt", "reward_rms")
 
     def __init__(self, obs_dim: int, action_dim: int, config: RNDConfig | Mapping[str, Any] | None = None,
                  seed: int = 0):
@@ -72,7 +74,7 @@ class RNDAgent:
             torch.manual_seed(int(seed))
             self.ddpg = DDPG(obs_dim, action_dim, self.cfg, self.generator)
             self.rnd = RND(obs_dim, self.cfg.hidden_dim, self.cfg.rnd_rep_dim, self.cfg.obs_clip).to(self.device)
-        self.rnd_opt = adam([p for p in self.rnd.parameters() if p.requires_grad], self.cfg.lr)
+        self.rnd_opt = make_adam([p for p in self.rnd.parameters() if p.requires_grad], self.cfg.lr)
         self.reward_rms = RunningMean()
         self.num_updates = 0
 
@@ -111,25 +113,6 @@ class RNDAgent:
             self.rnd.train()
         return self._scale(err).reshape(-1).cpu().numpy().astype(np.float32)
 
-    def state_dict(self) -> dict:
-        return {"ddpg": self.ddpg.state_dict(), "rnd": self.rnd.state_dict(), "rnd_opt": self.rnd_opt.state_dict(),
-                "reward_rms": self.reward_rms.state_dict(), "generator": self.generator.get_state(),
-                "num_updates": self.num_updates}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        state = copy.deepcopy(dict(state))  # optimiser states would otherwise share tensors with the source
-        self.ddpg.load_state_dict(state["ddpg"])
-        self.rnd.load_state_dict(state["rnd"])
-        self.rnd_opt.load_state_dict(state["rnd_opt"])
-        self.reward_rms.load_state_dict(state["reward_rms"])
-        self.generator.set_state(state["generator"])
-        self.num_updates = int(state["num_updates"])
-
-    def policy_state(self) -> dict:
-        return self.ddpg.policy_state()
-
-    def load_policy_state(self, state) -> None:
-        self.ddpg.load_policy_state(state)
 
 
 class RNDExplorer(ReplayExplorer):

@@ -29,7 +29,6 @@ same reward for each ``[s, z]`` with the VAE decoding the mean code
 """
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any, Mapping
 
@@ -38,8 +37,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from bex.core.nn import make_adam, orthogonal_init
+
 from .config import SMMConfig
-from .nets import DDPG, adam, ddpg_update, weight_init
+from .nets import DDPG, DDPGAgent, ddpg_update
 from .nstep import NStepBatch, NStepReplay, ReplayExplorer
 
 
@@ -54,7 +55,7 @@ class VAE(nn.Module):
         self.enc_logvar = nn.Linear(hidden, code_dim)
         self.dec = nn.Sequential(nn.Linear(code_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
                                  nn.Linear(hidden, in_dim))
-        self.apply(weight_init)
+        self.apply(orthogonal_init)
 
     def loss(self, x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(beta * KL + mean squared error, per-sample summed squared error (B, 1))``."""
@@ -66,8 +67,10 @@ class VAE(nn.Module):
         return self.beta * kle + sq.mean(), sq.sum(dim=1, keepdim=True)
 
 
-class SMMAgent:
+class SMMAgent(DDPGAgent):
     """DDPG on ``[s, z]`` + VAE density + skill discriminator (no replay, no environment)."""
+
+    checkpoint_parts = ("ddpg", "z_pred", "vae", "pred_opt", "vae_opt")
 
     def __init__(self, obs_dim: int, action_dim: int, config: SMMConfig | Mapping[str, Any] | None = None,
                  seed: int = 0):
@@ -82,10 +85,10 @@ class SMMAgent:
             self.z_pred = nn.Sequential(nn.Linear(obs_dim, cfg.hidden_dim), nn.ReLU(),
                                         nn.Linear(cfg.hidden_dim, cfg.hidden_dim), nn.ReLU(),
                                         nn.Linear(cfg.hidden_dim, cfg.z_dim)).to(self.device)
-            self.z_pred.apply(weight_init)
+            self.z_pred.apply(orthogonal_init)
             self.vae = VAE(obs_dim + cfg.z_dim, cfg.vae_hidden_dim, cfg.code_dim, cfg.vae_beta).to(self.device)
-        self.pred_opt = adam(self.z_pred.parameters(), cfg.sp_lr)
-        self.vae_opt = adam(self.vae.parameters(), cfg.vae_lr)
+        self.pred_opt = make_adam(self.z_pred.parameters(), cfg.sp_lr)
+        self.vae_opt = make_adam(self.vae.parameters(), cfg.vae_lr)
         self.num_updates = 0
 
     def act(self, obs_z: np.ndarray, step: int, eval_mode: bool = False) -> np.ndarray:
@@ -127,26 +130,6 @@ class SMMAgent:
                                 reduction="none").unsqueeze(1)
         return self._reward(h_s_z, h_z_s).reshape(-1).cpu().numpy().astype(np.float32)
 
-    def state_dict(self) -> dict:
-        return {"ddpg": self.ddpg.state_dict(), "z_pred": self.z_pred.state_dict(), "vae": self.vae.state_dict(),
-                "pred_opt": self.pred_opt.state_dict(), "vae_opt": self.vae_opt.state_dict(),
-                "generator": self.generator.get_state(), "num_updates": self.num_updates}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        state = copy.deepcopy(dict(state))  # optimiser states would otherwise share tensors with the source
-        self.ddpg.load_state_dict(state["ddpg"])
-        self.z_pred.load_state_dict(state["z_pred"])
-        self.vae.load_state_dict(state["vae"])
-        self.pred_opt.load_state_dict(state["pred_opt"])
-        self.vae_opt.load_state_dict(state["vae_opt"])
-        self.generator.set_state(state["generator"])
-        self.num_updates = int(state["num_updates"])
-
-    def policy_state(self) -> dict:
-        return self.ddpg.policy_state()
-
-    def load_policy_state(self, state) -> None:
-        self.ddpg.load_policy_state(state)
 
 
 class SMMExplorer(ReplayExplorer):

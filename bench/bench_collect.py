@@ -368,7 +368,7 @@ def update_vs_urlb(preset: str, ex, rounds: int, threads: int) -> dict:
 # =========================================================================== 4. end to end through Ray
 
 def end_to_end(preset: str, actors: int, seed_frames: int, steps: int, out: Path) -> dict:
-    from bex.cluster.collect import CollectConfig
+    from bex.actors.collect import CollectConfig
     from bex.cluster.driver import run_collections
 
     samples: list[tuple[float, int, float | None]] = []
@@ -457,7 +457,8 @@ def main() -> None:
         urlb_s, urlb_c = med["URLB ICM-APT"], cpu["URLB ICM-APT"]
         print(f"[3] update vs URLB ICM-APT, same {u['rounds']} batches (B={ex_keep.cfg.batch_size}, "
               f"hidden={ex_keep.cfg.hidden_dim}, rep={ex_keep.cfg.rep_dim}), interleaved, median per update:")
-        print(f"    {'variant':<24} {'CPU ms':>9} {'upd/s':>7} {'vs URLB':>8} | {'wall ms':>9} {'upd/s':>7} {'vs URLB':>8}")
+        print(f"    {'variant':<24} {'CPU ms':>9} {'upd/s':>7} {'vs URLB':>8} | "
+              f"{'wall ms':>9} {'upd/s':>7} {'vs URLB':>8}")
         for name in med:
             c, w = cpu[name], med[name]
             print(f"    {name:<24} {1000 * c:>9.1f} {1 / c:>7.2f} {urlb_c / c:>7.2f}x | {1000 * w:>9.1f} "

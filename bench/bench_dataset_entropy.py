@@ -62,7 +62,7 @@ def load_avg() -> str:
 
 
 def collect(out: Path, configs: tuple, steps: int, seeds: list[int], reuse: bool, apt_config: dict) -> dict:
-    from bex.cluster.collect import CollectConfig
+    from bex.actors.collect import CollectConfig
     from bex.cluster.driver import run_collections
 
     cfgs = []
@@ -134,7 +134,9 @@ def main() -> None:
     os.environ.setdefault("MUJOCO_GL", "disable")
 
     print(f"bench_dataset_entropy: walker, preset small, {steps} steps per dataset, seeds {seeds}, "
-          f"APT knn_mode {args.knn_mode}" + (f" (window {args.knn_window}, local {'k' if args.knn_local is None else args.knn_local})" if apt_config else "") + f", out {out}")
+          f"APT knn_mode {args.knn_mode}"
+          + (f" (window {args.knn_window}, local {'k' if args.knn_local is None else args.knn_local})"
+             if apt_config else "") + f", out {out}")
     print(f"machine: {machine_label()}")
     print(f"start: {load_avg()}")
     if not args.no_collect:

@@ -67,7 +67,7 @@ def ensure_dataset(data: Path, steps: int, tasks: list[str]) -> None:
     from bex.replay import relabel
 
     if not dataset_complete(data, 2 * steps):
-        from bex.cluster.collect import CollectConfig
+        from bex.actors.collect import CollectConfig
         from bex.cluster.driver import run_collections
 
         t0 = time.perf_counter()

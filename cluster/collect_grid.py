@@ -27,52 +27,58 @@ or q) before any actor starts.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from .collect import CollectConfig
-from .yamlconf import load_yaml, strict
+from bex.actors.collect import CollectConfig
+from bex.core import PRESET_NAMES, ConfigBase, param
+
+from .yamlconf import load_yaml
 
 
 @dataclass(frozen=True)
-class GridRun:
-    explorer: str
-    objective: str | None = None
-    alpha: list | float | None = None
-    q: list | float | None = None
-    steps: int | None = None
-    actors: int | None = None
-    explorer_config: dict = field(default_factory=dict)
+class GridRun(ConfigBase):
+    """One entry of a grid's ``runs:`` list (an explorer, and its objective's parameter values)."""
+
+    explorer: str = param(doc="random | apt | rnd | smm")
+    objective: str | None = param(None, "APT's entropy: be | renyi | shannon")
+    alpha: list | float | None = param(None, "BE's alpha, or a list of them (one run each)")
+    q: list | float | None = param(None, "Rényi's q, or a list of them (one run each)")
+    steps: int | None = param(None, "this entry's steps (None: the grid's)", lo=1)
+    actors: int | None = param(None, "this entry's environment workers (None: the grid's)", lo=1)
+    explorer_config: dict = param(doc="explorer settings of this entry only", default_factory=dict)
 
 
 @dataclass(frozen=True)
-class CollectGrid:
-    name: str
-    out: str
-    runs: list
-    domains: list = field(default_factory=lambda: ["walker"])
-    task: str | None = None
-    seeds: list = field(default_factory=lambda: [0])
-    steps: int = 50_000
-    preset: str = "small"
-    actors: int = 1
-    episodes_per_chunk: int = 10
-    max_concurrent_runs: int = 0
-    explorer_config: dict = field(default_factory=dict)
-    apt_config: dict = field(default_factory=dict)
+class CollectGrid(ConfigBase):
+    """A collection grid: runs × domains × seeds (× alpha or q values)."""
+
+    name: str = param(doc="grid name")
+    out: str = param(doc="dataset root every run writes into")
+    runs: list = param(doc="the runs (:class:`GridRun` mappings)")
+    domains: list = param(doc="dm_control domains", default_factory=lambda: ["walker"])
+    task: str | None = param(None, "collection task; None = each domain's primal task")
+    seeds: list = param(doc="run seeds", default_factory=lambda: [0])
+    steps: int = param(50_000, "environment steps of each run", lo=1)
+    preset: str = param("small", "explorer sizes", choices=PRESET_NAMES)
+    actors: int = param(1, "environment workers per run", lo=1)
+    episodes_per_chunk: int = param(10, "episodes per committed file", lo=1)
+    max_concurrent_runs: int = param(0, "runs at once (0: all)", lo=0)
+    explorer_config: dict = param(doc="DDPG settings shared by every learned run", default_factory=dict)
+    apt_config: dict = param(doc="settings of the APT runs only (k, c, knn_mode, ...)", default_factory=dict)
 
     def runs_(self) -> list[CollectConfig]:
         out = []
         for i, r in enumerate(self.runs):
-            if not isinstance(r, dict):
-                raise ValueError(f"runs[{i}] must be a mapping, got {r!r}")
-            run = strict(GridRun, r, f"runs[{i}]")
+            run = GridRun.from_dict(r, where=f"runs[{i}]")
             params = run.alpha if run.objective == "be" else run.q if run.objective == "renyi" else None
             params = params if isinstance(params, list) else [params]
             for domain, seed, p in itertools.product(self.domains, self.seeds, params):
                 out.append(CollectConfig(
-                    out=self.out, domain=domain, task=self.task, explorer=run.explorer, objective=run.objective, param=p,
-                    steps=run.steps or self.steps, actors=run.actors or self.actors, seed=int(seed),
+                    out=self.out, domain=domain, task=self.task, explorer=run.explorer, objective=run.objective,
+                    param=p,
+                    steps=self.steps if run.steps is None else run.steps,
+                    actors=self.actors if run.actors is None else run.actors, seed=seed,
                     preset=self.preset, episodes_per_chunk=self.episodes_per_chunk,
                     explorer_config={} if run.explorer == "random" else
                     {**self.explorer_config, **(self.apt_config if run.explorer == "apt" else {}),
@@ -93,4 +99,4 @@ def load_grid(path: str | Path, out: str | Path | None = None) -> _Loaded:
     d = load_yaml(path, "collection config")
     if isinstance(d, dict) and out is not None:
         d["out"] = str(out)
-    return _Loaded(strict(CollectGrid, d, str(path)))
+    return _Loaded(CollectGrid.from_dict(d, where=str(path)))

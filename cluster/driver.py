@@ -7,7 +7,11 @@ Three kinds of run, multiplexed with one ``ray.wait`` loop:
 * learned explorer, E = 1: one ``LearnedRunner`` actor running URLB's loop,
   a chunk per call;
 * learned explorer, E > 1: one ``LearnerCore`` actor and E ``EnvWorkerCore``
-  actors exchanging segments (``cluster/distributed.py``).
+  actors exchanging segments.
+
+The cores are Ray-free classes of :mod:`bex.actors.collect` (plans, seeds,
+chunk files, checkpoints and exactly-once commits live there); this module only
+wraps them in Ray actors and multiplexes them.
 
 All learned runs share the cluster's one ``KnnService``.  Every actor is created
 with ``max_restarts=-1``; learners and runners also retry their calls after a
@@ -23,10 +27,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
-from bex.replay import atomic_write_bytes, partition_dir
+from bex.actors.collect import ChunkCollector, CollectConfig, EnvWorkerCore, LearnedRunner, LearnerCore, prepare_output
+from bex.replay import atomic_write_bytes
 from bex.replay.schema import dumps
 
-from .collect import ChunkCollector, CollectConfig, prepare_output
+from .knn_service import knn_reward_factory
+from .runtime import node_address
 
 SEGMENT_STEPS = 100
 
@@ -65,11 +71,10 @@ class _Run:
     def summary(self) -> dict:
         wall = self.elapsed()
         s = dict(run_key=self.run_key, config=asdict(self.cfg), env_spec=self.spec.to_dict(), steps=self.steps,
-                 chunks=len(self.chunks), wall_s=wall, env_steps_per_s=(self.steps - self.steps_at_start) / max(wall, 1e-9),
+                 chunks=len(self.chunks), wall_s=wall,
+                 env_steps_per_s=(self.steps - self.steps_at_start) / max(wall, 1e-9),
                  updates=self.updates, nodes=self.nodes, restarts=self.restarts + self.recovered)
-        pdir = partition_dir(Path(self.cfg.out), self.cfg.domain, self.cfg.partition_objective,
-                             self.cfg.partition_param, self.cfg.seed)
-        atomic_write_bytes(pdir / "_bex_run.json", dumps(s).encode())
+        atomic_write_bytes(self.cfg.partition / "_bex_run.json", dumps(s).encode())
         return s
 
     def _count(self, res: dict) -> None:
@@ -87,7 +92,8 @@ class _RandomRun(_Run):
             self.workers, self.finished = [], True
             return []
         n = min(self.cfg.actors, len(self.queue))
-        self.workers = [self.Worker.options(**self.opts).remote(self.cfg, self.run_key) for _ in range(n)]
+        self.workers = [self.Worker.options(**self.opts).remote(self.cfg, self.run_key, node=node_address)
+                        for _ in range(n)]
         for i in range(n):
             self._submit(i)
         return list(self.inflight)
@@ -103,7 +109,7 @@ class _RandomRun(_Run):
             res = self.ray.get(ref)
         except self.ray.exceptions.RayActorError:  # died for good: a fresh actor redoes the chunk
             self.restarts += 1
-            self.workers[i] = self.Worker.options(**self.opts).remote(self.cfg, self.run_key)
+            self.workers[i] = self.Worker.options(**self.opts).remote(self.cfg, self.run_key, node=node_address)
             self.queue.insert(0, chunk)
             res = None
         if res is not None:
@@ -120,11 +126,9 @@ class _LearnedRun(_Run):
     """E = 1: one runner actor, one chunk per call, in order."""
 
     def start(self, ray, opts: dict, knn: dict) -> list:
-        from .learned import LearnedRunner
-
         self.ray = ray
         self.actor = ray.remote(LearnedRunner).options(**dict(opts, max_task_retries=-1)).remote(
-            self.cfg, self.run_key, knn)
+            self.cfg, self.run_key, knn_reward_factory(self.cfg, knn), node=node_address)
         self.next = 0
         self.steps = 0
         return self._submit()
@@ -152,14 +156,12 @@ class _DistributedRun(_Run):
     """E > 1: a learner actor and E environment worker actors."""
 
     def start(self, ray, opts: dict, knn: dict) -> list:
-        from .distributed import EnvWorkerCore, LearnerCore
-
         self.ray = ray
         self.learner = ray.remote(LearnerCore).options(**dict(opts, max_task_retries=-1)).remote(
-            self.cfg, self.run_key, knn)
+            self.cfg, self.run_key, knn_reward_factory(self.cfg, knn), node=node_address)
         wopts = dict(opts, max_task_retries=0, scheduling_strategy="SPREAD",
                      num_cpus=worker_cpus(ray.cluster_resources().get("CPU", 1), self.cfg.actors))
-        self.workers = [ray.remote(EnvWorkerCore).options(**wopts).remote(self.cfg, i)
+        self.workers = [ray.remote(EnvWorkerCore).options(**wopts).remote(self.cfg, i, node=node_address)
                         for i in range(self.cfg.actors)]
         self.inflight = {w.run_segment.remote(self.learner.next_ticket.remote(i), SEGMENT_STEPS): i
                          for i, w in enumerate(self.workers)}
@@ -254,10 +256,9 @@ def run_collections(cfgs: list[CollectConfig], resume: bool = False,
     knn.setdefault("num_cpus", knn_service_cpus(cpus))
     knn.setdefault("num_threads", max(1, int(cpus)) if knn["num_cpus"] == 0 else None)
     # the driver owns the services: they outlive every run's actors and serve the whole grid
-    from .knn_service import get_knn_service
-    from .learned import service_name, uses_service
-
     from bex.actors import APTConfig
+
+    from .knn_service import get_knn_service, service_name, uses_service
 
     windows: dict[int, int] = {}
     for c in cfgs:

@@ -374,3 +374,87 @@ class KnnClient:
 
     def info(self) -> dict[str, Any]:
         return self.call("info")
+
+
+# ---------------------------------------------------------------------------------------------- explorers' side
+def uses_service(cfg, knn: dict | None) -> int | None:
+    """The representation size of the ``KnnService`` a collection run calls, or None when it calls none.
+
+    ``cfg`` is a :class:`bex.actors.collect.CollectConfig`.  APT's ``window``
+    mode shares a ring buffer, so it goes to the cluster's service.  ``batch``
+    mode (URLB's batch-local k-NN, the default) shares no state: it runs in the
+    learner's process with the same exact selection, unless
+    ``knn["remote_batch"]`` asks for the service (e.g. a GPU service node serving
+    CPU learners).  ``recent`` mode needs the learner's replay, so it always runs
+    in process.
+    """
+    if cfg.explorer != "apt":
+        return None
+    from bex.actors import APTConfig
+
+    acfg = APTConfig.from_dict(cfg.explorer_settings())
+    remote = acfg.knn_mode == "window" or (acfg.knn_mode == "batch" and (knn or {}).get("remote_batch"))
+    return acfg.rep_dim if remote else None
+
+
+def service_name(dim: int) -> str:
+    """One ``KnnService`` per representation size (a service's index has one dimension)."""
+    return f"bex-knn-{dim}"
+
+
+class ServiceKnnRewards:
+    """The k-NN reward factory a collection core calls in its own process (picklable: dim and options)."""
+
+    def __init__(self, dim: int, opts: Mapping[str, Any] | None = None):
+        self.dim = int(dim)
+        self.opts = {k: v for k, v in (opts or {}).items() if k != "remote_batch"}
+
+    def __call__(self, config, run_key: str) -> "ServiceKnnReward":
+        client = KnnClient(self.dim, **dict(self.opts, name=service_name(self.dim)))
+        return ServiceKnnReward(config, run_key, client)
+
+
+def knn_reward_factory(cfg, knn: dict | None) -> ServiceKnnRewards | None:
+    """What a collection core of run ``cfg`` builds its k-NN reward with (None: in process)."""
+    dim = uses_service(cfg, knn)
+    return None if dim is None else ServiceKnnRewards(dim, knn)
+
+
+class ServiceKnnReward:
+    """APT's k-NN reward computed by the cluster's ``KnnService`` (the injected callable).
+
+    ``__call__(rep)`` sends the batch of representations to the service (mode
+    ``batch`` = URLB's batch-local k-NN, or ``window``); ``query`` scores single
+    new states against the last batch in process for the dataset's per-step
+    ``reward_intrinsic`` column (diagnostic; with ``knn_rms`` the running mean
+    lives in the service and is not applied there).
+    """
+
+    def __init__(self, config, run: str, client: KnnClient):
+        from bex.actors import BatchKnnReward
+
+        self._local = BatchKnnReward(config)  # only for query(): scores against the last batch
+        self.config, self.run, self.client = config, run, client
+        self.reward_config = config.reward_config()
+        self.calls, self.seconds = 0, 0.0
+
+    def __call__(self, rep):
+        import torch
+
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            r = self.client.rewards(self.run, rep.detach().cpu().numpy(), self.reward_config,
+                                    mode=self.config.knn_mode)
+        self.seconds += time.perf_counter() - t0
+        self.calls += 1
+        self._local._ref = rep.detach()
+        return torch.tensor(np.asarray(r), dtype=torch.float32, device=rep.device)  # copy: Ray returns read-only
+
+    def query(self, rep_q):
+        return self._local.query(rep_q)
+
+    def state_dict(self) -> dict:
+        return {"local": self._local.state_dict()}
+
+    def load_state_dict(self, state) -> None:
+        self._local.load_state_dict(state["local"])

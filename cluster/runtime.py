@@ -41,3 +41,14 @@ def init_ray(address: str | None = None, node_ip: str | None = None, num_cpus: i
     os.environ.setdefault("MUJOCO_GL", "disable")
     ray.init(**opts)
     return ray
+
+
+def node_address() -> str:
+    """This process's Ray node address (the host name outside Ray): the ``node`` of collection reports."""
+    import socket
+
+    import ray
+
+    if ray.is_initialized():
+        return ray.util.get_node_ip_address()
+    return socket.gethostname()

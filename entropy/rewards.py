@@ -34,13 +34,15 @@ tensors are accepted and converted to CPU numpy).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
 import numpy as np
 
-from .estimators import check_q
-from .prelec import check_alpha, check_beta, default_beta, signed_power
+from bex.core import ConfigBase, param
+
+from .estimators import Q_MAX, check_q
+from .prelec import ALPHA_MAX, check_alpha, check_beta, default_beta, signed_power
 
 OBJECTIVES = ("be", "renyi", "shannon")
 
@@ -160,66 +162,39 @@ def knn_reward(distances, objective: str, *, alpha: float = 1.0, beta: float | N
 
 
 @dataclass(frozen=True)
-class RewardConfig:
-    """Typed configuration of a k-NN intrinsic reward (APT defaults from URLB ``icm_apt.yaml``)."""
+class RewardConfig(ConfigBase):
+    """Typed configuration of a k-NN intrinsic reward (APT defaults from URLB ``icm_apt.yaml``).
 
-    objective: str = "be"
-    """``"be"``, ``"renyi"`` or ``"shannon"``."""
-    k: int = 12
-    """Number of neighbours (URLB: 12; the BE paper uses 5-15)."""
-    alpha: float = 0.5
-    """Prelec alpha for BE, ``0 < alpha <= 10``."""
-    beta: float | None = None
-    """Prelec beta for BE; None means ``(log M)**(1 - alpha)``."""
-    M: int = 512
-    """Size used by the default beta (the representation size)."""
-    q: float = 1.1
-    """Rényi order, ``0 < q <= 10``, ``q != 1``."""
-    c: float = 1.0
-    """Constant inside the log / power, ``c > 0`` (URLB: 1)."""
-    avg: bool = True
-    """Average over the k distances (URLB ``knn_avg``) or keep the k-th only."""
-    rms: bool = False
-    """Divide distances by their running mean (URLB ``knn_rms``)."""
-    clip: float = 0.0
-    """Subtract and floor at 0 (URLB ``knn_clip``); negative disables."""
-    include_self: bool = True
-    """Batch mode only: count the point's own zero distance among the k (URLB does)."""
+    :class:`bex.actors.APTConfig` inherits these fields (its reward settings are this config's).
+    """
 
-    def __post_init__(self) -> None:
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"objective={self.objective!r} is unknown: allowed {', '.join(OBJECTIVES)}")
-        if isinstance(self.k, bool) or int(self.k) != self.k or self.k < 1:
-            raise ValueError(f"k={self.k!r} is out of range: allowed integer k >= 1")
-        check_alpha(self.alpha)
-        if self.beta is not None:
-            check_beta(self.beta)
-        if int(self.M) != self.M or self.M < 2:
-            raise ValueError(f"M={self.M!r} is out of range: allowed integer M >= 2")
-        check_q(self.q)
-        _check_c(self.c)
-        if not math.isfinite(float(self.clip)):
-            raise ValueError(f"clip={self.clip!r} is out of range: allowed a finite number")
+    objective: str = param("be", "``\"be\"``, ``\"renyi\"`` or ``\"shannon\"``.", choices=OBJECTIVES)
+    k: int = param(12, "Number of neighbours (URLB: 12; the BE paper uses 5-15).", lo=1)
+    alpha: float = param(0.5, "Prelec alpha of BE, ``0 < alpha <= 10``.", lo=0.0, lo_open=True, hi=ALPHA_MAX)
+    beta: float | None = param(None, "Prelec beta of BE; None means ``(log M)**(1 - alpha)``.", lo=0.0,
+                               lo_open=True)
+    M: int = param(512, "Size used by the default beta (the representation size).", lo=2)
+    q: float = param(1.1, "Rényi order, ``0 < q <= 10``, ``q != 1`` (q = 1 is Shannon).", lo=0.0, lo_open=True,
+                     hi=Q_MAX)
+    c: float = param(1.0, "Constant inside the log / power, ``c > 0`` (URLB: 1).", lo=0.0, lo_open=True)
+    avg: bool = param(True, "Average over the k distances (URLB ``knn_avg``) or keep the k-th only.")
+    rms: bool = param(False, "Divide distances by their running mean (URLB ``knn_rms``).")
+    clip: float = param(0.0, "``max(R - clip, 0)`` per distance (URLB ``knn_clip``); negative disables.")
+    include_self: bool = param(True, "Batch mode only: count the point's own zero distance among the k (URLB does).")
+
+    def check(self) -> None:
+        if self.q == 1.0:
+            raise ValueError(f"{type(self).__name__}.q=1.0 is out of range: allowed 0 < q <= {Q_MAX:g} and q != 1 "
+                             "(q = 1 is Shannon: use objective shannon)")
 
     @property
     def resolved_beta(self) -> float:
         """``beta``, or the default ``(log M)**(1 - alpha)`` when it is None."""
         return default_beta(self.alpha, self.M) if self.beta is None else float(self.beta)
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "RewardConfig":
-        """Build from a mapping; unknown keys and out-of-range values raise ``ValueError`` naming the key."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"RewardConfig: unknown key(s) {unknown}: allowed {sorted(known)}")
-        try:
-            return cls(**dict(d))
-        except ValueError as e:
-            raise ValueError(f"RewardConfig: {e}") from None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def reward_config(self) -> "RewardConfig":
+        """The reward settings alone (for a subclass such as :class:`bex.actors.APTConfig`)."""
+        return RewardConfig(**{f.name: getattr(self, f.name) for f in fields(RewardConfig)})
 
 
 class KnnRewardTransform:

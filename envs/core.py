@@ -195,6 +195,15 @@ class Env:
         return Step(flatten_observation(ts.observation), float(ts.reward or 0.0),
                     float(ts.discount if ts.discount is not None else 1.0), False, last)
 
+    def reseed(self, seed: int) -> None:
+        """Re-seed the task's reset randomness (initial pose, targets) for the next :meth:`reset`.
+
+        dm_control keeps it in the task's private ``_random`` RandomState; this is
+        the one place bex writes it (collection seeds every episode from
+        ``(run seed, episode index)`` so a re-run reproduces it).
+        """
+        self.task._random = np.random.RandomState(int(seed))
+
     def physics_state(self) -> np.ndarray:
         """``qpos, qvel, act`` concatenated (float64 copy)."""
         return np.array(self.physics.get_state(), dtype=np.float64)

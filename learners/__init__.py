@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from .bc import BC, BCConfig
-from .common import PRESETS, ConfigBase
+from .common import PRESETS, ConfigBase, LearnerConfig
 from .cql import CQL, CQLConfig
 from .crr import CRR, CRRConfig
 from .iql import IQL, IQLBSTConfig, IQLConfig
@@ -59,6 +59,7 @@ def _lookup(name: str):
     return LEARNERS[name]
 
 
-__all__ = ["LEARNERS", "PRESETS", "make_learner", "make_config", "ConfigBase", "TD3", "TD3Config", "TD3BCConfig",
+__all__ = ["LEARNERS", "PRESETS", "LearnerConfig", "make_learner", "make_config", "ConfigBase", "TD3", "TD3Config",
+           "TD3BCConfig",
            "CQL", "CQLConfig", "CRR", "CRRConfig", "TD3BST", "TD3BSTConfig", "BC", "BCConfig",
            "IQL", "IQLConfig", "IQLBSTConfig"]

@@ -10,23 +10,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
 from bex.replay.batch import Batch
 
-from .common import ConfigBase, DeterministicActor, OfflineLearner, param, to_float_dict
+from .common import (
+    DeterministicActor,
+    LearnerConfig,
+    OfflineLearner,
+    make_adam,
+    to_float_dict,
+)
 
 __all__ = ["BCConfig", "BC", "bc_loss"]
 
 
 @dataclass(frozen=True)
-class BCConfig(ConfigBase):
-    """Behaviour-cloning hyper-parameters (defaults: ExORL network and optimiser)."""
-
-    hidden_dim: int = param(1024, "Width of the two hidden layers of the actor.", lo=1)
-    batch_size: int = param(1024, "Transitions per gradient step (used by the sampler).", lo=1)
-    lr: float = param(1e-4, "Adam learning rate.", lo=0.0, hi=1.0, lo_open=True)
+class BCConfig(LearnerConfig):
+    """Behaviour-cloning hyper-parameters (defaults: ExORL network and optimiser): :class:`LearnerConfig`'s."""
 
 
 def bc_loss(actor: nn.Module, batch: Batch):
@@ -40,11 +41,9 @@ class BC(OfflineLearner):
 
     config_cls = BCConfig
 
-    def __init__(self, obs_dim: int, action_dim: int, config: BCConfig | None = None,
-                 device: str | torch.device = "cpu", seed: int | None = None):
-        self._setup(obs_dim, action_dim, config, device, seed,
-                    lambda c: {"actor": DeterministicActor(obs_dim, action_dim, c.hidden_dim)},
-                    optimise={"actor": "lr"})
+    def _build(self, c: BCConfig) -> None:
+        self.actor = DeterministicActor(self.obs_dim, self.action_dim, c.hidden_dim).to(self.device)
+        self.actor_opt = make_adam(self.actor.parameters(), c.lr)
 
     def update(self, batch: Batch) -> dict[str, float]:
         loss, metrics = bc_loss(self.actor, batch)

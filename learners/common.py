@@ -27,30 +27,28 @@ Deliberate differences from ExORL, none of which changes the maths:
   small-preset CQL update on this machine).  ``BEX_KEEP_HEAP=0`` turns it off.
 
 Config convention: a learner's config is a frozen dataclass derived from
-:class:`ConfigBase`; every field is declared with :func:`param`, which stores its
-docstring and its allowed range/choices.  ``from_dict`` rejects unknown keys and
-values of the wrong type or out of range with a one-line ``ValueError``.
+:class:`LearnerConfig` (:class:`bex.core.ConfigBase` with the learners' presets);
+every field is declared with :func:`bex.core.param`.
 """
 from __future__ import annotations
 
 import copy
-import dataclasses
-import math
 import os
-import types
-import typing
-from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bex.core import ConfigBase, param
+from bex.core.nn import make_adam, make_generator, seeded, set_requires_grad, soft_update
+
 __all__ = [
-    "keep_freed_memory", "fast_tanh", "FastTanh", "param", "ConfigBase", "PRESETS", "mlp", "DeterministicActor", "TwinCritic",
-    "soft_update", "make_adam", "set_requires_grad", "seeded", "make_generator", "to_float_dict",
-    "act_numpy", "module_state", "load_module_state", "OfflineLearner",
+    "keep_freed_memory", "fast_tanh", "FastTanh", "param", "ConfigBase", "LearnerConfig", "TDConfig", "PRESETS", "mlp",
+    "DeterministicActor", "TwinCritic", "soft_update", "make_adam", "set_requires_grad", "seeded", "make_generator",
+    "to_float_dict", "act_numpy", "module_state", "load_module_state", "OfflineLearner", "target_copy",
 ]
 
 # --------------------------------------------------------------------------- configs
@@ -64,118 +62,26 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def param(default: Any, doc: str, *, lo: float | None = None, hi: float | None = None,
-          lo_open: bool = False, hi_open: bool = False, choices: Sequence[Any] | None = None):
-    """Declare a config field with its docstring and its allowed values.
+@dataclass(frozen=True)
+class LearnerConfig(ConfigBase):
+    """Base of every learner config: :class:`bex.core.ConfigBase` with the learners' :data:`PRESETS`,
+    and the fields every learner has (defaults: ExORL's offline setting)."""
 
-    ``lo``/``hi`` bound numeric fields (closed unless ``lo_open``/``hi_open``);
-    ``choices`` lists the allowed values of a string field.  ``None`` is always
-    allowed for fields annotated ``X | None``.
-    """
-    return field(default=default, metadata={"doc": doc, "lo": lo, "hi": hi, "lo_open": lo_open,
-                                            "hi_open": hi_open, "choices": tuple(choices) if choices else None})
+    hidden_dim: int = param(1024, "Width of the hidden layers of every network (actor, critics, value).", lo=1)
+    batch_size: int = param(1024, "Transitions per gradient step (used by the sampler).", lo=1)
+    lr: float = param(1e-4, "Adam learning rate of every network (and CQL's temperature).", lo=0.0, hi=1.0,
+                      lo_open=True)
 
-
-def _fmt_range(md: dict) -> str:
-    if md["choices"]:
-        return "one of " + ", ".join(repr(c) for c in md["choices"])
-    lo, hi = md["lo"], md["hi"]
-    left = "(" if md["lo_open"] or lo is None else "["
-    right = ")" if md["hi_open"] or hi is None else "]"
-    return f"{left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{right}"
-
-
-def _allowed_types(tp: Any) -> tuple[tuple[type, ...], bool]:
-    """(concrete types, None allowed) of an annotation such as ``float | None``."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        return tuple(a for a in args if a is not type(None)), type(None) in args
-    return (tp,), False
+    _PRESETS: ClassVar[dict[str, dict[str, Any]]] = PRESETS
 
 
 @dataclass(frozen=True)
-class ConfigBase:
-    """Base of every learner config: strict ``from_dict``/``to_dict`` and validation."""
+class TDConfig(LearnerConfig):
+    """A learner with critics: the discount and the Polyak rate of the target networks (ExORL: 0.99, 0.01)."""
 
-    def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            self.validate(f.name, getattr(self, f.name))
-
-    @classmethod
-    def _field(cls, key: str) -> dataclasses.Field:
-        for f in dataclasses.fields(cls):
-            if f.name == key:
-                return f
-        raise ValueError(f"{cls.__name__}: unknown key {key!r}; allowed keys: "
-                         + ", ".join(f.name for f in dataclasses.fields(cls)))
-
-    @classmethod
-    def validate(cls, key: str, value: Any) -> Any:
-        """Check ``value`` for field ``key`` (type, range, choices); return it coerced.
-
-        ints are accepted for float fields (and converted); bools are never
-        accepted as numbers.  Raises a one-line ``ValueError`` naming key, value
-        and the allowed range.
-        """
-        f = cls._field(key)
-        md = f.metadata
-        hints = typing.get_type_hints(cls)
-        allowed, none_ok = _allowed_types(hints[key])
-        name = f"{cls.__name__}.{key}"
-        if value is None:
-            if none_ok:
-                return None
-            raise ValueError(f"{name}=None not allowed; expected {'/'.join(t.__name__ for t in allowed)}")
-        if isinstance(value, bool) and bool not in allowed:
-            raise ValueError(f"{name}={value!r} has type bool; expected {'/'.join(t.__name__ for t in allowed)}")
-        if float in allowed and isinstance(value, (int, np.integer, np.floating)) and not isinstance(value, bool):
-            value = float(value)
-        if int in allowed and isinstance(value, np.integer):
-            value = int(value)
-        if not isinstance(value, allowed):
-            raise ValueError(f"{name}={value!r} has type {type(value).__name__}; "
-                             f"expected {'/'.join(t.__name__ for t in allowed)}")
-        if md.get("choices") and value not in md["choices"]:
-            raise ValueError(f"{name}={value!r} not allowed; must be {_fmt_range(md)}")
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            lo, hi = md.get("lo"), md.get("hi")
-            bad = (isinstance(value, float) and not math.isfinite(value))
-            bad |= lo is not None and (value <= lo if md["lo_open"] else value < lo)
-            bad |= hi is not None and (value >= hi if md["hi_open"] else value > hi)
-            if bad:
-                raise ValueError(f"{name}={value!r} out of range; must be in {_fmt_range(md)}")
-        return value
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None):
-        """Build a config from a plain dict; unknown keys and bad values raise ``ValueError``."""
-        d = dict(d or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"{cls.__name__}: unknown key(s) {', '.join(map(repr, unknown))}; "
-                             f"allowed keys: {', '.join(sorted(known))}")
-        return cls(**{k: cls.validate(k, v) for k, v in d.items()})
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def replace(self, **changes):
-        return type(self).from_dict({**self.to_dict(), **changes})
-
-    @classmethod
-    def preset(cls, name: str, **overrides):
-        """``small`` (hidden 256, batch 256, lr 3e-4) or ``paper`` (ExORL: 1024, 1024, 1e-4)."""
-        if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; allowed: {', '.join(PRESETS)}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        base = {k: v for k, v in PRESETS[name].items() if k in known}
-        return cls.from_dict({**base, **overrides})
-
-    @classmethod
-    def field_docs(cls) -> dict[str, str]:
-        return {f.name: f.metadata.get("doc", "") for f in dataclasses.fields(cls)}
+    gamma: float = param(0.99, "Discount factor; multiplies the batch's env discount.", lo=0.0, hi=1.0)
+    tau: float = param(0.01, "Polyak rate of the target networks (ExORL; the IQL paper uses 0.005).", lo=0.0,
+                       hi=1.0, lo_open=True)
 
 
 # --------------------------------------------------------------------------- networks
@@ -236,11 +142,6 @@ class FastTanh(nn.Module):
         return fast_tanh(x)
 
 
-def _orthogonal_(w: torch.Tensor) -> torch.Tensor:
-    """ExORL's init: orthogonal weight (``nn.init.orthogonal_``); ``w`` stored as (out, in)."""
-    return nn.init.orthogonal_(w)
-
-
 def mlp(in_dim: int, hidden_dim: int, out_dim: int, n_hidden: int = 2, layer_norm: bool = True) -> nn.Sequential:
     """ExORL trunk: ``Linear -> LayerNorm -> Tanh -> (Linear -> ReLU) * (n_hidden-1) -> Linear``.
 
@@ -254,7 +155,7 @@ def mlp(in_dim: int, hidden_dim: int, out_dim: int, n_hidden: int = 2, layer_nor
     layers.append(nn.Linear(hidden_dim, out_dim))
     for m in layers:
         if isinstance(m, nn.Linear):
-            _orthogonal_(m.weight)
+            nn.init.orthogonal_(m.weight)
             nn.init.zeros_(m.bias)
     return nn.Sequential(*layers)
 
@@ -287,7 +188,7 @@ class TwinCritic(nn.Module):
         def w(i, o):
             ws = torch.empty(n, o, i)
             for k in range(n):
-                _orthogonal_(ws[k])
+                nn.init.orthogonal_(ws[k])
             return nn.Parameter(ws.transpose(1, 2).contiguous())
 
         self.w1, self.b1 = w(in_dim, hidden_dim), nn.Parameter(torch.zeros(n, 1, hidden_dim))
@@ -321,61 +222,16 @@ class TwinCritic(nn.Module):
         each action's ``W_a a`` (CQL's 3N + 1 and CRR's m + 1 actions per state).
         """
         M, B, A = actions.shape
-        O = obs.shape[-1]
+        n_obs = obs.shape[-1]
         out = []
         for i in range(self.n):
-            h_s = torch.addmm(self.b1[i, 0], obs, self.w1[i, :O])                  # (B, H)
-            h = torch.mm(actions.reshape(M * B, A), self.w1[i, O:]).view(M, B, -1)  # (M, B, H)
+            h_s = torch.addmm(self.b1[i, 0], obs, self.w1[i, :n_obs])                  # (B, H)
+            h = torch.mm(actions.reshape(M * B, A), self.w1[i, n_obs:]).view(M, B, -1)  # (M, B, H)
             out.append(self._rest(i, (h + h_s).view(M * B, -1)).view(M, B, 1))
         return torch.stack(out)
 
 
 # --------------------------------------------------------------------------- updates
-
-
-@torch.no_grad()
-def soft_update(target: nn.Module, online: nn.Module, tau: float) -> None:
-    """Polyak averaging in place: ``theta' <- (1 - tau) theta' + tau theta`` (one foreach call)."""
-    torch._foreach_lerp_(list(target.parameters()), list(online.parameters()), tau)
-
-
-def make_adam(params: Iterable[torch.nn.Parameter], lr: float) -> torch.optim.Adam:
-    """Adam with the fused kernel where torch supports it on the params' device, else foreach."""
-    params = list(params)
-    try:
-        return torch.optim.Adam(params, lr=lr, fused=True)
-    except (RuntimeError, TypeError):  # pragma: no cover - old torch / unsupported device
-        return torch.optim.Adam(params, lr=lr, foreach=True)
-
-
-def set_requires_grad(module: nn.Module, flag: bool) -> None:
-    for p in module.parameters():
-        p.requires_grad_(flag)
-
-
-class seeded:
-    """Context manager: run the body under ``torch.manual_seed(seed)`` without
-    disturbing the global RNG afterwards (no-op for ``seed=None``)."""
-
-    def __init__(self, seed: int | None):
-        self.seed = seed
-        self._fork = torch.random.fork_rng(devices=[]) if seed is not None else None
-
-    def __enter__(self):
-        if self._fork is not None:
-            self._fork.__enter__()
-            torch.manual_seed(self.seed)
-
-    def __exit__(self, *exc):
-        if self._fork is not None:
-            return self._fork.__exit__(*exc)
-        return False
-
-
-def make_generator(seed: int | None, device: str | torch.device) -> torch.Generator:
-    g = torch.Generator(device=device)
-    g.manual_seed(int(seed) if seed is not None else int(torch.randint(0, 2**62, (1,)).item()))
-    return g
 
 
 def to_float_dict(metrics: dict[str, torch.Tensor | float]) -> dict[str, float]:
@@ -419,49 +275,57 @@ def load_module_state(parts: dict[str, Any], sd: dict[str, Any], generator: torc
 
 
 class OfflineLearner:
-    """The plumbing every offline learner shares; a subclass keeps its own losses and ``update``.
+    """The plumbing every offline learner shares; a subclass keeps its own networks, losses and ``update``.
 
-    :meth:`_setup` stores the config (``config_cls()`` when None) and device,
-    builds ``networks(config)`` under ``seed`` in dict order (so the initial
-    weights depend on the seed alone), a frozen ``<name>_target`` copy of each
-    name in ``targets``, an Adam ``<name>_opt`` for each ``{name: lr_field}`` of
-    ``optimise`` (learning rate ``config.<lr_field>``), the noise generator and
-    ``steps = 0``.  ``act`` runs ``self.actor``; a checkpoint (:meth:`state_dict`) holds all of those parts
-    (:meth:`_parts`, which a subclass may extend), ``steps``, the generator's
-    state and the config.
+    ``Learner(obs_dim, action_dim, config=None, device="cpu", seed=None)`` stores
+    the config (``config_cls()`` when None) and the device, then calls the
+    subclass's :meth:`_build` under :func:`bex.core.nn.seeded` (so the initial
+    weights depend on the seed alone), which names every network, target copy
+    (:func:`target_copy`) and optimiser as an attribute; then it makes the noise
+    generator and sets ``steps = 0``.  ``act`` runs ``self.actor``; a checkpoint
+    (:meth:`state_dict`) holds every module and optimiser attribute
+    (:meth:`_parts`), ``steps``, the generator's state and the config.
     """
 
     config_cls: type
 
-    def _setup(self, obs_dim: int, action_dim: int, config, device, seed: int | None,
-               networks, targets: Sequence[str] = (), optimise: dict[str, str] | None = None):
+    def __init__(self, obs_dim: int, action_dim: int, config=None, device: str | torch.device = "cpu",
+                 seed: int | None = None):
         keep_freed_memory()
         self.config = c = config if config is not None else self.config_cls()
         self.obs_dim, self.action_dim, self.device = obs_dim, action_dim, torch.device(device)
         with seeded(seed):
-            nets = {name: net.to(self.device) for name, net in networks(c).items()}
-        names = list(nets)
-        for name, net in nets.items():
-            setattr(self, name, net)
-        for name in targets:
-            setattr(self, f"{name}_target", copy.deepcopy(nets[name]).requires_grad_(False))
-            names.append(f"{name}_target")
-        for name, lr_field in (optimise or {}).items():
-            setattr(self, f"{name}_opt", make_adam(nets[name].parameters(), getattr(c, lr_field)))
-            names.append(f"{name}_opt")
-        self._part_names = tuple(names)
+            self._build(c)
         self.generator = make_generator(seed, self.device)
         self.steps = 0
-        return c
+
+    def _build(self, c) -> None:
+        """Create the learner's networks and optimisers as attributes (a subclass implements it)."""
+        raise NotImplementedError
+
+    def _actor_critic(self, actor: nn.Module, hidden_dim: int, lr: float) -> None:
+        """``self.actor``, a twin critic ``self.critic`` and its frozen ``self.critic_target``, one Adam each
+        (``self.actor_opt``, ``self.critic_opt``); networks are built in that order (actor first)."""
+        self.actor = actor.to(self.device)
+        self.critic = TwinCritic(self.obs_dim, self.action_dim, hidden_dim).to(self.device)
+        self.critic_target = target_copy(self.critic)
+        self.actor_opt = make_adam(self.actor.parameters(), lr)
+        self.critic_opt = make_adam(self.critic.parameters(), lr)
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         return act_numpy(self.actor, obs, self.device)
 
     def _parts(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self._part_names}
+        """Every module and optimiser attribute, by attribute name (what a checkpoint holds)."""
+        return {name: v for name, v in vars(self).items() if isinstance(v, (nn.Module, torch.optim.Optimizer))}
 
     def state_dict(self) -> dict:
         return module_state(self._parts(), self.steps, self.generator, self.config)
 
     def load_state_dict(self, sd: dict) -> None:
         self.steps = load_module_state(self._parts(), sd, self.generator)
+
+
+def target_copy(net: nn.Module) -> nn.Module:
+    """A frozen copy of ``net`` (a target network: updated by :func:`bex.core.nn.soft_update` only)."""
+    return copy.deepcopy(net).requires_grad_(False)

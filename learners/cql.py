@@ -76,8 +76,17 @@ from torch import nn
 
 from bex.replay.batch import Batch
 
-from .common import (ConfigBase, OfflineLearner, TwinCritic, make_adam, mlp, param, set_requires_grad, soft_update,
-                     to_float_dict)
+from .common import (
+    OfflineLearner,
+    TDConfig,
+    TwinCritic,
+    make_adam,
+    mlp,
+    param,
+    set_requires_grad,
+    soft_update,
+    to_float_dict,
+)
 from .td3 import td_target
 
 __all__ = ["CQLConfig", "CQL", "VARIANTS", "TanhGaussianActor", "cql_penalty", "cql_critic_loss", "sac_actor_loss"]
@@ -91,14 +100,9 @@ VARIANTS = ("cql", "exorl")
 
 
 @dataclass(frozen=True)
-class CQLConfig(ConfigBase):
+class CQLConfig(TDConfig):
     """CQL(H) hyper-parameters (defaults: ExORL offline CQL)."""
 
-    hidden_dim: int = param(1024, "Width of the two hidden layers of actor and critics.", lo=1)
-    batch_size: int = param(1024, "Transitions per gradient step (used by the sampler).", lo=1)
-    lr: float = param(1e-4, "Adam learning rate of actor, critics and temperature.", lo=0.0, hi=1.0, lo_open=True)
-    gamma: float = param(0.99, "Discount factor; multiplies the batch's env discount.", lo=0.0, hi=1.0)
-    tau: float = param(0.01, "Polyak rate of the target critics.", lo=0.0, hi=1.0, lo_open=True)
     cql_alpha: float = param(0.01, "Fixed weight of the conservative penalty (ExORL 0.01; d3rlpy 5.0).", lo=0.0)
     n_action_samples: int = param(3, "Sampled actions per proposal (uniform, pi(s), pi(s')).", lo=1)
     variant: str = param("cql", "'cql' = the CQL paper's estimator, SAC actor; 'exorl' = ExORL's agent/cql.py "
@@ -240,14 +244,11 @@ class CQL(OfflineLearner):
 
     config_cls = CQLConfig
 
-    def __init__(self, obs_dim: int, action_dim: int, config: CQLConfig | None = None,
-                 device: str | torch.device = "cpu", seed: int | None = None):
-        c = self._setup(obs_dim, action_dim, config, device, seed, lambda c: {
-            "actor": TanhGaussianActor(obs_dim, action_dim, c.hidden_dim, double_tanh=c.option("double_tanh")),
-            "critic": TwinCritic(obs_dim, action_dim, c.hidden_dim)},
-            targets=("critic",), optimise={"actor": "lr", "critic": "lr"})
+    def _build(self, c: CQLConfig) -> None:
+        actor = TanhGaussianActor(self.obs_dim, self.action_dim, c.hidden_dim, double_tanh=c.option("double_tanh"))
+        self._actor_critic(actor, c.hidden_dim, c.lr)
         self.log_alpha = nn.Parameter(torch.tensor([math.log(c.init_temperature)], device=self.device))
-        self.target_entropy = -float(action_dim) if c.target_entropy is None else c.target_entropy
+        self.target_entropy = -float(self.action_dim) if c.target_entropy is None else c.target_entropy
         self.alpha_opt = make_adam([self.log_alpha], c.lr)
 
     def update(self, batch: Batch) -> dict[str, float]:
@@ -279,7 +280,7 @@ class CQL(OfflineLearner):
         return to_float_dict(metrics)
 
     def _parts(self):
-        return {**super()._parts(), "alpha_opt": self.alpha_opt, "log_alpha": _TensorHolder(self.log_alpha)}
+        return {**super()._parts(), "log_alpha": _TensorHolder(self.log_alpha)}
 
 
 class _TensorHolder:

@@ -33,7 +33,15 @@ from torch import nn
 
 from bex.replay.batch import Batch
 
-from .common import ConfigBase, DeterministicActor, OfflineLearner, TwinCritic, param, soft_update, to_float_dict
+from .common import (
+    DeterministicActor,
+    OfflineLearner,
+    TDConfig,
+    TwinCritic,
+    param,
+    soft_update,
+    to_float_dict,
+)
 from .td3 import critic_loss, smoothed_target_action
 
 __all__ = ["CRRConfig", "CRR", "crr_weights", "crr_advantage", "crr_actor_loss"]
@@ -43,14 +51,9 @@ __all__ = ["CRRConfig", "CRR", "crr_weights", "crr_advantage", "crr_actor_loss"]
 
 
 @dataclass(frozen=True)
-class CRRConfig(ConfigBase):
+class CRRConfig(TDConfig):
     """CRR hyper-parameters (defaults: ExORL offline CRR)."""
 
-    hidden_dim: int = param(1024, "Width of the two hidden layers of actor and critics.", lo=1)
-    batch_size: int = param(1024, "Transitions per gradient step (used by the sampler).", lo=1)
-    lr: float = param(1e-4, "Adam learning rate of actor and critics.", lo=0.0, hi=1.0, lo_open=True)
-    gamma: float = param(0.99, "Discount factor; multiplies the batch's env discount.", lo=0.0, hi=1.0)
-    tau: float = param(0.01, "Polyak rate of the target critics.", lo=0.0, hi=1.0, lo_open=True)
     actor_std: float = param(0.2, "Fixed std of the Gaussian policy (also the target-action noise).", lo=0.0,
                              lo_open=True)
     std_clip: float = param(0.3, "Policy samples' noise clipped to +-std_clip.", lo=0.0)
@@ -106,12 +109,8 @@ class CRR(OfflineLearner):
 
     config_cls = CRRConfig
 
-    def __init__(self, obs_dim: int, action_dim: int, config: CRRConfig | None = None,
-                 device: str | torch.device = "cpu", seed: int | None = None):
-        self._setup(obs_dim, action_dim, config, device, seed, lambda c: {
-            "actor": DeterministicActor(obs_dim, action_dim, c.hidden_dim),
-            "critic": TwinCritic(obs_dim, action_dim, c.hidden_dim)},
-            targets=("critic",), optimise={"actor": "lr", "critic": "lr"})
+    def _build(self, c: CRRConfig) -> None:
+        self._actor_critic(DeterministicActor(self.obs_dim, self.action_dim, c.hidden_dim), c.hidden_dim, c.lr)
 
     def update(self, batch: Batch) -> dict[str, float]:
         c = self.config

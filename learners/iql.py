@@ -50,7 +50,17 @@ from torch import nn
 
 from bex.replay.batch import Batch
 
-from .common import OfflineLearner, TwinCritic, mlp, param, set_requires_grad, soft_update, to_float_dict
+from .common import (
+    OfflineLearner,
+    TDConfig,
+    TwinCritic,
+    make_adam,
+    mlp,
+    param,
+    set_requires_grad,
+    soft_update,
+    to_float_dict,
+)
 from .morse import BSTFields, MorseNetwork, MorsePretraining
 from .td3_bst import bst_actor_loss
 
@@ -66,16 +76,10 @@ EXTRACTIONS = ("awr", "bst")
 
 
 @dataclass(frozen=True)
-class IQLConfig(BSTFields):
+class IQLConfig(TDConfig, BSTFields):
     """IQL hyper-parameters (sizes: bex presets; tau/beta: the IQL paper's locomotion values); the
     :class:`BSTFields` apply with ``extraction="bst"`` only."""
 
-    hidden_dim: int = param(1024, "Width of the two hidden layers of actor, critics and value.", lo=1)
-    batch_size: int = param(1024, "Transitions per gradient step (used by the sampler).", lo=1)
-    lr: float = param(1e-4, "Adam learning rate of actor, critics and value.", lo=0.0, hi=1.0, lo_open=True)
-    gamma: float = param(0.99, "Discount factor; multiplies the batch's env discount.", lo=0.0, hi=1.0)
-    tau: float = param(0.01, "Polyak rate of the target critics (ExORL; the IQL paper 0.005).", lo=0.0, hi=1.0,
-                       lo_open=True)
     expectile: float = param(0.7, "Expectile tau of the value loss (IQL locomotion: 0.7).", lo=0.0, hi=1.0,
                              lo_open=True, hi_open=True)
     beta: float = param(3.0, "AWR inverse temperature: weight exp(beta * A) (IQL locomotion: 3).", lo=0.0,
@@ -172,20 +176,15 @@ class IQL(MorsePretraining, OfflineLearner):
 
     config_cls = IQLConfig
 
-    def __init__(self, obs_dim: int, action_dim: int, config: IQLConfig | None = None,
-                 device: str | torch.device = "cpu", seed: int | None = None):
-        bst = (config or self.config_cls()).extraction == "bst"
-
-        def networks(c):
-            nets = {"actor": GaussianActor(obs_dim, action_dim, c.hidden_dim),
-                    "critic": TwinCritic(obs_dim, action_dim, c.hidden_dim),
-                    "value": mlp(obs_dim, c.hidden_dim, 1)}
-            if bst:
-                nets["morse"] = MorseNetwork(obs_dim, action_dim, c.morse_hidden_dim, kernel_scale=c.kernel_scale)
-            return nets
-
-        optimise = {"actor": "lr", "critic": "lr", "value": "lr", **({"morse": "morse_lr"} if bst else {})}
-        self._setup(obs_dim, action_dim, config, device, seed, networks, targets=("critic",), optimise=optimise)
+    def _build(self, c: IQLConfig) -> None:
+        self._actor_critic(GaussianActor(self.obs_dim, self.action_dim, c.hidden_dim), c.hidden_dim, c.lr)
+        self.value = mlp(self.obs_dim, c.hidden_dim, 1).to(self.device)
+        self.value_opt = make_adam(self.value.parameters(), c.lr)
+        bst = c.extraction == "bst"
+        if bst:
+            self.morse = MorseNetwork(self.obs_dim, self.action_dim, c.morse_hidden_dim,
+                                      kernel_scale=c.kernel_scale).to(self.device)
+            self.morse_opt = make_adam(self.morse.parameters(), c.morse_lr)
         self._init_morse(bst)
 
     def update(self, batch: Batch) -> dict[str, float]:

@@ -25,7 +25,7 @@ from torch import nn
 
 from bex.replay.batch import Batch
 
-from .common import ConfigBase, mlp, param, to_float_dict
+from .common import LearnerConfig, mlp, param, to_float_dict
 
 __all__ = ["MorseNetwork", "MorsePretraining", "BSTFields", "morse_loss", "train_morse"]
 
@@ -80,7 +80,7 @@ def train_morse(morse: MorseNetwork, optimizer: torch.optim.Optimizer, sample_ba
 
 
 @dataclass(frozen=True)
-class BSTFields(ConfigBase):
+class BSTFields(LearnerConfig):
     """Config fields of the BST objective and its Morse network (TD3-BST, IQL-BST configs derive from it)."""
 
     mu: float = param(1.0, "BST temperature: omega = exp((1 - M)/mu) - 1 (unverified default).", lo=0.0,

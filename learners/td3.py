@@ -60,8 +60,17 @@ from torch import nn
 
 from bex.replay.batch import Batch
 
-from .common import (ConfigBase, DeterministicActor, OfflineLearner, TwinCritic, param, set_requires_grad,
-                     soft_update, to_float_dict)
+from .common import (
+    DeterministicActor,
+    OfflineLearner,
+    TDConfig,
+    TwinCritic,
+    param,
+    set_requires_grad,
+    soft_update,
+    target_copy,
+    to_float_dict,
+)
 
 __all__ = ["TD3Config", "TD3BCConfig", "TD3", "VARIANTS", "smoothed_target_action", "truncated_noisy_action",
            "td_target", "critic_loss", "q_bc_objective", "actor_loss", "exorl_actor_loss", "td3_update", "td3_schedule"]
@@ -76,14 +85,9 @@ EXORL_EPS = 1e-6
 
 
 @dataclass(frozen=True)
-class TD3Config(ConfigBase):
+class TD3Config(TDConfig):
     """TD3 / TD3+BC hyper-parameters (defaults: ExORL offline TD3)."""
 
-    hidden_dim: int = param(1024, "Width of the two hidden layers of actor and critics.", lo=1)
-    batch_size: int = param(1024, "Transitions per gradient step (used by the sampler).", lo=1)
-    lr: float = param(1e-4, "Adam learning rate of actor and critics.", lo=0.0, hi=1.0, lo_open=True)
-    gamma: float = param(0.99, "Discount factor; multiplies the batch's env discount.", lo=0.0, hi=1.0)
-    tau: float = param(0.01, "Polyak rate of the target networks.", lo=0.0, hi=1.0, lo_open=True)
     policy_noise: float = param(0.2, "Std of the target-policy smoothing noise.", lo=0.0)
     noise_clip: float = param(0.3, "Smoothing noise is clipped to +-noise_clip (TD3 paper: 0.5).", lo=0.0)
     policy_delay: int | None = param(None, "Critic steps per actor step; None = 2 (variant td3) or 1 (exorl).",
@@ -242,13 +246,10 @@ class TD3(OfflineLearner):
 
     config_cls = TD3Config
 
-    def __init__(self, obs_dim: int, action_dim: int, config: TD3Config | None = None,
-                 device: str | torch.device = "cpu", seed: int | None = None):
-        exorl = (config or self.config_cls()).variant == "exorl"
-        self._setup(obs_dim, action_dim, config, device, seed, lambda c: {
-            "actor": DeterministicActor(obs_dim, action_dim, c.hidden_dim),
-            "critic": TwinCritic(obs_dim, action_dim, c.hidden_dim)},
-            targets=("critic",) if exorl else ("actor", "critic"), optimise={"actor": "lr", "critic": "lr"})
+    def _build(self, c: TD3Config) -> None:
+        self._actor_critic(DeterministicActor(self.obs_dim, self.action_dim, c.hidden_dim), c.hidden_dim, c.lr)
+        if c.variant != "exorl":  # ExORL's TD3 has no target actor
+            self.actor_target = target_copy(self.actor)
 
     def update(self, batch: Batch) -> dict[str, float]:
         c = self.config

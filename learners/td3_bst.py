@@ -34,9 +34,9 @@ from torch import nn
 
 from bex.replay.batch import Batch
 
-from .common import DeterministicActor, OfflineLearner, TwinCritic, param
+from .common import DeterministicActor, OfflineLearner, TwinCritic, make_adam, target_copy
 from .morse import BSTFields, MorseNetwork, MorsePretraining
-from .td3 import td3_update
+from .td3 import TD3Config, td3_update
 
 __all__ = ["TD3BSTConfig", "TD3BST", "bst_weight", "bst_actor_loss"]
 
@@ -45,17 +45,17 @@ __all__ = ["TD3BSTConfig", "TD3BST", "bst_weight", "bst_actor_loss"]
 
 
 @dataclass(frozen=True)
-class TD3BSTConfig(BSTFields):
-    """TD3-BST hyper-parameters: TD3 (ExORL defaults) + Morse network + BST objective (:class:`BSTFields`)."""
+class TD3BSTConfig(TD3Config, BSTFields):
+    """TD3-BST hyper-parameters: TD3's config (ExORL defaults; the TD3-paper variant, no BC term) + the Morse
+    network and BST objective (:class:`BSTFields`)."""
 
-    hidden_dim: int = param(1024, "Width of the two hidden layers of actor and critics.", lo=1)
-    batch_size: int = param(1024, "Transitions per gradient step (used by the sampler).", lo=1)
-    lr: float = param(1e-4, "Adam learning rate of actor and critics.", lo=0.0, hi=1.0, lo_open=True)
-    gamma: float = param(0.99, "Discount factor; multiplies the batch's env discount.", lo=0.0, hi=1.0)
-    tau: float = param(0.01, "Polyak rate of the target networks.", lo=0.0, hi=1.0, lo_open=True)
-    policy_noise: float = param(0.2, "Std of the target-policy smoothing noise.", lo=0.0)
-    noise_clip: float = param(0.3, "Smoothing noise is clipped to +-noise_clip.", lo=0.0)
-    policy_delay: int = param(2, "Critic steps per actor (and target) step.", lo=1)
+    def check(self) -> None:
+        if self.variant != "td3":
+            raise ValueError(f"TD3BSTConfig.variant={self.variant!r} not allowed; must be 'td3' (TD3-BST keeps "
+                             f"TD3's target actor)")
+        if self.bc_alpha != 0.0:
+            raise ValueError(f"TD3BSTConfig.bc_alpha={self.bc_alpha!r} not allowed; must be 0.0 (BST replaces the "
+                             f"BC term)")
 
 
 # --------------------------------------------------------------------------- losses
@@ -93,13 +93,12 @@ class TD3BST(MorsePretraining, OfflineLearner):
 
     config_cls = TD3BSTConfig
 
-    def __init__(self, obs_dim: int, action_dim: int, config: TD3BSTConfig | None = None,
-                 device: str | torch.device = "cpu", seed: int | None = None):
-        self._setup(obs_dim, action_dim, config, device, seed, lambda c: {
-            "actor": DeterministicActor(obs_dim, action_dim, c.hidden_dim),
-            "critic": TwinCritic(obs_dim, action_dim, c.hidden_dim),
-            "morse": MorseNetwork(obs_dim, action_dim, c.morse_hidden_dim, kernel_scale=c.kernel_scale)},
-            targets=("actor", "critic"), optimise={"actor": "lr", "critic": "lr", "morse": "morse_lr"})
+    def _build(self, c: TD3BSTConfig) -> None:
+        self._actor_critic(DeterministicActor(self.obs_dim, self.action_dim, c.hidden_dim), c.hidden_dim, c.lr)
+        self.morse = MorseNetwork(self.obs_dim, self.action_dim, c.morse_hidden_dim,
+                                  kernel_scale=c.kernel_scale).to(self.device)
+        self.actor_target = target_copy(self.actor)
+        self.morse_opt = make_adam(self.morse.parameters(), c.morse_lr)
         self._init_morse()
 
     def update(self, batch: Batch) -> dict[str, float]:

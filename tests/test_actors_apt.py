@@ -367,7 +367,7 @@ def test_apt_config_unknown_key_presets_and_defaults():
     assert (paper.lr, paper.critic_target_tau, paper.discount, paper.stddev, paper.stddev_clip) == \
         (1e-4, 0.01, 0.99, 0.2, 0.3)
     assert (paper.num_seed_frames, paper.replay_capacity, paper.update_every_steps) == (4000, 1_000_000, 2)
-    assert (paper.knn_avg, paper.knn_rms, paper.knn_clip, paper.objective) == (True, False, 0.0, "shannon")
+    assert (paper.avg, paper.rms, paper.clip, paper.objective) == (True, False, 0.0, "shannon")
     small = APTConfig.preset("small")
     assert small.hidden_dim < paper.hidden_dim and small.rep_dim < paper.rep_dim
     assert APTConfig.from_dict({"preset": "small", "alpha": 2.0}).alpha == 2.0

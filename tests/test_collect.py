@@ -6,8 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from bex.cluster.collect import CollectConfig, plan_chunks
-from bex.cluster.distributed import EnvWorkerCore, LearnerCore
+from bex.actors.collect import CollectConfig, EnvWorkerCore, LearnerCore, plan_chunks
 from bex.replay import Dataset
 from tests.conftest import BEX
 from tests.helpers import kill_descendant, last_json
@@ -37,10 +36,10 @@ def test_plan_chunks_is_exact():
     (["--explorer", "apt", "--objective", "shannon", "--k", "0"], "k=0"),
     (["--explorer", "apt", "--objective", "shannon", "--k", "128"], "k=128 is out of range"),  # small batch 128
     (["--explorer", "apt", "--objective", "tsallis"], "unknown objective 'tsallis'"),
-    (["--explorer", "dqn"], "unknown explorer 'dqn'"),
+    (["--explorer", "dqn"], "CollectConfig.explorer='dqn' not allowed"),
     (["--explorer", "apt", "--domain", "robot"], "unknown domain 'robot'"),
     (["--explorer", "apt", "--objective", "be"], "needs its parameter (--alpha)"),
-    (["--explorer", "rnd", "--preset", "huge"], "unknown preset 'huge'"),
+    (["--explorer", "rnd", "--preset", "huge"], "CollectConfig.preset='huge' not allowed; must be one of 'small', 'paper'"),
     (["--explorer", "apt", "--knn-local", "4"], "knn_local=4 needs knn_mode 'recent'"),
     (["--explorer", "apt", "--knn-mode", "recent", "--knn-local", "-2"], "knn_local=-2 is out of range"),
     (["--explorer", "apt", "--task", "fly"], "unknown task 'fly' for domain 'walker'"),
@@ -57,7 +56,7 @@ def test_collect_bad_input_before_any_actor(tmp_path, args, needle):
 def test_grid_yaml_validation(tmp_path):
     cfg = tmp_path / "g.yaml"
     cfg.write_text("name: g\nout: x\nruns:\n  - {explorer: apt, objective: be, alfa: [0.5]}\n")
-    one_line_error(bex("collect", "--config", cfg), "unknown key(s) ['alfa'] in runs[0]")
+    one_line_error(bex("collect", "--config", cfg), "runs[0]: GridRun: unknown key(s) ['alfa']")
     cfg.write_text("name: g\nout: x\nruns:\n  - {explorer: apt, objective: be, alpha: [0.5, 11]}\n")
     one_line_error(bex("collect", "--config", cfg), "alpha=11.0 is out of range")
 

@@ -13,11 +13,24 @@ import torch
 from bex.learners.common import DeterministicActor, TwinCritic
 from bex.learners.cql import TanhGaussianActor, cql_critic_loss, cql_penalty
 from bex.learners.crr import crr_actor_loss, crr_advantage, crr_weights
+from bex.learners.iql import (
+    GaussianActor,
+    awr_actor_loss,
+    awr_weights,
+    expectile_loss,
+    iql_critic_loss,
+    iql_value_loss,
+    target_min_q,
+)
 from bex.learners.morse import MorseNetwork, morse_loss
-from bex.learners.iql import (GaussianActor, awr_actor_loss, awr_weights, expectile_loss, iql_critic_loss,
-                          iql_value_loss, target_min_q)
-from bex.learners.td3 import (actor_loss, critic_loss, exorl_actor_loss, smoothed_target_action, td_target,
-                          truncated_noisy_action)
+from bex.learners.td3 import (
+    actor_loss,
+    critic_loss,
+    exorl_actor_loss,
+    smoothed_target_action,
+    td_target,
+    truncated_noisy_action,
+)
 from bex.learners.td3_bst import bst_actor_loss, bst_weight
 from bex.replay.batch import Batch
 
@@ -120,7 +133,8 @@ def test_critic_loss_uses_smoothed_clipped_action_and_mask():
     discount = torch.tensor([[1.0], [0.0], [1.0], [1.0]])
     batch = _batch(B=B, act_dim=2, reward=reward, discount=discount)
     # target actor outputs 0.9 (dim 0) / -0.5 (dim 1); noise 0.5 -> clipped 0.3 -> a'_0 = min(1.2, 1) = 1.0
-    target_actor = lambda obs: torch.tensor([0.9, -0.5]).expand(obs.shape[0], 2)
+    def target_actor(obs):
+        return torch.tensor([0.9, -0.5]).expand(obs.shape[0], 2)
     critic = _constant_critic(3, 2, (0.0, 0.0))
     noise = torch.full((B, 2), 0.5)
     _, m = critic_loss(critic, _first_action_critic((0.0, 1.0)), target_actor, batch, gamma=0.9,
@@ -343,7 +357,8 @@ def test_crr_advantage_against_policy_value():
     # Q_i(s, a) = a_0 + offset_i -> min = a_0; policy mean 0.5 with ~zero noise -> V = 0.5
     action = torch.tensor([[0.9, 0.0], [0.1, 0.0], [0.5, 0.3]])
     batch = _batch(B=3, act_dim=2, action=action)
-    actor = lambda obs: torch.tensor([0.5, 0.0]).expand(obs.shape[0], 2)
+    def actor(obs):
+        return torch.tensor([0.5, 0.0]).expand(obs.shape[0], 2)
     adv = crr_advantage(_first_action_critic((0.0, 2.0)), actor, batch, n_value_samples=10, actor_std=1e-9,
                         std_clip=0.3)
     assert torch.allclose(adv, torch.tensor([[0.4], [-0.4], [0.0]]), atol=1e-6)
