@@ -45,7 +45,8 @@ def main() -> None:
     ap.add_argument("--actions", type=int, default=3, help="bex n_action_samples = RLlib num_actions")
     args = ap.parse_args()
 
-    from bex.cluster.train import TrialConfig, run_trials
+    from bex.cluster.train import run_trials
+    from bex.learners.trial import TrialConfig
     from bex.replay import relabel
 
     relabel(args.data, args.task)

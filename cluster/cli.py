@@ -78,8 +78,11 @@ def collect(
     alpha: Optional[float] = typer.Option(None, help="BE Prelec alpha, 0 < alpha <= 10"),
     q: Optional[float] = typer.Option(None, help="Renyi order, 0 < q <= 10, q != 1"),
     k: Optional[int] = typer.Option(None, help="k-NN neighbours (default 12)"),
-    knn_mode: Optional[str] = typer.Option(None, "--knn-mode", help="batch (URLB) | window (shared ring buffer) | recent (last visited states)"),
-    knn_local: Optional[int] = typer.Option(None, "--knn-local", help="recent mode: own-episode neighbours on either side in each sample's reference set (default k, 0 = off)"),
+    knn_mode: Optional[str] = typer.Option(
+        None, "--knn-mode", help="batch (URLB) | window (shared ring buffer) | recent (last visited states)"),
+    knn_local: Optional[int] = typer.Option(
+        None, "--knn-local",
+        help="recent mode: own-episode neighbours on either side in each sample's reference set (default k, 0 = off)"),
     steps: int = typer.Option(10_000, help="environment steps to write (exact)"),
     actors: int = typer.Option(1, help="environment workers (E); random: parallel actors"),
     seed: int = typer.Option(0),
@@ -89,7 +92,8 @@ def collect(
     resume: bool = typer.Option(False, "--resume", help="continue an interrupted collection or grid"),
 ):
     """Explore with Ray actors and write a hive-partitioned Parquet dataset (one run, or a --config grid)."""
-    from .collect import CollectConfig
+    from bex.actors.collect import CollectConfig
+
     from .driver import print_progress, run_collections
 
     try:
@@ -111,8 +115,9 @@ def collect(
             if objective == "be" and q is not None or objective == "renyi" and alpha is not None:
                 raise ValueError(f"objective {objective} takes {'--alpha' if objective == 'be' else '--q'} only")
             extra = {key: v for key, v in (("k", k), ("knn_mode", knn_mode), ("knn_local", knn_local)) if v is not None}
-            cfgs = [CollectConfig(out=_path(out, "--out", local=True), domain=domain, explorer=explorer, objective=objective, param=param,
-                                  task=task, steps=steps, actors=actors, seed=seed, preset=preset,
+            cfgs = [CollectConfig(out=_path(out, "--out", local=True), domain=domain, explorer=explorer,
+                                  objective=objective, param=param, task=task, steps=steps, actors=actors, seed=seed,
+                                  preset=preset,
                                   episodes_per_chunk=episodes_per_chunk, explorer_config=extra).validate()]
             concurrent = 0
         summaries = run_collections(cfgs, resume=resume, progress=print_progress(), max_concurrent_runs=concurrent)
@@ -203,7 +208,9 @@ def train(
     """Train one offline learner as a Tune trial; prints one JSON line of final metrics."""
     import yaml
 
-    from .train import TrialConfig, run_trials
+    from bex.learners.trial import TrialConfig
+
+    from .train import run_trials
 
     try:
         overrides = {}
@@ -214,13 +221,13 @@ def train(
             overrides[k] = yaml.safe_load(v)
         filters = {k: v for k, v in (("objective", objective), ("param", param)) if v is not None}
         steps = steps or 10_000
-        cfg = TrialConfig.from_dict(dict(dataset=_path(dataset, "--dataset", local=True), task=task, learner=learner, preset=preset,
-                                         steps=steps, seed=seed, eval_every=eval_every or steps,
+        cfg = TrialConfig.from_dict(dict(dataset=_path(dataset, "--dataset", local=True), task=task, learner=learner,
+                                         preset=preset, steps=steps, seed=seed, eval_every=eval_every or steps,
                                          eval_episodes=eval_episodes, learner_config=overrides, filters=filters,
                                          report_every=min(1000, steps)))
         name = name or f"train-{learner}-{Path(dataset).name}-{task}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
-        grid = run_trials([cfg], name=name, storage=_path(storage, "--storage"), resources={"cpu": 1}, max_failures=max_failures,
-                          verbose=0)
+        grid = run_trials([cfg], name=name, storage=_path(storage, "--storage"), resources={"cpu": 1},
+                          max_failures=max_failures, verbose=0)
     except (ValueError, FileNotFoundError) as e:
         fail(str(e))
     r = grid[0]
@@ -243,8 +250,8 @@ def sweep(config: Path = typer.Argument(..., help="tune_configs/*.yaml"),
 
     try:
         sc = SweepConfig.from_yaml(config)
-        object.__setattr__(sc, "datasets", [dataclasses.replace(d, path=_path(d.path, "dataset", local=True))
-                                            for d in sc.datasets])
+        sc = dataclasses.replace(sc, datasets=[dataclasses.replace(d, path=_path(d.path, "dataset", local=True))
+                                               for d in sc.datasets])
         trials = sc.trials()
         root = _path(storage or sc.storage, "storage")
         typer.echo(f"[sweep {sc.name}] {len(trials)} trials -> {root}/{sc.name}", err=True)

@@ -15,14 +15,15 @@ from typing import Callable
 
 
 def run_demo(root: Path, steps: int = 4000, train_steps: int = 2000, echo: Callable[[str], None] = print) -> dict:
+    from bex.actors.collect import CollectConfig
+    from bex.learners.trial import TrialConfig
     from bex.replay import relabel
 
-    from .collect import CollectConfig
     from .driver import print_progress, run_collections
     from .info import dataset_info, format_info
     from .relabel import ray_map
     from .results import write_results
-    from .train import TrialConfig, run_trials
+    from .train import run_trials
 
     root = Path(root)
     data = root / "datasets" / "walker"

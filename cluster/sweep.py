@@ -24,62 +24,74 @@ hyperparameter, or a missing dataset fails with one line naming it.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .train import TrialConfig
-from .yamlconf import load_yaml, strict
+from bex.core import PRESET_NAMES, ConfigBase, param
+from bex.learners.trial import TrialConfig
+
+from .yamlconf import load_yaml
 
 
 @dataclass(frozen=True)
-class DatasetSelection:
-    path: str                                    #: dataset root
-    filters: dict = field(default_factory=dict)  #: partition filters
-    split: bool = True                           #: one dataset row per (objective, param) partition
+class DatasetSelection(ConfigBase):
+    """One entry of a sweep's ``datasets:`` list (a path, or a mapping with these keys)."""
+
+    path: str = param(doc="dataset root")
+    filters: dict = param(doc="partition filters", default_factory=dict)
+    split: bool = param(True, "one dataset row per (objective, param) partition")
 
 
 @dataclass(frozen=True)
-class SweepConfig:
-    name: str
-    datasets: list
-    tasks: list
-    learners: list
-    seeds: list = field(default_factory=lambda: [0])
-    preset: str = "small"
-    steps: int = 10_000
-    eval_every: int = 5_000
-    eval_episodes: int = 5
-    report_every: int = 1_000
-    learner_config: dict = field(default_factory=dict)
-    grid: dict = field(default_factory=dict)
-    resources: dict = field(default_factory=lambda: {"cpu": 1, "gpu": "auto"})
-    max_concurrent_trials: int = 0
-    max_failures: int = 2
-    storage: str = "bex_runs/sweeps"
-    device: str = "auto"
+class SweepConfig(ConfigBase):
+    """A sweep: datasets × tasks × learners × seeds (× grid values), one Tune trial each."""
+
+    name: str = param(doc="sweep name (its directory under the storage root)")
+    datasets: list = param(doc="dataset selections (:class:`DatasetSelection`, or paths)")
+    tasks: list = param(doc="tasks (walker_stand ...)")
+    learners: list = param(doc="learner names")
+    seeds: list = param(doc="trial seeds", default_factory=lambda: [0])
+    preset: str = param("small", "learner preset", choices=PRESET_NAMES)
+    steps: int = param(10_000, "gradient steps per trial", lo=1)
+    eval_every: int = param(5_000, "gradient steps between evaluations", lo=1)
+    eval_episodes: int = param(5, "evaluation episodes", lo=1)
+    report_every: int = param(1_000, "gradient steps between reports", lo=1)
+    learner_config: dict = param(doc="per-learner hyperparameter overrides", default_factory=dict)
+    grid: dict = param(doc="per-learner hyperparameter grids", default_factory=dict)
+    resources: dict = param(doc="per-trial resources", default_factory=lambda: {"cpu": 1, "gpu": "auto"})
+    max_concurrent_trials: int = param(0, "trials at once (0: as many as fit)", lo=0)
+    max_failures: int = param(2, "retries of a failed trial", lo=0)
+    storage: str = param("bex_runs/sweeps", "storage root")
+    device: str = param("auto", "torch device of the trials", choices=("auto", "cpu", "cuda"))
 
     @classmethod
     def from_yaml(cls, path: str | Path, root: str | Path | None = None) -> "SweepConfig":
         return cls.from_dict(load_yaml(path, "sweep config"), where=str(path))
 
     @classmethod
-    def from_dict(cls, d: Any, where: str = "sweep config") -> "SweepConfig":
-        cfg = strict(cls, d, where)
-        for k in ("datasets", "tasks", "learners", "seeds"):
-            v = getattr(cfg, k)
-            if not isinstance(v, list) or not v:
-                raise ValueError(f"{k} in {where} must be a non-empty list, got {v!r}")
-        sels = []
-        for i, ds in enumerate(cfg.datasets):
-            sels.append(strict(DatasetSelection, {"path": ds} if isinstance(ds, str) else ds,
-                                f"datasets[{i}] of {where}"))
-        object.__setattr__(cfg, "datasets", sels)
+    def from_dict(cls, d: Any, where: str | None = "sweep config") -> "SweepConfig":
+        """Strict: unknown keys, wrong types (``tasks: [123]``, ``learners: [[td3]]``, ``seeds: [a]``) name the key."""
+        if isinstance(d, dict) and isinstance(d.get("datasets"), list):
+            d = dict(d, datasets=[ds if isinstance(ds, DatasetSelection) else DatasetSelection.from_dict(
+                {"path": ds} if isinstance(ds, str) else ds, where=f"{where}: datasets[{i}]")
+                for i, ds in enumerate(d["datasets"])])
+        return super().from_dict(d, where=where)
+
+    def check(self) -> None:
+        for k, elem in (("datasets", DatasetSelection), ("tasks", str), ("learners", str), ("seeds", int)):
+            v = getattr(self, k)
+            if not v:
+                raise ValueError(f"SweepConfig.{k} must be a non-empty list, got {v!r}")
+            for i, x in enumerate(v):
+                if not isinstance(x, elem) or isinstance(x, bool):
+                    raise ValueError(f"SweepConfig.{k}[{i}]={x!r} has type {type(x).__name__}; "
+                                     f"expected {elem.__name__}")
         for name in ("learner_config", "grid"):
-            for learner in getattr(cfg, name):
-                if learner not in cfg.learners:
-                    raise ValueError(f"{name} names learner {learner!r}, which is not in learners {cfg.learners}")
-        return cfg
+            for learner in getattr(self, name):
+                if learner not in self.learners:
+                    raise ValueError(f"SweepConfig.{name} names learner {learner!r}, which is not in learners "
+                                     f"{self.learners}")
 
     def datasets_expanded(self) -> list[tuple[str, dict, str, str]]:
         """(path, filters, label, domain) per dataset row."""
@@ -89,16 +101,17 @@ class SweepConfig:
         for sel in self.datasets:
             ds = Dataset(sel.path, **sel.filters)
             if not ds.files:
-                raise ValueError(f"dataset {sel.path!r} has no data" + (f" matching {sel.filters}" if sel.filters else ""))
+                raise ValueError(f"dataset {sel.path!r} has no data"
+                                 + (f" matching {sel.filters}" if sel.filters else ""))
             if not sel.split:
                 out.append((sel.path, dict(sel.filters), Path(sel.path).name, ds.env_spec.domain))
                 continue
             groups: dict[tuple, dict] = {}
             for p in ds.partitions:
                 groups.setdefault((p["domain"], p["objective"], p["param"]), p)
-            for (domain, objective, param), p in groups.items():
-                filters = dict(sel.filters, domain=domain, objective=objective, param=param)
-                label = objective if param == "none" else f"{objective}/{param}"
+            for (domain, objective, pvalue), p in groups.items():
+                filters = dict(sel.filters, domain=domain, objective=objective, param=pvalue)
+                label = objective if pvalue == "none" else f"{objective}/{pvalue}"
                 out.append((sel.path, filters, label, domain))
         return out
 

@@ -24,10 +24,10 @@ def assert_one_line_error(p, *needles):
 
 @pytest.mark.parametrize("args,needles", [
     (["--domain", "robot"], ["unknown domain 'robot'"]),
-    (["--steps", "0"], ["steps must be a positive integer, got 0"]),
-    (["--steps", "-5"], ["got -5"]),
-    (["--actors", "0"], ["actors must be a positive integer, got 0"]),
-    (["--explorer", "magic"], ["unknown explorer 'magic'"]),
+    (["--steps", "0"], ["CollectConfig.steps=0 is out of range: allowed [1, inf)"]),
+    (["--steps", "-5"], ["steps=-5"]),
+    (["--actors", "0"], ["CollectConfig.actors=0 is out of range"]),
+    (["--explorer", "magic"], ["CollectConfig.explorer='magic' not allowed; must be one of 'random', 'apt'"]),
 ])
 def test_collect_bad_input(tmp_path, args, needles):
     p = bex("collect", "--out", tmp_path / "d", *args)

@@ -1,4 +1,5 @@
-"""The RLlib peer baseline: the transition view, Ray Data on bex files, rllib_bc / rllib_cql as Tune trials."""
+"""The RLlib peer baseline: the transition view (replay.rllib_view), Ray Data on bex files, rllib_bc / rllib_cql
+as Tune trials (cluster.rllib_peer)."""
 import gc
 import json
 import math
@@ -10,8 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from bex.cluster import rllib_peer as rp
-from bex.cluster.train import TrialConfig
+from bex.learners.trial import TrialConfig, resolved_rllib_config, updates_per_iteration
 from bex.replay import Dataset, DatasetWriter, relabel
+from bex.replay import rllib_view as rv
 from tests.helpers import collect_episode
 
 
@@ -35,13 +37,13 @@ def small_data(tmp_path_factory):
 
 
 def _read_view(out):
-    files = rp.view_files(out)
+    files = rv.view_files(out)
     return files, pq.read_table(files, partitioning=None).to_pydict() if files else {}
 
 
 def test_transition_view_equals_dataset_transitions(small_data, tmp_path):
     root, live = small_data
-    info = rp.export_rllib(root, "stand", tmp_path / "view")
+    info = rv.export_rllib(root, "stand", tmp_path / "view")
     ds = Dataset(root)
     tr = ds.transitions("walker_stand")
     assert info["task"] == "walker_stand" and info["files"] == 2
@@ -49,7 +51,7 @@ def test_transition_view_equals_dataset_transitions(small_data, tmp_path):
     files, v = _read_view(tmp_path / "view")
     # same hive layout as the data files, in the same order
     assert [f.split("view/")[1] for f in files] == [str(f.path.relative_to(root)) for f in ds.files]
-    assert list(v) == list(rp.VIEW_COLUMNS)
+    assert list(v) == list(rv.VIEW_COLUMNS)
     np.testing.assert_array_equal(np.array(v["observation"], np.float32), tr.obs)
     np.testing.assert_array_equal(np.array(v["action"], np.float32), tr.action)
     np.testing.assert_array_equal(np.array(v["reward"], np.float32), tr.reward)
@@ -79,24 +81,24 @@ def test_transition_view_equals_dataset_transitions(small_data, tmp_path):
 def test_export_rllib_rejects_bad_output(small_data, tmp_path):
     root, _ = small_data
     with pytest.raises(ValueError, match="inside the dataset"):
-        rp.export_rllib(root, "walker_stand", root / "rllib_view")
+        rv.export_rllib(root, "walker_stand", root / "rllib_view")
     (tmp_path / "f").write_text("x")
     with pytest.raises(ValueError, match="is a file"):
-        rp.export_rllib(root, "walker_stand", tmp_path / "f")
+        rv.export_rllib(root, "walker_stand", tmp_path / "f")
     with pytest.raises(ValueError, match="belongs to domain 'quadruped'|quadruped"):
-        rp.export_rllib(root, "quadruped_walk", tmp_path / "v")
+        rv.export_rllib(root, "quadruped_walk", tmp_path / "v")
 
 
 def test_input_read_schema_names_rllib_columns():
     from ray.rllib.core.columns import Columns
     from ray.rllib.offline.offline_prelearner import SCHEMA
 
-    assert set(rp.INPUT_READ_SCHEMA) <= set(SCHEMA)  # only keys RLlib's reader knows
+    assert set(rv.INPUT_READ_SCHEMA) <= set(SCHEMA)  # only keys RLlib's reader knows
     need = {Columns.OBS: "observation", Columns.ACTIONS: "action", Columns.REWARDS: "reward",
             Columns.NEXT_OBS: "next_observation", Columns.TERMINATEDS: "terminated",
             Columns.TRUNCATEDS: "truncated", Columns.EPS_ID: "episode_id"}
-    assert {k: rp.INPUT_READ_SCHEMA[k] for k in need} == need
-    assert set(rp.INPUT_READ_SCHEMA.values()) <= set(rp.VIEW_COLUMNS)
+    assert {k: rv.INPUT_READ_SCHEMA[k] for k in need} == need
+    assert set(rv.INPUT_READ_SCHEMA.values()) <= set(rv.VIEW_COLUMNS)
 
 
 def test_rllib_maps_view_rows_to_transitions(small_data, tmp_path):
@@ -107,11 +109,11 @@ def test_rllib_maps_view_rows_to_transitions(small_data, tmp_path):
     from ray.rllib.offline.offline_prelearner import OfflinePreLearner
 
     root, live = small_data
-    rp.export_rllib(root, "walker_stand", tmp_path / "view")
+    rv.export_rllib(root, "walker_stand", tmp_path / "view")
     _, v = _read_view(tmp_path / "view")
-    cols = list(rp.INPUT_READ_SCHEMA.values())
+    cols = list(rv.INPUT_READ_SCHEMA.values())
     batch = {c: (np.array(v[c], dtype=np.float32) if isinstance(v[c][0], list) else np.array(v[c])) for c in cols}
-    config = BCConfig().offline_data(input_read_schema=dict(rp.INPUT_READ_SCHEMA))
+    config = BCConfig().offline_data(input_read_schema=dict(rv.INPUT_READ_SCHEMA))
     episodes = OfflinePreLearner._map_to_episodes(SimpleNamespace(config=config), batch)["episodes"]
     assert len(episodes) == 19
     ep, rew = live["be1"]
@@ -146,13 +148,13 @@ def test_rllib_trial_config_is_strict(small_data):
     ac = rp.build_algorithm_config("rllib_cql", small_data[0], "walker", "stand", 24, 6, hp, updates_per_iter=2)
     assert ac.tau == pytest.approx(1 - (1 - 0.005) ** 2) and ac.min_q_weight == 1.0 and ac.bc_iters == 0
     assert ac.actor_lr == ac.critic_lr == ac.alpha_lr == 3e-4 and ac.lr is None
-    assert ac.input_read_schema == rp.INPUT_READ_SCHEMA and ac.dataset_num_iters_per_learner == 2
+    assert ac.input_read_schema == rv.INPUT_READ_SCHEMA and ac.dataset_num_iters_per_learner == 2
     assert ac.num_env_runners == 0 and ac.train_batch_size_per_learner == 256
-    assert rp.updates_per_iteration(10_000, 5_000, 1_000) == 1000
-    assert rp.updates_per_iteration(20, 20, 10) == 10
-    assert rp.updates_per_iteration(21, 21, 7) == 7 and rp.updates_per_iteration(7, 5, 5) == 1
-    assert rp.updates_per_iteration(10_000, 5_000, 1_000, "rllib_cql") == 2   # target nets: see docstring
-    assert rp.updates_per_iteration(21, 21, 7, "rllib_cql") == 7
+    assert updates_per_iteration(10_000, 5_000, 1_000) == 1000
+    assert updates_per_iteration(20, 20, 10) == 10
+    assert updates_per_iteration(21, 21, 7) == 7 and updates_per_iteration(7, 5, 5) == 1
+    assert updates_per_iteration(10_000, 5_000, 1_000, "rllib_cql") == 2   # target nets: see docstring
+    assert updates_per_iteration(21, 21, 7, "rllib_cql") == 7
 
 
 @pytest.mark.ray
@@ -223,8 +225,8 @@ def test_rllib_checkpoint_round_trip_reproduces_the_policy(small_data, ray_sessi
     root, _ = small_data
     view = tmp_path / "view"
     view.mkdir()
-    rp.write_trial_view(Dataset(root).transitions("walker_stand"), view, seed=0)
-    hp = dict(rp.resolved_config("rllib_cql", "small", {"batch_size": 8, "hidden_dim": 16, "num_actions": 2}))
+    rv.write_trial_view(Dataset(root).transitions("walker_stand"), view, seed=0)
+    hp = dict(resolved_rllib_config("rllib_cql", "small", {"batch_size": 8, "hidden_dim": 16, "num_actions": 2}))
 
     def build():
         return rp.build_algorithm_config("rllib_cql", view, "walker", "stand", 24, 6, hp, seed=0,

@@ -1,4 +1,5 @@
-"""Offline training on Ray Tune: bad input before Tune starts, checkpoint resume, sweep + results table."""
+"""Offline training: the Ray-free trial loop; on Ray Tune: bad input before Tune starts, checkpoint resume,
+sweep + results table."""
 import json
 import subprocess
 import tempfile
@@ -9,11 +10,10 @@ import numpy as np
 import pytest
 
 from bex.cluster.sweep import SweepConfig
-from bex.cluster.train import TrialConfig
+from bex.learners.trial import TrialConfig
 from bex.replay import DatasetWriter
 from tests.conftest import BEX
-from tests.helpers import kill_descendant, last_json
-from tests.helpers import collect_episode
+from tests.helpers import collect_episode, kill_descendant, last_json
 
 
 @pytest.fixture(scope="module")
@@ -43,12 +43,69 @@ def test_trial_config_is_strict(walker_data):
     assert TrialConfig.from_dict(base).resolved_learner_config()["hidden_dim"] == 256  # small preset
     with pytest.raises(ValueError, match="unknown learner 'td4'"):
         TrialConfig.from_dict(dict(base, learner="td4"))
-    with pytest.raises(ValueError, match=r"unknown trial key\(s\) \['stepz'\]"):
+    with pytest.raises(ValueError, match=r"TrialConfig: unknown key\(s\) \['stepz'\]"):
         TrialConfig.from_dict(dict(base, stepz=3))
     with pytest.raises(ValueError, match=r"unknown td3 hyperparameter\(s\) \['gama'\]"):
         TrialConfig.from_dict(dict(base, learner_config={"gama": 0.9}))
-    with pytest.raises(ValueError, match="steps must be a positive integer"):
+    with pytest.raises(ValueError, match=r"TrialConfig.steps=0 is out of range"):
         TrialConfig.from_dict(dict(base, steps=0))
+
+
+def test_trial_loop_reports_checkpoints_and_resumes_without_ray(walker_data, tmp_path):
+    """``learners.trial.run_trial`` with a tiny BC and a plain-Python report callback (no Ray, no Tune).
+
+    steps=6, report_every=2, eval_every=4: reports at 2, 4, 6; evaluations and checkpoints at 4 and at the
+    last step, 6.  Resuming from the step-4 checkpoint trains steps 5-6 only and ends where the
+    uninterrupted run ended (same sampler and torch RNG streams).
+    """
+    import sys
+
+    import torch
+
+    from bex.learners.trial import STATE_FILE, run_learner_trial
+
+    cfg = TrialConfig.from_dict(dict(dataset=str(walker_data), filters={"objective": "be"}, task="walker_stand",
+                                     learner="bc", learner_config={"batch_size": 8, "hidden_dim": 16}, steps=6,
+                                     eval_every=4, report_every=2, eval_episodes=1, device="cpu", seed=3))
+    rows, ckpts = [], []
+
+    def report(metrics, write_checkpoint=None):
+        rows.append(metrics)
+        if write_checkpoint is not None:
+            d = tmp_path / f"ckpt{metrics['steps']}"
+            d.mkdir()
+            write_checkpoint(str(d))
+            ckpts.append(d)
+
+    history = run_learner_trial(cfg, None, report)
+    assert [r["steps"] for r in rows] == [2, 4, 6]
+    assert [d.name for d in ckpts] == ["ckpt4", "ckpt6"]
+    assert [h["steps"] for h in history] == [4, 6]
+    loop_keys = {"steps", "train/updates_per_s", "resumed_from", "wall_s"}
+    train_keys = set(rows[0]) - loop_keys  # the learner's own metrics (BC: actor/loss, ...)
+    assert loop_keys <= set(rows[0]) and train_keys and all(np.isfinite(rows[0][k]) for k in train_keys)
+    assert not any(k.startswith("eval/") for k in rows[0])  # no evaluation before step 4
+    evals = {"eval/return_mean", "eval/return_std", "eval/episodes", "eval/at_step"}
+    assert set(rows[1]) == set(rows[0]) | evals and set(rows[2]) == set(rows[1])
+    assert [r["eval/at_step"] for r in rows[1:]] == [4, 6] and rows[2]["eval/episodes"] == 1.0
+    assert [r["resumed_from"] for r in rows] == [0, 0, 0]
+    assert rows[0]["wall_s"] <= rows[1]["wall_s"] <= rows[2]["wall_s"]
+    state = torch.load(ckpts[0] / STATE_FILE, weights_only=False)
+    assert set(state) == {"learner", "sampler", "step", "history", "wall_s", "torch_rng"}
+    assert state["step"] == 4 and [h["steps"] for h in state["history"]] == [4]
+
+    resumed = []
+    history2 = run_learner_trial(cfg, None, lambda m, w=None: resumed.append(m), checkpoint=ckpts[0])
+    assert [r["steps"] for r in resumed] == [6] and resumed[0]["resumed_from"] == 4
+    assert [h["steps"] for h in history2] == [4, 6]
+    assert resumed[0]["wall_s"] >= state["wall_s"]
+    same = sorted(train_keys | {"eval/return_mean", "eval/at_step"})
+    assert {k: resumed[0][k] for k in same} == {k: rows[2][k] for k in same}
+    # the loop and the moved modules import no Ray
+    check = subprocess.run([sys.executable, "-c", "import sys, bex.learners.trial, bex.replay.rllib_view, "
+                            "bex.envs.gym; assert 'ray' not in sys.modules"], capture_output=True, text=True,
+                           timeout=120)
+    assert check.returncode == 0, check.stderr
 
 
 def test_train_bad_input_fails_before_tune(walker_data, tmp_path):
