@@ -12,7 +12,7 @@ export MUJOCO_GL ?= disable
 export BEX_NODE_IP ?= 127.0.0.2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast lint bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,12 +27,16 @@ install: $(STAMP)
 demo: install
 	$(BIN)/bex demo
 
-# The whole suite, Ray end-to-end tests included (select them with -m ray).
-test: install
+# The linter (ruff, settings in pyproject.toml) on the whole tree, then the whole
+# suite, Ray end-to-end tests included (select them with -m ray).
+test: install lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS) tests
 
-test-fast: install
+test-fast: install lint
 	$(BIN)/python -m pytest -q -m "not ray and not slow" tests
+
+lint: install
+	$(BIN)/ruff check .
 
 bench: install
 	for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b --quick || exit 1; done

@@ -4,14 +4,14 @@ from __future__ import annotations
 from .apt import APTAgent, APTExplorer, BatchKnnReward, RecentKnnReward, WindowKnnReward, make_knn_reward
 from .base import Explorer, RandomExplorer
 from .collect import (
-                      ChunkCollector,
-                      CollectConfig,
-                      EnvWorkerCore,
-                      LearnedRunner,
-                      LearnerCore,
-                      plan_chunks,
-                      prepare_output,
-                      run_episode,
+    ChunkCollector,
+    CollectConfig,
+    EnvWorkerCore,
+    LearnedRunner,
+    LearnerCore,
+    plan_chunks,
+    prepare_output,
+    run_episode,
 )
 from .config import APTConfig, DDPGConfig, RNDConfig, SMMConfig
 from .nstep import NStepBatch, NStepReplay

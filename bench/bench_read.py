@@ -22,8 +22,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 os.environ.setdefault("MUJOCO_GL", "disable")
 
 import numpy as np
-
 from common import machine_label
+
 from bex.envs import env_spec
 from bex.replay import Dataset, DatasetWriter, Episode
 

@@ -57,7 +57,8 @@ def results_table(run_dir: str | Path) -> dict:
     for tr in read_trials(run_dir):
         cfg = tr["config"]
         # reports between evaluations carry the last one forward: keep the rows where it was made
-        evals = [r for r in tr["rows"] if "eval/return_mean" in r and r.get("eval/at_step", r.get("steps")) == r.get("steps")]
+        evals = [r for r in tr["rows"]
+                 if "eval/return_mean" in r and r.get("eval/at_step", r.get("steps")) == r.get("steps")]
         if not evals or evals[-1].get("steps", 0) < cfg["steps"]:
             incomplete += 1
         if not evals:
@@ -87,7 +88,8 @@ def format_markdown(tab: dict) -> str:
             line.append(f"**{s}**" if np.mean(v) == best[c] else s)
         out.append("| " + " | ".join(line) + " |")
     if tab["incomplete_trials"]:
-        out.append(f"\n{tab['incomplete_trials']} trial(s) did not reach their final step; their last evaluation is used.")
+        out.append(f"\n{tab['incomplete_trials']} trial(s) did not reach their final step; "
+                   "their last evaluation is used.")
     return "\n".join(out)
 
 

@@ -1,18 +1,18 @@
 """dm_control environments, physics state and task rewards (no Ray)."""
 from .core import (
-                   PRIMAL_TASKS,
-                   Env,
-                   EnvSpec,
-                   Step,
-                   check_domain,
-                   check_layout,
-                   collection_task,
-                   domains,
-                   env_spec,
-                   flatten_observation,
-                   make,
-                   parse_task,
-                   tasks_of,
+    PRIMAL_TASKS,
+    Env,
+    EnvSpec,
+    Step,
+    check_domain,
+    check_layout,
+    collection_task,
+    domains,
+    env_spec,
+    flatten_observation,
+    make,
+    parse_task,
+    tasks_of,
 )
 from .evaluate import EvalResult, evaluate, random_policy
 from .rewards import TaskReward, relabel_exact, task_rewards, task_rewards_exorl

@@ -21,8 +21,14 @@ import pyarrow.parquet as pq
 
 from bex.envs import EnvSpec, parse_task
 
-from .schema import (DATASET_META_FILE, META_KEY, PARTITION_KEYS, PARTITION_META_FILE, REWARD_DIR,
-                     SUPPORTED_SCHEMA_VERSIONS)
+from .schema import (
+    DATASET_META_FILE,
+    META_KEY,
+    PARTITION_KEYS,
+    PARTITION_META_FILE,
+    REWARD_DIR,
+    SUPPORTED_SCHEMA_VERSIONS,
+)
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,9 @@
 
 Each data file gets a sidecar ``<partition>/_rewards/<domain>_<task>/<stem>.arrow``
 (an Arrow IPC file, so Parquet readers of the dataset never pick it up) holding
-one float64 ``reward`` column aligned row for row with the file (written atomically).  Work is split into chunks of rows and mapped over a
-process pool here, or over Ray tasks when ``cluster/`` passes its own ``map_fn``.
+one float64 ``reward`` column aligned row for row with the file (written atomically).  Work is split
+into chunks of rows and mapped over a process pool here, or over Ray tasks when ``cluster/`` passes its
+own ``map_fn``.
 """
 from __future__ import annotations
 

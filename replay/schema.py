@@ -106,7 +106,8 @@ class Episode:
             arr = np.ascontiguousarray(arr, dtype=dtype)
             if arr.shape != (n, width):
                 raise ValueError(f"episode {self.episode_id!r}: {name} has shape {arr.shape}, expected {(n, width)}")
-            return pa.FixedSizeListArray.from_arrays(pa.array(arr.reshape(-1)), type=_vector(pa.from_numpy_dtype(dtype), width))
+            return pa.FixedSizeListArray.from_arrays(pa.array(arr.reshape(-1)),
+                                                     type=_vector(pa.from_numpy_dtype(dtype), width))
 
         is_first = np.zeros(n, dtype=bool)
         is_first[0] = True

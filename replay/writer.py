@@ -29,8 +29,16 @@ import pyarrow.parquet as pq
 
 from bex.envs import EnvSpec
 
-from .schema import (DATASET_META_FILE, PARTITION_META_FILE, SCHEMA_VERSION, Episode, bex_version, dumps,
-                     format_param, step_schema)
+from .schema import (
+    DATASET_META_FILE,
+    PARTITION_META_FILE,
+    SCHEMA_VERSION,
+    Episode,
+    bex_version,
+    dumps,
+    format_param,
+    step_schema,
+)
 
 COMPRESSION = "lz4"
 
@@ -59,7 +67,8 @@ def _commit(tmp: Path, path: Path, overwrite: bool) -> None:
 
 
 def partition_dir(root: Path, domain: str, objective: str, param: Any, seed: int) -> Path:
-    return Path(root) / f"domain={domain}" / f"objective={objective}" / f"param={format_param(param)}" / f"seed={int(seed)}"
+    return (Path(root) / f"domain={domain}" / f"objective={objective}" / f"param={format_param(param)}"
+            / f"seed={int(seed)}")
 
 
 def check_output_root(root: str | os.PathLike) -> Path:

@@ -7,8 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-from bex.actors import (APTExplorer, RandomExplorer, RNDConfig, RNDExplorer, SMMConfig, SMMExplorer, make_explorer,
-                    run_episode)
+from bex.actors import (
+    APTExplorer,
+    RandomExplorer,
+    RNDConfig,
+    RNDExplorer,
+    SMMConfig,
+    SMMExplorer,
+    make_explorer,
+    run_episode,
+)
 
 torch.set_num_threads(1)
 

@@ -39,7 +39,7 @@ def test_plan_chunks_is_exact():
     (["--explorer", "dqn"], "CollectConfig.explorer='dqn' not allowed"),
     (["--explorer", "apt", "--domain", "robot"], "unknown domain 'robot'"),
     (["--explorer", "apt", "--objective", "be"], "needs its parameter (--alpha)"),
-    (["--explorer", "rnd", "--preset", "huge"], "CollectConfig.preset='huge' not allowed; must be one of 'small', 'paper'"),
+    (["--explorer", "rnd", "--preset", "huge"], "CollectConfig.preset='huge' not allowed; must be one of 'small'"),
     (["--explorer", "apt", "--knn-local", "4"], "knn_local=4 needs knn_mode 'recent'"),
     (["--explorer", "apt", "--knn-mode", "recent", "--knn-local", "-2"], "knn_local=-2 is out of range"),
     (["--explorer", "apt", "--task", "fly"], "unknown task 'fly' for domain 'walker'"),

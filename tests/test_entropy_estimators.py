@@ -9,8 +9,7 @@ from scipy import integrate
 from scipy.spatial.distance import cdist
 from scipy.special import digamma, gammaln
 
-from bex.entropy import (default_beta, knn_behavioral_entropy, knn_renyi_entropy, knn_shannon_entropy,
-                     prelec_weight)
+from bex.entropy import default_beta, knn_behavioral_entropy, knn_renyi_entropy, knn_shannon_entropy, prelec_weight
 from bex.entropy.estimators import log_unit_ball_volume
 
 K = 5

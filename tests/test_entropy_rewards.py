@@ -7,8 +7,17 @@ import numpy as np
 import pytest
 import torch
 
-from bex.entropy import (KnnRewardTransform, RewardConfig, RunningMean, be_reward, default_beta,
-                     knn_reward, knn_statistic, renyi_reward, shannon_reward)
+from bex.entropy import (
+    KnnRewardTransform,
+    RewardConfig,
+    RunningMean,
+    be_reward,
+    default_beta,
+    knn_reward,
+    knn_statistic,
+    renyi_reward,
+    shannon_reward,
+)
 
 
 def urlb_pbe(rep_dists: torch.Tensor, state: dict, *, knn_avg: bool, knn_rms: bool, knn_clip: float):

@@ -1,8 +1,17 @@
 import numpy as np
 import pytest
 
-from bex.envs import (Env, check_layout, collection_task, env_spec, evaluate, make, parse_task, task_rewards,
-                  task_rewards_exorl)
+from bex.envs import (
+    Env,
+    check_layout,
+    collection_task,
+    env_spec,
+    evaluate,
+    make,
+    parse_task,
+    task_rewards,
+    task_rewards_exorl,
+)
 
 
 def test_parse_task_forms():
