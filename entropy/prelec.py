@@ -30,12 +30,17 @@ def check_alpha(alpha: float) -> float:
     return a
 
 
+def check_positive(name: str, value: float) -> float:
+    """Return ``value`` as float or raise ``ValueError`` naming ``name`` unless it is finite and > 0."""
+    v = float(value)
+    if not (v > 0.0 and math.isfinite(v)):
+        raise ValueError(f"{name}={value!r} is out of range: allowed finite {name} > 0")
+    return v
+
+
 def check_beta(beta: float) -> float:
     """Return ``beta`` as float or raise ``ValueError`` unless it is finite and > 0."""
-    b = float(beta)
-    if not (b > 0.0 and math.isfinite(b)):
-        raise ValueError(f"beta={beta!r} is out of range: allowed finite beta > 0")
-    return b
+    return check_positive("beta", beta)
 
 
 def default_beta(alpha: float, M: int = 512) -> float:

@@ -33,7 +33,6 @@ tensors are accepted and converted to CPU numpy).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
@@ -42,7 +41,7 @@ import numpy as np
 from bex.core import ConfigBase, param
 
 from .estimators import Q_MAX, check_q
-from .prelec import ALPHA_MAX, check_alpha, check_beta, default_beta, signed_power
+from .prelec import ALPHA_MAX, check_alpha, check_beta, check_positive, default_beta, signed_power
 
 OBJECTIVES = ("be", "renyi", "shannon")
 
@@ -59,10 +58,7 @@ def _as_array(x) -> np.ndarray:
 
 
 def _check_c(c: float) -> float:
-    cf = float(c)
-    if not (cf > 0.0 and math.isfinite(cf)):
-        raise ValueError(f"c={c!r} is out of range: allowed finite c > 0")
-    return cf
+    return check_positive("c", c)
 
 
 class RunningMean:

@@ -9,6 +9,7 @@ ones inside functions too: a lazy import is still a dependency.
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -148,3 +149,28 @@ def test_generic_names_are_not_installed(tmp_path):
             f"print(sorted(n for n in {sorted(RANK)!r} if importlib.util.find_spec(n) is not None))\n")
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.strip() == "[]", (r.stdout, r.stderr[-2000:])
+
+
+@pytest.mark.slow
+def test_the_wheel_installs_the_bex_namespace_only(tmp_path):
+    """``pip wheel .`` packs exactly ``bex/<package>/...`` (with cluster.yaml), and the installed copy imports."""
+    import zipfile
+
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(REPO)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (wheel,) = tmp_path.glob("bex_rl-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
+    assert tops == {"bex"}, tops
+    assert {n.split("/")[1] for n in names if n.startswith("bex/")} == set(RANK)
+    assert "bex/cluster/cluster.yaml" in names and "bex/actors/collect.py" in names
+    assert not any("/tests/" in n or n.startswith("bex/__init__") for n in names)
+    target = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(target)
+    code = ("import bex.replay, bex.cluster.cli, bex.actors.collect\n"
+            "print(bex.replay.__file__)\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(target)})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().startswith(str(target)), r.stdout  # the wheel's copy, not the checkout's
