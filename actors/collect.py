@@ -33,7 +33,6 @@ crash fell between the two writes), so the dataset never holds an episode twice.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 import os
@@ -49,6 +48,7 @@ import torch
 from bex.core import PRESET_NAMES as PRESETS
 from bex.core import ConfigBase
 from bex.core import param as field_  # CollectConfig has a field named ``param``
+from bex.core.state import load_state, state_bytes
 from bex.entropy.rewards import OBJECTIVES
 from bex.envs import Env, EnvSpec, Step, check_domain, collection_task
 from bex.replay import DatasetWriter, Episode, atomic_write_bytes, check_output_root, partition_dir
@@ -287,11 +287,10 @@ def episode_id(run_key: str, episode: int) -> str:
 
 # ---------------------------------------------------------------------------------------------- checkpoints
 def save_checkpoint(path: Path, state: dict) -> None:
-    """``torch.save`` to ``path`` atomically (temporary name, fsync, rename)."""
+    """``state`` as plain data (:func:`bex.core.state.state_bytes`) to ``path``, atomically (temporary
+    name, fsync, rename); it loads with ``torch.load(weights_only=True)``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, state_bytes(state))
 
 
 def explorer_state(explorer, knn_reward, **counters) -> dict:
@@ -302,15 +301,25 @@ def explorer_state(explorer, knn_reward, **counters) -> dict:
 
 
 def load_explorer_state(path: Path, explorer, knn_reward) -> dict | None:
-    """Restore what :func:`explorer_state` saved at ``path``; returns the state (for the counters) or None."""
+    """Restore what :func:`explorer_state` saved at ``path``; returns the state (for the counters) or None.
+
+    The file is untrusted (a dataset directory is shared): it is read with the
+    ``weights_only`` unpickler (:func:`bex.core.state.load_state`), and one that
+    does not load is a one-line ``ValueError`` naming it.
+    """
     if not path.exists():
         return None
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = load_state(path)
     explorer.load_state_dict(state["explorer"])
     if knn_reward is not None and state.get("knn"):
         knn_reward.load_state_dict(state["knn"])
     torch.set_rng_state(state["torch_rng"])
     return state
+
+
+def checkpoint_path(cfg: CollectConfig, run_key: str) -> Path:
+    """Where a learned run keeps its checkpoint: ``<partition>/_checkpoints/<run_key>.pt``."""
+    return cfg.partition / "_checkpoints" / f"{run_key}.pt"
 
 
 def build_explorer(cfg: CollectConfig, run_key: str, spec: EnvSpec, make_knn_reward: KnnRewardFactory | None = None):
@@ -348,6 +357,9 @@ def prepare_output(cfg: CollectConfig, resume: bool) -> tuple[EnvSpec, list[Chun
         if not resume and existing:
             raise ValueError(f"output {cfg.out!r} already holds this run's data ({len(existing)} files); "
                              f"pass --resume to continue it or choose another --out")
+    ckpt = checkpoint_path(cfg, run_key)
+    if resume and ckpt.exists():
+        load_state(ckpt, check_only=True)  # an unsafe or corrupt checkpoint is one line here, not an actor crash loop
     chunks = plan_chunks(int(cfg.steps), spec.episode_length, int(cfg.episodes_per_chunk))
     done = {c.first_episode for c in chunks if chunk_file_name(run_key, "e", c.first_episode) in existing}
     return spec, chunks, done
@@ -404,7 +416,7 @@ class LearnedRunner:
         self.explorer, self.knn = build_explorer(cfg, run_key, spec, make_knn_reward)
         self.plan = plan_chunks(int(cfg.steps), spec.episode_length, int(cfg.episodes_per_chunk))
         self.pdir = cfg.partition
-        self.ckpt = self.pdir / "_checkpoints" / f"{run_key}.pt"
+        self.ckpt = checkpoint_path(cfg, run_key)
         self.next_chunk, self.steps_done = 0, 0
         self.restored = self._restore()
 
@@ -557,7 +569,7 @@ class LearnerCore:
         chunks = plan_chunks(int(cfg.steps), self.spec.episode_length, 1)
         self.tickets = {c.first_episode: Ticket(c.first_episode, c.lengths[0]) for c in chunks}
         self.pdir = cfg.partition
-        self.ckpt = self.pdir / "_checkpoints" / f"{run_key}.pt"
+        self.ckpt = checkpoint_path(cfg, run_key)
         self.committed: set[int] = set()
         self.seq = 0
         self.steps_ingested = 0

@@ -28,6 +28,7 @@ from pathlib import Path
 from bex.learners.trial import (
     OfflineData,
     TrialConfig,
+    check_checkpoints,
     check_trial,
     data_key,
     load_offline_data,
@@ -126,6 +127,8 @@ def run_trials(trials: list[TrialConfig], name: str, storage: str, resources: di
     if resume:
         if not tune.Tuner.can_restore(path):
             raise ValueError(f"no interrupted sweep to resume at {path!r}")
+        if "://" not in path:
+            check_checkpoints(path)  # trial state is untrusted: weights_only, before any trial restores it
         tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
     else:
         tuner = tune.Tuner(

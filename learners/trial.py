@@ -38,6 +38,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from bex.core import PRESET_NAMES, ConfigBase, param
+from bex.core.state import load_state, state_bytes
+from bex.replay import atomic_write_bytes
 
 from . import LEARNERS, PRESETS, make_learner
 
@@ -343,6 +345,16 @@ def run_trial(cfg: TrialConfig, trainee: Trainee, report: Report, checkpoint=Non
     return history
 
 
+def check_checkpoints(experiment_dir: str | Path) -> int:
+    """Check every bex trial checkpoint (``**/checkpoint_*/state.pt``) under a local experiment directory
+    with the ``weights_only`` unpickler, memory-mapped; returns how many.  An unsafe or corrupt one is a
+    one-line ``ValueError`` naming it, before any trial restores it."""
+    files = sorted(Path(experiment_dir).glob(f"**/checkpoint_*/{STATE_FILE}"))
+    for f in files:
+        load_state(f, check_only=True)
+    return len(files)
+
+
 # --------------------------------------------------------------------------- bex learners
 class LearnerTrainee:
     """A bex learner (``learners.LEARNERS``) and its uniform transition sampler as a :class:`Trainee`.
@@ -385,12 +397,12 @@ class LearnerTrainee:
 
         state = {"learner": self.learner.state_dict(), "sampler": self.sampler.state_dict(), "step": meta["steps"],
                  "history": meta["history"], "wall_s": meta["wall_s"], "torch_rng": torch.get_rng_state()}
-        torch.save(state, Path(directory) / STATE_FILE)
+        atomic_write_bytes(Path(directory) / STATE_FILE, state_bytes(state))
 
     def restore(self, directory: str) -> dict:
         import torch
 
-        state = torch.load(Path(directory) / STATE_FILE, map_location=self.device, weights_only=False)
+        state = load_state(Path(directory) / STATE_FILE, map_location=self.device)  # untrusted: weights_only
         self.learner.load_state_dict(state["learner"])
         # RNG states are CPU byte tensors; map_location moved them to the learner's device
         self.sampler.load_state_dict({k: v.cpu() if torch.is_tensor(v) else v for k, v in state["sampler"].items()})

@@ -90,7 +90,7 @@ def test_trial_loop_reports_checkpoints_and_resumes_without_ray(walker_data, tmp
     assert [r["eval/at_step"] for r in rows[1:]] == [4, 6] and rows[2]["eval/episodes"] == 1.0
     assert [r["resumed_from"] for r in rows] == [0, 0, 0]
     assert rows[0]["wall_s"] <= rows[1]["wall_s"] <= rows[2]["wall_s"]
-    state = torch.load(ckpts[0] / STATE_FILE, weights_only=False)
+    state = torch.load(ckpts[0] / STATE_FILE, weights_only=True)
     assert set(state) == {"learner", "sampler", "step", "history", "wall_s", "torch_rng"}
     assert state["step"] == 4 and [h["steps"] for h in state["history"]] == [4]
 

@@ -1,0 +1,147 @@
+"""Untrusted input: checkpoints load without running code, bad input is one line, nothing is lost."""
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from bex.core.state import decode, encode, load_state, state_bytes
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("this ran while loading",))
+
+
+def test_encode_round_trips_what_bex_states_hold(tmp_path):
+    rng = np.random.default_rng(3)
+    state = {"obs": rng.normal(size=(4, 3)).astype(np.float32), "last": np.array([True, False]),
+             "ids": np.arange(5, dtype=np.int64), "scalar": np.float64(1.5), "n": np.int32(7),
+             "rng": rng.bit_generator.state, "t": torch.ones(2), "nested": [(np.zeros(2), "x", None)],
+             "big": 2**100}
+    path = tmp_path / "s.pt"
+    path.write_bytes(state_bytes(state))
+    back = load_state(path)
+    assert back["obs"].dtype == np.float32 and np.array_equal(back["obs"], state["obs"])
+    assert back["last"].dtype == bool and back["last"].tolist() == [True, False]
+    assert back["ids"].dtype == np.int64 and back["ids"].tolist() == list(range(5))
+    assert back["scalar"] == 1.5 and type(back["scalar"]) is float and back["n"] == 7
+    assert back["rng"] == state["rng"] and back["big"] == 2**100
+    assert torch.equal(back["t"], torch.ones(2)) and isinstance(back["nested"][0], tuple)
+    assert np.array_equal(back["nested"][0][0], np.zeros(2)) and back["nested"][0][1:] == ("x", None)
+    g1, g2 = np.random.default_rng(), np.random.default_rng()
+    g1.bit_generator.state, g2.bit_generator.state = back["rng"], state["rng"]
+    assert g1.random() == g2.random()  # the restored generator continues the saved stream
+    assert decode(encode(state))["obs"].tolist() == state["obs"].tolist()
+
+
+def test_a_pickled_object_is_refused_with_one_line(tmp_path, capsys):
+    bad = tmp_path / "evil.pt"
+    torch.save({"x": _Evil()}, bad)
+    with pytest.raises(ValueError) as e:
+        load_state(bad)
+    msg = str(e.value)
+    assert "\n" not in msg and str(bad) in msg and "cannot be loaded safely" in msg
+    assert "this ran while loading" not in capsys.readouterr().out
+    raw = tmp_path / "raw.pt"
+    raw.write_bytes(pickle.dumps({"x": _Evil()}))
+    with pytest.raises(ValueError, match="cannot be loaded safely"):
+        load_state(raw)
+    trunc = tmp_path / "trunc.pt"
+    trunc.write_bytes(state_bytes({"a": np.zeros(1000)})[:100])
+    with pytest.raises(ValueError, match=r"trunc\.pt"):
+        load_state(trunc)
+    with pytest.raises(ValueError, match="does not exist"):
+        load_state(tmp_path / "missing.pt")
+
+
+# ------------------------------------------------------------------------------------------- explorer checkpoints
+TINY = {"hidden_dim": 16, "batch_size": 16, "num_seed_frames": 60, "replay_capacity": 1000, "update_every_steps": 2}
+
+
+@pytest.mark.parametrize("explorer,extra", [("apt", {"objective": "be", "alpha": 0.5, "k": 3}),
+                                            ("apt", {"objective": "shannon", "k": 3, "knn_mode": "recent",
+                                                     "knn_window": 50}),
+                                            ("rnd", {}), ("smm", {})])
+def test_explorer_checkpoints_load_with_weights_only(tmp_path, explorer, extra):
+    """A learned explorer restored from its (weights_only) checkpoint acts and trains exactly as the original."""
+    from bex.actors.collect import (
+        CollectConfig,
+        build_explorer,
+        episode_seed,
+        explorer_state,
+        load_explorer_state,
+        run_episode,
+        save_checkpoint,
+    )
+
+    cfg = CollectConfig(out=str(tmp_path), explorer=explorer, objective=extra.get("objective"),
+                        param=extra.get("alpha"), steps=400, preset="small",
+                        explorer_config={**TINY, **{k: v for k, v in extra.items() if k not in ("objective", "alpha")}})
+    env = cfg.make_env()
+    ex, knn = build_explorer(cfg, "r", env.spec)
+    env.reseed(episode_seed(0, 0))
+    run_episode(env, ex, "e0", max_steps=150)
+    assert ex.updates > 0
+    path = tmp_path / "ck.pt"
+    save_checkpoint(path, explorer_state(ex, knn, next_chunk=3))
+    torch.load(path, weights_only=True)  # plain data only
+    twin, knn2 = build_explorer(cfg, "r", env.spec)
+    assert load_explorer_state(path, twin, knn2)["next_chunk"] == 3
+    assert twin.updates == ex.updates
+    torch.manual_seed(5)
+    a = [run_episode(cfg.make_env(seed=1), ex, "e1", step0=150, max_steps=40)]
+    torch.manual_seed(5)
+    b = [run_episode(cfg.make_env(seed=1), twin, "e1", step0=150, max_steps=40)]
+    assert np.array_equal(a[0].action, b[0].action) and ex.updates == twin.updates
+
+
+def _evil_checkpoint(path, marker):
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"explorer": Evil(), "step": 1}, path)
+
+
+def test_collect_resume_refuses_a_checkpoint_that_would_run_code(tmp_path):
+    import subprocess
+
+    from bex.actors.collect import CollectConfig, checkpoint_path
+    from bex.replay.writer import ensure_partition_meta
+    from tests.conftest import BEX
+
+    out, marker = tmp_path / "d", tmp_path / "pwned"
+    args = ["--out", out, "--explorer", "rnd", "--steps", "2000", "--seed", "3"]
+    cfg = CollectConfig(out=str(out), explorer="rnd", steps=2000, seed=3)
+    spec = cfg.make_env(seed=0).spec
+    ensure_partition_meta(cfg.partition, spec, {}, cfg.run_key())
+    _evil_checkpoint(checkpoint_path(cfg, cfg.run_key()), marker)
+    p = subprocess.run([BEX, "collect", *map(str, args), "--resume"], capture_output=True, text=True, timeout=300)
+    lines = [x for x in p.stderr.splitlines() if x.strip()]
+    assert p.returncode == 2 and len(lines) == 1 and lines[0].startswith("bex: error: checkpoint"), p.stderr
+    assert "cannot be loaded safely" in lines[0] and not marker.exists()
+
+
+def test_trial_restore_refuses_a_checkpoint_that_would_run_code(tmp_path):
+    from bex.learners.trial import STATE_FILE, TrialConfig, check_checkpoints, run_learner_trial
+    from bex.replay import DatasetWriter
+    from tests.helpers import collect_episode
+
+    data = tmp_path / "data"
+    ep, _, spec = collect_episode("walker", "stand", 0, 60)
+    with DatasetWriter(data, spec, "random", None, 0) as w:
+        w.write_episode(ep)
+    ck, marker = tmp_path / "exp" / "t0" / "checkpoint_000000", tmp_path / "pwned"
+    _evil_checkpoint(ck / STATE_FILE, marker)
+    cfg = TrialConfig(dataset=str(data), task="walker_stand", learner="bc", steps=4, eval_every=2,
+                      eval_episodes=1, report_every=2, learner_config={"hidden_dim": 8, "batch_size": 8})
+    with pytest.raises(ValueError) as e:
+        run_learner_trial(cfg, None, lambda m, w=None: None, checkpoint=ck)
+    assert "\n" not in str(e.value) and STATE_FILE in str(e.value) and not marker.exists()
+    with pytest.raises(ValueError, match="cannot be loaded safely"):
+        check_checkpoints(tmp_path / "exp")  # what `bex sweep --resume` runs before Tune restores a trial
+    assert not marker.exists()
