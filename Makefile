@@ -6,10 +6,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.bex-installed
 PYTEST_ARGS ?=
 
-# Headless MuJoCo, and keep the embedded Ray on loopback (Ray rewrites 127.0.0.1
-# to the machine's network address but keeps 127.0.0.2).
+# Headless MuJoCo, and keep every listener of the embedded Ray on loopback
+# (bex stops Ray from rewriting 127.0.0.1 to the network address: README, "Ray on loopback").
 export MUJOCO_GL ?= disable
-export BEX_NODE_IP ?= 127.0.0.2
+export BEX_NODE_IP ?= 127.0.0.1
 export PYTHONUNBUFFERED := 1
 
 .PHONY: install demo test test-fast lint bench clean

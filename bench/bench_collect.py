@@ -39,7 +39,7 @@ extrapolation (stated in the output).  Targets printed at the end:
 ``TARGET updates/s vs URLB (<preset>): <ratio>x (>= 3x: PASS|FAIL)`` and, on a
 GPU, the 500K-step walker dataset in under 20 minutes.
 
-    MUJOCO_GL=disable BEX_NODE_IP=127.0.0.2 python bench/bench_collect.py [--quick] [--config small|paper|both]
+    MUJOCO_GL=disable BEX_NODE_IP=127.0.0.1 python bench/bench_collect.py [--quick] [--config small|paper|both]
         [--threads N] [--no-ray]
 """
 from __future__ import annotations

@@ -30,7 +30,7 @@ Checks printed at the end:
   than the seed-to-seed spread (the largest |seed a - seed b| difference of
   any config; needs two seeds — with one seed it says so).
 
-    MUJOCO_GL=disable BEX_NODE_IP=127.0.0.2 python bench/bench_dataset_entropy.py [--quick]
+    MUJOCO_GL=disable BEX_NODE_IP=127.0.0.1 python bench/bench_dataset_entropy.py [--quick]
         [--steps N] [--seeds 0,1] [--out DIR] [--reuse] [--knn-mode batch|recent] [--knn-window W] [--knn-local L]
         [--configs "shannon,be a=0.5"]
 """

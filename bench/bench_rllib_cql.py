@@ -12,7 +12,7 @@ Prints, per learner and seed, the final evaluation return (deterministic
 policy, bex's ``envs.evaluate``, the same evaluation seeds for both) and the
 gradient steps per second, then the means and the bex/RLlib ratios.
 
-    MUJOCO_GL=disable BEX_NODE_IP=127.0.0.2 python bench/bench_rllib_cql.py --data DIR
+    MUJOCO_GL=disable BEX_NODE_IP=127.0.0.1 python bench/bench_rllib_cql.py --data DIR
         [--objective be --param 0.5] [--task walker_stand] [--steps 5000] [--seeds 0,1] [--cql-weight 0.01]
 """
 from __future__ import annotations

@@ -4,7 +4,7 @@ Every command validates its input before starting Ray, prints progress for long
 work, and exits non-zero with a one-line ``bex: error: ...`` on bad input.
 Ray starts embedded on this machine unless ``--address``/``RAY_ADDRESS`` names
 a cluster; ``--node-ip``/``BEX_NODE_IP`` pins the embedded Ray to an address
-(e.g. 127.0.0.2 to stay on loopback).
+(127.0.0.1 keeps every Ray listener on loopback; see ``runtime.py``).
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def fail(msg: str, code: int = 2):
 @app.callback()
 def main_options(
     node_ip: Optional[str] = typer.Option(None, "--node-ip", envvar="BEX_NODE_IP",
-                                          help="address the embedded Ray binds to (e.g. 127.0.0.2)"),
+                                          help="address the embedded Ray binds to (127.0.0.1: loopback only)"),
     address: Optional[str] = typer.Option(None, "--address", envvar="RAY_ADDRESS",
                                           help="Ray cluster to join (HOST:PORT or auto)"),
     storage: Optional[str] = typer.Option(None, "--storage", envvar="BEX_STORAGE",

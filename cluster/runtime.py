@@ -1,10 +1,19 @@
 """Ray start-up shared by every bex command.
 
 Ray is imported only inside ``cluster/``.  ``init_ray`` starts an embedded local
-Ray (the default) or connects to a running cluster.  On machines where Ray
-rewrites ``127.0.0.1`` to the network address, pass another loopback address
-(``--node-ip 127.0.0.2`` or ``BEX_NODE_IP=127.0.0.2``) to keep every Ray process
-on loopback; without it Ray's own default applies.
+Ray (the default) or connects to a running cluster.
+
+Loopback.  ``--node-ip 127.0.0.1`` (or ``BEX_NODE_IP=127.0.0.1``) keeps every
+listener of the embedded Ray on loopback.  Ray 2.60 binds its gRPC servers (GCS,
+raylet, object manager, every core worker, the dashboard agent) and its
+Prometheus endpoints to loopback only when the node IP is exactly
+``127.0.0.1``/``localhost``/``::1`` and to all interfaces otherwise, with no
+setting to change that; and on Linux it rewrites ``127.0.0.1`` to the machine's
+network address unless ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` (which only
+forbids joining other nodes).  So for an embedded start on ``127.0.0.1`` bex sets
+that switch before Ray starts.  Another loopback address (``127.0.0.2``) keeps
+Ray's traffic on loopback but its gRPC servers listen on ``[::]``.  Without a
+node IP Ray's own default (the network address) applies.
 """
 from __future__ import annotations
 
@@ -12,6 +21,24 @@ import os
 from typing import Any
 
 NODE_IP_ENV = "BEX_NODE_IP"
+#: Node IPs for which Ray 2.60 binds every listener to loopback (``IsLocalhost`` in its C++ core).
+LOCALHOST = ("127.0.0.1", "localhost", "::1")
+_SINGLE_NODE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def keep_localhost() -> None:
+    """Stop Ray from rewriting ``127.0.0.1`` to the network address (for an embedded, single-node start).
+
+    Sets ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` for this process and the Ray
+    processes it starts (Ray reads it when ``ray`` is imported; a module already
+    imported is patched too).  The switch only forbids other nodes joining.
+    """
+    import sys
+
+    os.environ[_SINGLE_NODE_ENV] = "0"
+    constants = sys.modules.get("ray._private.ray_constants")
+    if constants is not None:
+        constants.ENABLE_RAY_CLUSTER = False
 
 
 def init_ray(address: str | None = None, node_ip: str | None = None, num_cpus: int | None = None,
@@ -22,12 +49,14 @@ def init_ray(address: str | None = None, node_ip: str | None = None, num_cpus: i
     set (as under ``ray job submit``); ``"auto"`` or ``HOST:PORT`` joins a cluster.
     ``node_ip``: the address the embedded Ray binds to (default ``$BEX_NODE_IP``).
     """
+    node_ip = node_ip or os.environ.get(NODE_IP_ENV) or None
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address is None and node_ip in LOCALHOST:
+        keep_localhost()
     import ray
 
     if ray.is_initialized():
         return ray
-    node_ip = node_ip or os.environ.get(NODE_IP_ENV) or None
-    address = address or os.environ.get("RAY_ADDRESS") or None
     opts: dict[str, Any] = dict(namespace=namespace, log_to_driver=kwargs.pop("log_to_driver", True),
                                 include_dashboard=kwargs.pop("include_dashboard", None))
     if address is None:

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "disable")
-os.environ.setdefault("BEX_NODE_IP", "127.0.0.2")
+os.environ.setdefault("BEX_NODE_IP", "127.0.0.1")  # every embedded-Ray listener on loopback
 
 import pytest
 

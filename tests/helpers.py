@@ -1,6 +1,8 @@
 """Helpers shared by tests (not fixtures)."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 
@@ -75,3 +77,60 @@ def kill_descendant(root_pid: int, pattern: str) -> int:
                 return child
             stack.append(child)
     raise AssertionError(f"no process under {root_pid} matches {pattern!r}")
+
+
+def listening_sockets(pids: set[int]) -> list[tuple[int, str, int]]:
+    """``(pid, address, port)`` of every TCP socket in LISTEN state owned by one of ``pids`` (from /proc)."""
+    import socket as _socket
+    import struct
+
+    inodes: dict[str, int] = {}
+    for pid in pids:
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                except OSError:
+                    continue
+                if link.startswith("socket:["):
+                    inodes[link[8:-1]] = pid
+        except OSError:
+            continue
+    out = []
+    for table, family in (("/proc/net/tcp", _socket.AF_INET), ("/proc/net/tcp6", _socket.AF_INET6)):
+        with open(table) as f:
+            next(f)
+            for line in f:
+                parts = line.split()
+                local, state, inode = parts[1], parts[3], parts[9]
+                if state != "0A" or inode not in inodes:
+                    continue
+                host, port = local.split(":")
+                raw = bytes.fromhex(host)
+                if family == _socket.AF_INET:
+                    addr = _socket.inet_ntop(family, raw[::-1])
+                else:  # four little-endian 32-bit words
+                    addr = _socket.inet_ntop(family, b"".join(struct.pack(">I", w) for w in
+                                                              struct.unpack("<4I", raw)))
+                out.append((inodes[inode], addr, int(port, 16)))
+    return sorted(out)
+
+
+def descendants(pid: int) -> set[int]:
+    """``pid`` and every process below it (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(d))
+    out, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        if p not in out:
+            out.add(p)
+            todo.extend(children.get(p, []))
+    return out

@@ -1,6 +1,7 @@
 """Untrusted input: checkpoints load without running code, bad input is one line, nothing is lost."""
 from __future__ import annotations
 
+import os
 import pickle
 
 import numpy as np
@@ -145,3 +146,46 @@ def test_trial_restore_refuses_a_checkpoint_that_would_run_code(tmp_path):
     with pytest.raises(ValueError, match="cannot be loaded safely"):
         check_checkpoints(tmp_path / "exp")  # what `bex sweep --resume` runs before Tune restores a trial
     assert not marker.exists()
+
+
+# ------------------------------------------------------------------------------------------- loopback
+_PROBE = """
+import json, os, sys, time
+sys.path.insert(0, {repo!r})
+from bex.cluster.runtime import init_ray
+from tests.helpers import descendants, listening_sockets
+ray = init_ray(num_cpus=1)
+
+@ray.remote
+def pid():
+    return os.getpid()
+
+workers = ray.get([pid.remote() for _ in range(2)])
+time.sleep(2)  # the dashboard's and agents' late listeners
+print(json.dumps({{"node": ray.util.get_node_ip_address(), "workers": workers,
+                  "sockets": listening_sockets(descendants(os.getpid()))}}))
+"""
+
+
+@pytest.mark.ray
+def test_embedded_ray_listens_on_loopback_only(tmp_path):
+    """``BEX_NODE_IP=127.0.0.1``: no listener of the embedded Ray (GCS, raylet, workers, driver, dashboard,
+    agents, metrics) is on a wildcard or network address."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "BEX_NODE_IP": "127.0.0.1"}
+    env.pop("RAY_ADDRESS", None)
+    p = subprocess.run([sys.executable, "-c", _PROBE.format(repo=repo)], capture_output=True, text=True,
+                       timeout=300, env=env, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    socks = [tuple(s) for s in out["sockets"]]
+    owners = {s[0] for s in socks}
+    assert out["node"] == "127.0.0.1"
+    assert len(socks) >= 8 and set(out["workers"]) <= owners  # GCS, raylet, dashboard, agents and the workers
+    loopback = {"127.0.0.1", "::ffff:127.0.0.1", "::1"}
+    assert not [s for s in socks if s[1] not in loopback], socks

@@ -156,8 +156,15 @@ def test_the_wheel_installs_the_bex_namespace_only(tmp_path):
     """``pip wheel .`` packs exactly ``bex/<package>/...`` (with cluster.yaml), and the installed copy imports."""
     import zipfile
 
-    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(REPO)],
-                       capture_output=True, text=True, timeout=600)
+    import shutil
+
+    had_build = (REPO / "build").exists()
+    try:
+        r = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(REPO)],
+                           capture_output=True, text=True, timeout=600)
+    finally:
+        if not had_build:
+            shutil.rmtree(REPO / "build", ignore_errors=True)  # setuptools builds in the tree
     assert r.returncode == 0, r.stderr[-3000:]
     (wheel,) = tmp_path.glob("bex_rl-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
