@@ -154,9 +154,8 @@ def test_generic_names_are_not_installed(tmp_path):
 @pytest.mark.slow
 def test_the_wheel_installs_the_bex_namespace_only(tmp_path):
     """``pip wheel .`` packs exactly ``bex/<package>/...`` (with cluster.yaml), and the installed copy imports."""
-    import zipfile
-
     import shutil
+    import zipfile
 
     had_build = (REPO / "build").exists()
     try:
