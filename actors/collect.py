@@ -52,6 +52,8 @@ from bex.core.state import load_state, state_bytes
 from bex.entropy.rewards import OBJECTIVES
 from bex.envs import Env, EnvSpec, Step, check_domain, collection_task
 from bex.replay import DatasetWriter, Episode, atomic_write_bytes, check_output_root, partition_dir
+from bex.replay.schema import read_meta
+from bex.replay.writer import remove_stale_temp_files
 
 from .base import Explorer, RandomExplorer
 from .config import APTConfig, RNDConfig, SMMConfig
@@ -350,13 +352,17 @@ def prepare_output(cfg: CollectConfig, resume: bool) -> tuple[EnvSpec, list[Chun
     existing = sorted(p.name for p in pdir.glob("*.parquet")) if pdir.is_dir() else []
     meta_path = pdir / "_bex_partition.json"
     if existing or meta_path.exists():
-        old = json.loads(meta_path.read_text()).get("run_key") if meta_path.exists() else None
+        old = read_meta(meta_path).get("run_key") if meta_path.exists() else None
         if old != run_key:
             raise ValueError(f"output {cfg.out!r} already holds a different run's dataset in "
                              f"{pdir.relative_to(cfg.out)} (run {old}); choose another --out")
         if not resume and existing:
             raise ValueError(f"output {cfg.out!r} already holds this run's data ({len(existing)} files); "
                              f"pass --resume to continue it or choose another --out")
+    if resume and pdir.is_dir():
+        for d in (pdir, pdir / "_checkpoints"):  # left by processes killed mid-write (SIGTERM, a lost node)
+            if d.is_dir():
+                remove_stale_temp_files(d)
     ckpt = checkpoint_path(cfg, run_key)
     if resume and ckpt.exists():
         load_state(ckpt, check_only=True)  # an unsafe or corrupt checkpoint is one line here, not an actor crash loop

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -94,7 +95,7 @@ def collect(
     """Explore with Ray actors and write a hive-partitioned Parquet dataset (one run, or a --config grid)."""
     from bex.actors.collect import CollectConfig
 
-    from .driver import print_progress, run_collections
+    from .driver import CollectionError, print_progress, run_collections
 
     try:
         if config is not None:
@@ -123,6 +124,8 @@ def collect(
         summaries = run_collections(cfgs, resume=resume, progress=print_progress(), max_concurrent_runs=concurrent)
     except (ValueError, FileNotFoundError) as e:
         fail(str(e))
+    except CollectionError as e:  # actors that keep dying: stopped, reported; --resume continues
+        fail(str(e), code=1)
     for s in summaries:
         typer.echo(json.dumps({"run": s["run_key"], "out": s["config"]["out"], "steps": s["steps"],
                                "wall_s": round(s["wall_s"], 2), "env_steps_per_s": round(s["env_steps_per_s"], 1),
@@ -164,15 +167,26 @@ def relabel(
 
 @app.command()
 def info(dataset: Path = typer.Argument(..., help="dataset root"),
-         as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table")):
+         as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+         verify: bool = typer.Option(False, "--verify", help="read every page of every file (checksums, row "
+                                     "counts); a corrupt file is an error naming it")):
     """Print partitions, episodes, transitions, shapes, schema version and cached task rewards."""
+    from bex.replay import Dataset
+
     from .info import dataset_info, format_info
 
     try:
-        d = dataset_info(_path(dataset, "dataset", local=True))
+        root = _path(dataset, "dataset", local=True)
+        d = dataset_info(root)
+        if verify:
+            checked = Dataset(root).verify()
+            d["verified"] = {"files": len(checked), "rows": sum(c["rows"] for c in checked)}
     except (ValueError, FileNotFoundError) as e:
         fail(str(e))
-    typer.echo(json.dumps(d, indent=2) if as_json else format_info(d))
+    text = format_info(d)
+    if verify:
+        text += f"\nverified     {d['verified']['files']} files, {d['verified']['rows']} rows: every page read, OK"
+    typer.echo(json.dumps(d, indent=2) if as_json else text)
 
 
 @app.command()
@@ -210,7 +224,7 @@ def train(
 
     from bex.learners.trial import TrialConfig
 
-    from .train import run_trials
+    from .train import check_experiment_name, run_trials
 
     try:
         overrides = {}
@@ -220,12 +234,15 @@ def train(
             k, v = kv.split("=", 1)
             overrides[k] = yaml.safe_load(v)
         filters = {k: v for k, v in (("objective", objective), ("param", param)) if v is not None}
-        steps = steps or 10_000
+        steps = 10_000 if steps is None else steps  # an explicit --steps 0 is an error, never the default
         cfg = TrialConfig.from_dict(dict(dataset=_path(dataset, "--dataset", local=True), task=task, learner=learner,
-                                         preset=preset, steps=steps, seed=seed, eval_every=eval_every or steps,
+                                         preset=preset, steps=steps, seed=seed,
+                                         eval_every=steps if eval_every is None else eval_every,
                                          eval_episodes=eval_episodes, learner_config=overrides, filters=filters,
                                          report_every=min(1000, steps)))
-        name = name or f"train-{learner}-{Path(dataset).name}-{task}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if name is None:
+            name = f"train-{learner}-{Path(dataset).name}-{task}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+        check_experiment_name(name, "--name")
         grid = run_trials([cfg], name=name, storage=_path(storage, "--storage"), resources={"cpu": 1},
                           max_failures=max_failures, verbose=0)
     except (ValueError, FileNotFoundError) as e:
@@ -311,12 +328,54 @@ def status(as_json: bool = typer.Option(False, "--json", help="print JSON instea
     typer.echo(json.dumps(st, indent=2, default=str) if as_json else format_status(st, all_records))
 
 
+def _usage_message(e: Exception, argv: list[str]) -> str:
+    """One line for a typer/click usage error, naming the value the user gave where the error has one."""
+    if type(e).__name__ == "NoArgsIsHelpError":
+        return "a command is required (the list is above)"
+    message = e.format_message() if hasattr(e, "format_message") else str(e)
+    line = (message.strip().splitlines() or [type(e).__name__])[0]
+    param = getattr(e, "param", None)
+    for opt in getattr(param, "opts", None) or []:
+        for i, tok in enumerate(argv):
+            if tok == opt and i + 1 < len(argv):
+                return f"{line} (got {argv[i + 1]!r})"
+            if tok.startswith(opt + "="):
+                return f"{line} (got {tok[len(opt) + 1:]!r})"
+    return line
+
+
+def _stop_ray() -> None:
+    """Stop this process's Ray work (the embedded cluster's actors and tasks, or our jobs on a cluster)."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+
+
 def main() -> None:
+    """The console script: every error of the command line (typer's own usage errors too) is one line.
+
+    SIGTERM (and Ray's own SIGTERM handler, which exits with status 15) stops the command's Ray work and
+    exits 143 without a traceback; every file is committed atomically, so ``--resume`` continues.
+    """
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(int(signum)))  # Ray's driver does the same
     try:
-        app()
-    except KeyboardInterrupt:
+        rc = app(standalone_mode=False)
+    except SystemExit as e:
+        if e.code != signal.SIGTERM:
+            raise
+        _stop_ray()
+        typer.echo("bex: terminated (SIGTERM); run the same command with --resume to continue", err=True)
+        sys.exit(128 + signal.SIGTERM)
+    except (KeyboardInterrupt, typer.Abort):
+        _stop_ray()
         typer.echo("bex: interrupted", err=True)
         sys.exit(130)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.exceptions.TyperException as e:  # usage errors: --steps abc, an unknown option or command, ...
+        typer.echo(f"bex: error: {_usage_message(e, sys.argv[1:])}", err=True)
+        sys.exit(getattr(e, "exit_code", 2))
+    sys.exit(rc if isinstance(rc, int) else 0)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,41 @@ import time
 from pathlib import Path
 from typing import Callable
 
+#: The file a demo leaves in its run root; a later demo deletes only what a root with this file holds.
+MARKER = ".bex_demo"
+
+
+def prepare_demo_root(root: Path, steps: int, train_steps: int) -> None:
+    """Check the demo's input, then clear what a previous demo wrote there (nothing else).
+
+    ``steps`` >= 1 and ``train_steps`` >= 4 (evaluations every ``train_steps // 2``,
+    reports every ``train_steps // 4``).  A non-empty ``root`` without the demo's
+    marker file was not written by ``bex demo``: it is refused, not deleted.
+    """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"--steps {steps!r} is out of range: allowed an integer >= 1")
+    if isinstance(train_steps, bool) or not isinstance(train_steps, int) or train_steps < 4:
+        raise ValueError(f"--train-steps {train_steps!r} is out of range: allowed an integer >= 4")
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"--root {str(root)!r} is a file, not a directory")
+    if root.is_dir() and any(root.iterdir()) and not (root / MARKER).is_file() and not _demo_layout(root):
+        raise ValueError(f"--root {str(root)!r} holds files bex demo did not write (no {MARKER} marker); "
+                         f"choose another --root (the demo deletes its own previous output only)")
+    for p in (root / "datasets" / "walker", root / "sweeps" / "demo"):
+        if p.is_dir():
+            shutil.rmtree(p)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / MARKER).write_text("written by bex demo; a later demo replaces datasets/walker and sweeps/demo\n")
+
+
+def _demo_layout(root: Path) -> bool:
+    """A root written by a demo from before the marker existed: ``datasets/walker`` and ``sweeps/demo`` only."""
+    def names(p: Path) -> set[str]:
+        return {c.name for c in p.iterdir()} if p.is_dir() else set()
+
+    return (names(root) <= {"datasets", "sweeps"} and names(root / "datasets") <= {"walker"}
+            and names(root / "sweeps") <= {"demo"})
+
 
 def run_demo(root: Path, steps: int = 4000, train_steps: int = 2000, echo: Callable[[str], None] = print) -> dict:
     from bex.actors.collect import CollectConfig
@@ -27,9 +62,7 @@ def run_demo(root: Path, steps: int = 4000, train_steps: int = 2000, echo: Calla
 
     root = Path(root)
     data = root / "datasets" / "walker"
-    for p in (data, root / "sweeps" / "demo"):
-        if p.exists():
-            shutil.rmtree(p)
+    prepare_demo_root(root, steps, train_steps)
     t0 = time.perf_counter()
     explorer_cfg = {"num_seed_frames": 1000}
     runs = [CollectConfig(out=str(data), explorer="apt", objective="be", param=0.5, steps=steps, preset="small",

@@ -35,6 +35,22 @@ from .knn_service import knn_reward_factory
 from .runtime import node_address
 
 SEGMENT_STEPS = 100
+#: A run whose actors die this many times more than it has workers stops with an error (a worker that
+#: cannot be created, or crashes at once, would otherwise be re-created forever).
+MAX_EXTRA_FAILURES = 5
+
+
+class CollectionError(RuntimeError):
+    """A collection run that cannot go on (its actors keep dying); the message is one line."""
+
+
+def _first_line(e: BaseException) -> str:
+    cause = getattr(e, "cause", None) or e.__cause__ or e
+    text = str(cause).strip().splitlines()
+    for line in reversed(text):  # a remote traceback ends with the exception line
+        if line.strip() and not line.startswith(" "):
+            return line.strip()[:300]
+    return type(cause).__name__
 
 
 class _Run:
@@ -77,6 +93,11 @@ class _Run:
         atomic_write_bytes(self.cfg.partition / "_bex_run.json", dumps(s).encode())
         return s
 
+    def _check_failures(self, e: BaseException) -> None:
+        if self.restarts > int(self.cfg.actors) + MAX_EXTRA_FAILURES:
+            raise CollectionError(f"run {self.label}: its actors died {self.restarts} times; last error: "
+                                  f"{_first_line(e)}")
+
     def _count(self, res: dict) -> None:
         self.steps += res["steps"]
         self.nodes[res["node"]] = self.nodes.get(res["node"], 0) + res["steps"]
@@ -107,8 +128,9 @@ class _RandomRun(_Run):
         i, chunk = self.inflight.pop(ref)
         try:
             res = self.ray.get(ref)
-        except self.ray.exceptions.RayActorError:  # died for good: a fresh actor redoes the chunk
+        except self.ray.exceptions.RayActorError as e:  # died for good: a fresh actor redoes the chunk
             self.restarts += 1
+            self._check_failures(e)
             self.workers[i] = self.Worker.options(**self.opts).remote(self.cfg, self.run_key, node=node_address)
             self.queue.insert(0, chunk)
             res = None
@@ -142,7 +164,10 @@ class _LearnedRun(_Run):
         return [self.ref]
 
     def handle(self, ref) -> list:
-        res = self.ray.get(ref)  # the actor restarts and the call is retried by Ray after a crash
+        try:
+            res = self.ray.get(ref)  # the actor restarts and the call is retried by Ray after a crash
+        except self.ray.exceptions.RayError as e:  # it cannot be (re)created or its task fails for good
+            raise CollectionError(f"run {self.label}: {_first_line(e)}") from None
         self.recovered = max(self.recovered, int(res.get("restored", False)))
         self._count(res)
         self.updates += res.get("updates", 0) or 0
@@ -173,8 +198,9 @@ class _DistributedRun(_Run):
         i = self.inflight.pop(ref)
         try:
             seg = self.ray.get(ref)
-        except self.ray.exceptions.RayActorError:  # the worker died: Ray restarts it, its episode is dropped
+        except self.ray.exceptions.RayActorError as e:  # the worker died: Ray restarts it, its episode is dropped
             self.restarts += 1
+            self._check_failures(e)
             fb = self.learner.abort.remote(i)
             new = self.workers[i].run_segment.remote(fb, SEGMENT_STEPS)
             self.inflight[new] = i

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from bex.replay import Dataset
+from bex.replay.reader import read_parquet
 
 
 def dataset_info(root) -> dict:
@@ -15,7 +15,7 @@ def dataset_info(root) -> dict:
         files = [f for f in ds.files if f.partition == part]
         episodes = 0
         for f in files:
-            episodes += int(np.count_nonzero(pq.read_table(f.path, columns=["is_first"]).column(0).to_numpy()))
+            episodes += int(np.count_nonzero(read_parquet(f.path, ["is_first"]).column(0).to_numpy()))
         rows = sum(f.num_rows for f in files)
         parts.append(dict(partition="/".join(f"{k}={v}" for k, v in part.items()), files=len(files),
                           episodes=episodes, transitions=rows - episodes))

@@ -53,6 +53,7 @@ from ray.exceptions import ActorUnavailableError, RayActorError
 
 from bex.entropy.knn_index import KnnIndex, check_vectors
 from bex.entropy.rewards import KnnRewardTransform, RewardConfig
+from bex.replay.writer import temp_file
 
 log = logging.getLogger(__name__)
 
@@ -229,12 +230,12 @@ class KnnServiceCore:
                     "time": time.time()}
             arrays = {f"run_{i}": state["runs"][r]["data"] for i, r in enumerate(runs)}
             path = self._snapshot_path()
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            with open(tmp, "wb") as f:
-                np.savez(f, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+            with temp_file(path) as tmp:
+                with open(tmp, "wb") as f:
+                    np.savez(f, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
             self._dirty = False
             self._last_snapshot = time.monotonic()
             return str(path)

@@ -26,22 +26,51 @@ def read_trials(run_dir: str | Path) -> list[dict]:
         raise FileNotFoundError(f"run directory {str(run_dir)!r} does not exist")
     trials = []
     for params in sorted(run_dir.glob("*/params.json")):
-        cfg = json.loads(params.read_text()).get("trial")
+        cfg = _read_params(params)
         if cfg is None:
             continue
         rows = []
         result = params.with_name("result.json")
         if result.exists():
-            for line in result.read_text().splitlines():
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError:
-                        pass  # a trial killed mid-write leaves a partial last line
+            lines = [(i, line) for i, line in enumerate(_text(result).splitlines(), 1) if line.strip()]
+            for k, (i, line) in enumerate(lines):
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    if k == len(lines) - 1:
+                        break  # a trial killed mid-write leaves a partial last line
+                    raise ValueError(f"broken trial file {str(result)!r}: line {i} is not JSON ({e.msg})") from None
+                if not isinstance(row, dict):
+                    raise ValueError(f"broken trial file {str(result)!r}: line {i} is not a JSON object")
+                rows.append(row)
         trials.append({"config": cfg, "rows": rows, "dir": str(params.parent)})
     if not trials:
         raise ValueError(f"{str(run_dir)!r} holds no bex trials (no */params.json)")
     return trials
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except UnicodeDecodeError:
+        raise ValueError(f"broken trial file {str(path)!r}: not UTF-8 text") from None
+
+
+def _read_params(path: Path) -> dict | None:
+    """A trial's ``TrialConfig`` dict from Tune's ``params.json`` (None: not a bex trial); broken: one line."""
+    try:
+        d = json.loads(_text(path))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"broken trial file {str(path)!r}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"broken trial file {str(path)!r}: expected a JSON object")
+    cfg = d.get("trial")
+    if cfg is None:
+        return None
+    missing = [k for k in ("learner", "task", "seed") if not isinstance(cfg, dict) or k not in cfg]
+    if missing:
+        raise ValueError(f"broken trial file {str(path)!r}: its trial config lacks {missing}")
+    return cfg
 
 
 def _learner_label(cfg: dict) -> str:

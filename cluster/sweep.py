@@ -31,6 +31,7 @@ from typing import Any
 from bex.core import PRESET_NAMES, ConfigBase, param
 from bex.learners.trial import TrialConfig
 
+from .train import check_experiment_name
 from .yamlconf import load_yaml
 
 
@@ -79,6 +80,7 @@ class SweepConfig(ConfigBase):
         return super().from_dict(d, where=where)
 
     def check(self) -> None:
+        check_experiment_name(self.name, "SweepConfig.name")
         for k, elem in (("datasets", DatasetSelection), ("tasks", str), ("learners", str), ("seeds", int)):
             v = getattr(self, k)
             if not v:

@@ -102,6 +102,15 @@ def _trial_dirname(trial) -> str:
     return f"{trial.trial_id}_{t.get('learner')}_{t.get('task')}_{label}_s{t.get('seed')}"
 
 
+def check_experiment_name(name: str, what: str = "experiment name") -> str:
+    """An experiment (sweep) name is one plain directory name: it cannot leave the storage root."""
+    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name \
+            or name != name.strip() or "\0" in name:
+        raise ValueError(f"{what} {name!r} is not allowed: use one directory name (no '/', '..' or absolute "
+                         f"paths); experiments are written under the storage root")
+    return name
+
+
 def run_trials(trials: list[TrialConfig], name: str, storage: str, resources: dict | None = None,
                max_concurrent: int = 0, max_failures: int = 2, resume: bool = False, verbose: int = 1):
     """Run trials as one Tune experiment ``storage/name``; returns the ``ResultGrid``."""
@@ -109,6 +118,8 @@ def run_trials(trials: list[TrialConfig], name: str, storage: str, resources: di
     from ray import tune
 
     from .runtime import init_ray
+
+    check_experiment_name(name)
 
     keys = {}
     for tr in trials:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .reader import Dataset
-from .writer import _commit
+from .writer import _commit, temp_file
 
 
 def export_npz(root: str | os.PathLike, task: str, out: str | os.PathLike, **filters) -> dict:
@@ -28,11 +28,7 @@ def export_npz(root: str | os.PathLike, task: str, out: str | os.PathLike, **fil
     arrays = dict(observations=tr.obs, actions=tr.action, rewards=tr.reward, next_observations=tr.next_obs,
                   terminals=terminals, timeouts=tr.is_last & ~terminals)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}.npz")
-    try:
+    with temp_file(out, suffix=".tmp.npz") as tmp:  # np.savez appends .npz to other names
         np.savez(tmp, **arrays)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _commit(tmp, out, overwrite=True)
+        _commit(tmp, out, overwrite=True)
     return {"out": str(out), "transitions": len(tr)}

@@ -14,12 +14,11 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from bex.envs import TaskReward, parse_task, relabel_exact
 
-from .reader import Dataset
-from .writer import _commit
+from .reader import Dataset, read_parquet
+from .writer import _commit, temp_file
 
 MapFn = Callable[[Callable, Sequence], Iterable]
 
@@ -31,7 +30,7 @@ def rewards_for_file(path: str, domain: str, task: str, start: int = 0, stop: in
     key = (domain, task)
     if key not in _REWARDERS:  # one environment per worker process, reused across chunks
         _REWARDERS[key] = TaskReward(domain, task)
-    table = pq.read_table(path, columns=["physics", "action"])
+    table = read_parquet(path, ["physics", "action"])  # a corrupt file: one line naming it
 
     def rows(name):
         col = table.column(name).combine_chunks()
@@ -80,12 +79,12 @@ def relabel(root: str | os.PathLike, task: str, map_fn: MapFn | None = None, chu
             raise RuntimeError(f"relabel of {f.path} produced {len(rewards)} rewards for {f.num_rows} rows")
         out = ds.reward_cache_path(f, domain, task)
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
         table = pa.table({"reward": rewards},
                          metadata={b"bex.task": f"{domain}_{task}".encode(), b"bex.source": f.path.name.encode()})
-        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
-            w.write_table(table)
-        _commit(tmp, out, overwrite=True)
+        with temp_file(out) as tmp:
+            with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
+                w.write_table(table)
+            _commit(tmp, out, overwrite=True)
         if progress:
             progress(1, len(todo))
     return {"task": f"{domain}_{task}", "files": len(ds.files), "rows": ds.num_rows,

@@ -128,3 +128,51 @@ class Episode:
 
 def dumps(obj) -> str:
     return json.dumps(obj, indent=2, sort_keys=True, default=str)
+
+
+#: The keys (and their types) of each metadata file; ``None`` in a tuple of types allows null.
+_META_KEYS: dict[str, dict[str, tuple]] = {
+    DATASET_META_FILE: {"schema_version": (int,), "bex_version": (str,), "format": (str,)},
+    PARTITION_META_FILE: {"schema_version": (int,), "bex_version": (str,), "env_spec": (dict,), "config": (dict,),
+                          "run_key": (str, type(None))},
+}
+_ENV_SPEC_KEYS = {"domain": (str,), "task": (str,), "obs_dim": (int,), "action_dim": (int,), "physics_dim": (int,),
+                  "obs_keys": (list,), "action_low": (list,), "action_high": (list,), "episode_length": (int,),
+                  "control_timestep": (float, int)}
+
+
+def _check_keys(d: dict, spec: dict[str, tuple], where: str) -> None:
+    missing, extra = sorted(set(spec) - set(d)), sorted(set(d) - set(spec))
+    if missing or extra:
+        raise ValueError(f"malformed {where}: " + "; ".join(
+            ([f"missing key(s) {missing}"] if missing else []) + ([f"unexpected key(s) {extra}"] if extra else [])))
+    for k, types in spec.items():
+        v = d[k]
+        if not isinstance(v, types) or (isinstance(v, bool) and bool not in types):
+            allowed = "/".join("null" if t is type(None) else t.__name__ for t in types)
+            raise ValueError(f"malformed {where}: {k}={v!r} has type {type(v).__name__}; expected {allowed}")
+
+
+def read_meta(path) -> dict:
+    """Read and check a ``_bex_dataset.json`` or ``_bex_partition.json``: bad JSON, a wrong type, a missing or
+    an unexpected key is one ``ValueError`` line naming the file and the problem."""
+    from pathlib import Path
+
+    path = Path(path)
+    where = str(path)
+    try:
+        d = json.loads(path.read_text())
+    except UnicodeDecodeError:
+        raise ValueError(f"malformed {where}: not UTF-8 text") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"malformed {where}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"malformed {where}: expected a JSON object, got {type(d).__name__}")
+    v = d.get("schema_version")
+    if v not in SUPPORTED_SCHEMA_VERSIONS or isinstance(v, bool):  # another version may have other keys
+        raise ValueError(f"{where} has unknown schema version {v!r}; this bex reads versions "
+                         f"{list(SUPPORTED_SCHEMA_VERSIONS)}")
+    _check_keys(d, _META_KEYS[path.name], where)
+    if path.name == PARTITION_META_FILE:
+        _check_keys(d["env_spec"], _ENV_SPEC_KEYS, f"{where} (env_spec)")
+    return d

@@ -6,7 +6,7 @@ Layout: ``<root>/domain=D/objective=O/param=P/seed=S/<writer_id>-<seq>.parquet``
   buffer reaches ``rows_per_file`` (or on ``flush``/``close``); a writer killed
   mid-episode loses that episode and leaves no partial rows.
 * **Atomic commits.** A file is written under a hidden temporary name
-  (``.<name>.tmp-<pid>``; readers ignore names starting with ``.`` or ``_``),
+  (``.<name>.<random>.tmp``, created exclusively; readers ignore names starting with ``.`` or ``_``),
   fsynced, then hard-linked to its final name, which fails instead of
   overwriting if that name exists, and the temporary name is removed.
 * **Unique names.** ``writer_id`` is unique per writer (a UUID unless the caller
@@ -18,8 +18,10 @@ Layout: ``<root>/domain=D/objective=O/param=P/seed=S/<writer_id>-<seq>.parquet``
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -37,21 +39,48 @@ from .schema import (
     bex_version,
     dumps,
     format_param,
+    read_meta,
     step_schema,
 )
 
 COMPRESSION = "lz4"
 
 
+@contextlib.contextmanager
+def temp_file(final: Path, suffix: str = ".tmp"):
+    """A temporary file next to ``final``, created exclusively (``mkstemp``: ``O_EXCL``) under an unpredictable
+    hidden name (readers skip names starting with ``.``), mode 0644; removed if the block raises."""
+    final = Path(final)
+    fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=suffix)
+    tmp = Path(name)
+    try:
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would make shared datasets unreadable to others
+        os.close(fd)
+        yield tmp
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def remove_stale_temp_files(directory: Path) -> int:
+    """Delete the temporary files (``.<name>.<random>.tmp``) a killed writer left in ``directory``; returns
+    how many.  Call it only when no writer of that directory is running (``--resume`` of a stopped run)."""
+    n = 0
+    for p in Path(directory).glob(".*"):
+        if p.is_file() and (p.name.endswith(".tmp") or ".tmp-" in p.name or p.name.endswith(".tmp.npz")):
+            p.unlink(missing_ok=True)
+            n += 1
+    return n
+
+
 def atomic_write_bytes(path: Path, data: bytes, overwrite: bool = True) -> None:
-    """Write ``data`` to ``path`` via a temporary name + rename (or no-clobber link)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    _commit(tmp, path, overwrite)
+    """Write ``data`` to ``path`` via an exclusive temporary file, fsync, and rename (or no-clobber link)."""
+    with temp_file(Path(path)) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        _commit(tmp, Path(path), overwrite)
 
 
 def _commit(tmp: Path, path: Path, overwrite: bool) -> None:
@@ -87,7 +116,7 @@ def check_output_root(root: str | os.PathLike) -> Path:
 def ensure_dataset_meta(root: Path) -> None:
     meta_path = root / DATASET_META_FILE
     if meta_path.exists():
-        meta = json.loads(meta_path.read_text())
+        meta = read_meta(meta_path)
         if meta.get("schema_version") != SCHEMA_VERSION:
             raise ValueError(f"dataset {str(root)!r} has schema version {meta.get('schema_version')!r}; "
                              f"this bex writes version {SCHEMA_VERSION}")
@@ -108,7 +137,7 @@ def ensure_partition_meta(pdir: Path, env_spec: EnvSpec, config: dict, run_key: 
     meta = {"schema_version": SCHEMA_VERSION, "bex_version": bex_version(), "env_spec": env_spec.to_dict(),
             "config": config, "run_key": run_key}
     if meta_path.exists():
-        old = json.loads(meta_path.read_text())
+        old = read_meta(meta_path)
         same_env = {k: v for k, v in old.get("env_spec", {}).items() if k != "task"} == \
             {k: v for k, v in json.loads(dumps(env_spec.to_dict())).items() if k != "task"}
         if not same_env:
@@ -161,16 +190,12 @@ class DatasetWriter:
             return None
         table = pa.concat_tables(self._buffer)
         path = self.pdir / f"{self.writer_id}-{self.seq:06d}.parquet"
-        tmp = self.pdir / f".{path.name}.tmp-{os.getpid()}"
-        try:
+        with temp_file(path) as tmp:
             pq.write_table(table, tmp, compression=COMPRESSION, row_group_size=max(1, table.num_rows),
-                           use_dictionary=["episode_id"])
+                           use_dictionary=["episode_id"], write_page_checksum=True)
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        _commit(tmp, path, overwrite=False)
+            _commit(tmp, path, overwrite=False)
         self.seq += 1
         self.files.append(path)
         self.episodes_written += len(self._buffer)
