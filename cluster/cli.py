@@ -357,24 +357,39 @@ def main() -> None:
     SIGTERM (and Ray's own SIGTERM handler, which exits with status 15) stops the command's Ray work and
     exits 143 without a traceback; every file is committed atomically, so ``--resume`` continues.
     """
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(int(signum)))  # Ray's driver does the same
-    try:
-        rc = app(standalone_mode=False)
-    except SystemExit as e:
-        if e.code != signal.SIGTERM:
-            raise
+    from .runtime import TERMINATED, handle_sigterm
+
+    def terminated() -> None:
         _stop_ray()
         typer.echo("bex: terminated (SIGTERM); run the same command with --resume to continue", err=True)
         sys.exit(128 + signal.SIGTERM)
+
+    handle_sigterm()
+    try:
+        rc = app(standalone_mode=False)
     except (KeyboardInterrupt, typer.Abort):
+        if TERMINATED.is_set():
+            terminated()
         _stop_ray()
         typer.echo("bex: interrupted", err=True)
         sys.exit(130)
     except typer.Exit as e:
+        if TERMINATED.is_set():
+            terminated()
         sys.exit(e.exit_code)
     except typer.exceptions.TyperException as e:  # usage errors: --steps abc, an unknown option or command, ...
         typer.echo(f"bex: error: {_usage_message(e, sys.argv[1:])}", err=True)
         sys.exit(getattr(e, "exit_code", 2))
+    except SystemExit as e:
+        if e.code == signal.SIGTERM or TERMINATED.is_set():
+            terminated()
+        raise
+    except BaseException:
+        if TERMINATED.is_set():  # whatever the signal interrupted, the answer is the same
+            terminated()
+        raise
+    if TERMINATED.is_set():  # Tune stopped on the signal (and saved its state), then returned
+        terminated()
     sys.exit(rc if isinstance(rc, int) else 0)
 
 

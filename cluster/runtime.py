@@ -18,6 +18,9 @@ node IP Ray's own default (the network address) applies.
 from __future__ import annotations
 
 import os
+import signal
+import sys
+import threading
 from typing import Any
 
 NODE_IP_ENV = "BEX_NODE_IP"
@@ -41,6 +44,60 @@ def keep_localhost() -> None:
         constants.ENABLE_RAY_CLUSTER = False
 
 
+#: Set when the process got SIGTERM (the CLI exits 143 once its Ray work has stopped).
+TERMINATED = threading.Event()
+_SIGTERM_WANTED = False
+
+
+def _on_sigterm(signum, frame) -> None:
+    """SIGTERM: remember it; inside a Tune run ask Tune to stop after this step (it saves its experiment state,
+    as on SIGUSR1), else leave the current call (``SystemExit``) so the command stops its Ray work."""
+    TERMINATED.set()
+    tune_handler = signal.getsignal(signal.SIGUSR1) if hasattr(signal, "SIGUSR1") else None
+    if callable(tune_handler) and "signal_interrupt_tune_run" in getattr(tune_handler, "__qualname__", ""):
+        tune_handler(signum, frame)
+        return
+    sys.exit(int(signum))
+
+
+def handle_sigterm() -> None:
+    """Install bex's SIGTERM handler in the main thread (again after ``ray.init``, which installs its own)."""
+    global _SIGTERM_WANTED
+    if threading.current_thread() is threading.main_thread():
+        _SIGTERM_WANTED = True
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def import_ray():
+    """``import ray`` without its C++ failure-signal handler in this (the driver's) process.
+
+    Ray's core worker installs absl's failure signal handler in the driver,
+    which answers SIGTERM with a stack dump (``*** SIGTERM received ...``) before
+    Python sees the signal; bex handles SIGTERM itself (stop Ray work, exit 143,
+    ``--resume`` continues).  ``RAY_DISABLE_FAILURE_SIGNAL_HANDLER`` is read when
+    ``ray`` is imported; it is set for this process only, so the Ray processes it
+    starts keep their crash stack traces.
+    """
+    import sys
+
+    if "ray" in sys.modules:
+        constants = sys.modules.get("ray._private.ray_constants")
+        if constants is not None:
+            constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = True
+        return sys.modules["ray"]
+    had = os.environ.get("RAY_DISABLE_FAILURE_SIGNAL_HANDLER")
+    os.environ["RAY_DISABLE_FAILURE_SIGNAL_HANDLER"] = "1"
+    try:
+        import ray
+        import ray._private.ray_constants  # noqa: F401  (read now, with the variable set)
+    finally:
+        if had is None:
+            os.environ.pop("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", None)
+        else:
+            os.environ["RAY_DISABLE_FAILURE_SIGNAL_HANDLER"] = had
+    return ray
+
+
 def init_ray(address: str | None = None, node_ip: str | None = None, num_cpus: int | None = None,
              namespace: str = "bex", **kwargs: Any):
     """Start or join Ray once per process and return ``ray`` (idempotent).
@@ -53,7 +110,7 @@ def init_ray(address: str | None = None, node_ip: str | None = None, num_cpus: i
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address is None and node_ip in LOCALHOST:
         keep_localhost()
-    import ray
+    ray = import_ray()
 
     if ray.is_initialized():
         return ray
@@ -69,6 +126,8 @@ def init_ray(address: str | None = None, node_ip: str | None = None, num_cpus: i
     opts.update(kwargs)
     os.environ.setdefault("MUJOCO_GL", "disable")
     ray.init(**opts)
+    if _SIGTERM_WANTED:
+        handle_sigterm()  # ray.init replaced it with Ray's (sys.exit(15), which a blocking Ray call can swallow)
     return ray
 
 

@@ -189,3 +189,79 @@ def test_embedded_ray_listens_on_loopback_only(tmp_path):
     assert len(socks) >= 8 and set(out["workers"]) <= owners  # GCS, raylet, dashboard, agents and the workers
     loopback = {"127.0.0.1", "::ffff:127.0.0.1", "::1"}
     assert not [s for s in socks if s[1] not in loopback], socks
+
+
+# ------------------------------------------------------------------------------------------- SIGTERM
+def _term_when(cmd: list[str], ready, cwd, timeout: float = 300) -> tuple[int, str]:
+    """Start ``cmd``, send it SIGTERM once ``ready()`` holds, return (exit code, stderr)."""
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + timeout
+    while not ready():
+        assert proc.poll() is None, f"finished before the signal: {proc.stderr.read()[-2000:]}"
+        assert time.time() < deadline, "never ready"
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    return proc.returncode, err
+
+
+def _clean_stop(rc: int, err: str) -> None:
+    assert rc == 143, err[-3000:]
+    assert "Traceback" not in err and "*** SIGTERM received" not in err, err[-3000:]
+    assert err.strip().splitlines()[-1].startswith("bex: terminated (SIGTERM)"), err[-3000:]
+
+
+@pytest.mark.ray
+def test_sigterm_stops_a_collection_cleanly_and_resume_completes_it(tmp_path):
+    import subprocess
+
+    from bex.replay import Dataset
+    from tests.conftest import BEX
+
+    out = tmp_path / "d"
+    cmd = [BEX, "collect", "--out", str(out), "--explorer", "rnd", "--steps", "6000", "--episodes-per-chunk", "1"]
+    rc, err = _term_when(cmd, lambda: len(list(out.rglob("*.parquet"))) >= 1, tmp_path)
+    _clean_stop(rc, err)
+    done = len(list(out.rglob("*.parquet")))
+    assert 1 <= done < 6
+    p = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    arr = Dataset(out).load(["episode_id", "step", "is_first"])
+    assert len(arr) - int(arr.is_first.sum()) == 6000  # exactly the requested steps
+    assert len(set(zip(arr.episode_id, arr.step))) == len(arr)  # no (episode_id, step) twice
+    assert not [p for p in out.rglob(".*") if p.is_file()]  # no temporary file left behind
+
+
+@pytest.mark.ray
+def test_sigterm_stops_a_sweep_cleanly_and_resume_completes_it(tmp_path):
+    import json
+    import subprocess
+
+    from bex.replay import DatasetWriter
+    from tests.conftest import BEX
+    from tests.helpers import collect_episode
+
+    ep, _, spec = collect_episode("walker", "stand", 0, 300)
+    with DatasetWriter(tmp_path / "ds", spec, "random", None, 0) as w:
+        w.write_episode(ep)
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text(json.dumps({"name": "term", "datasets": [str(tmp_path / "ds")], "tasks": ["walker_stand"],
+                               "learners": ["bc"], "seeds": [0, 1], "steps": 4000, "eval_every": 500,
+                               "eval_episodes": 1, "report_every": 500, "storage": str(tmp_path / "st"),
+                               "max_concurrent_trials": 1,
+                               "learner_config": {"bc": {"hidden_dim": 64, "batch_size": 64}}}))
+    exp = tmp_path / "st" / "term"
+    rc, err = _term_when([BEX, "sweep", str(cfg)], lambda: bool(list(exp.glob("*/checkpoint_000001"))), tmp_path)
+    _clean_stop(rc, err)
+    p = subprocess.run([BEX, "sweep", str(cfg), "--resume"], capture_output=True, text=True, timeout=900,
+                       cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    results = sorted(exp.glob("*/result.json"))
+    assert len(results) == 2
+    for r in results:
+        steps = [json.loads(line)["steps"] for line in r.read_text().splitlines() if line.strip()]
+        assert steps[-1] == 4000 and steps == sorted(set(steps)), steps  # complete, no step reported twice
