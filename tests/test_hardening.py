@@ -265,3 +265,54 @@ def test_sigterm_stops_a_sweep_cleanly_and_resume_completes_it(tmp_path):
     for r in results:
         steps = [json.loads(line)["steps"] for line in r.read_text().splitlines() if line.strip()]
         assert steps[-1] == 4000 and steps == sorted(set(steps)), steps  # complete, no step reported twice
+
+
+# ------------------------------------------------------------------------------------------- corrupt data
+def test_a_corrupt_page_with_an_intact_footer_is_named_by_verify_and_by_readers(tmp_path):
+    import subprocess
+
+    from bex.replay import Dataset, DatasetWriter
+    from bex.replay.relabel import rewards_for_file
+    from tests.conftest import BEX
+    from tests.helpers import collect_episode
+
+    ep, _, spec = collect_episode("walker", "stand", 0, 500)
+    with DatasetWriter(tmp_path / "ds", spec, "random", None, 0) as w:
+        w.write_episode(ep)
+    f = w.files[0]
+    assert [c["rows"] for c in Dataset(tmp_path / "ds").verify()] == [501]
+    import pyarrow.parquet as pq
+
+    md = pq.read_metadata(f).row_group(0)
+    col = next(md.column(i) for i in range(md.num_columns) if md.column(i).path_in_schema.startswith("physics"))
+    at = col.data_page_offset + col.total_compressed_size // 2  # inside the physics column's data page
+    data = f.read_bytes()
+    f.write_bytes(data[:at] + bytes(50) + data[at + 50:])  # a page's bytes, footer untouched
+    assert Dataset(tmp_path / "ds").num_rows == 501  # the footer still reads
+    with pytest.raises(ValueError, match="corrupt Parquet file .*CRC") as e:
+        Dataset(tmp_path / "ds").verify()
+    assert str(f) in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(ValueError, match="corrupt Parquet file"):
+        Dataset(tmp_path / "ds").load()
+    with pytest.raises(ValueError, match="corrupt Parquet file"):
+        rewards_for_file(str(f), "walker", "stand")
+    p = subprocess.run([BEX, "info", str(tmp_path / "ds"), "--verify"], capture_output=True, text=True, timeout=120)
+    lines = [x for x in p.stderr.splitlines() if x.strip()]
+    assert p.returncode == 2 and len(lines) == 1 and f.name in lines[0] and "CRC" in lines[0], p.stderr
+
+
+def test_a_run_whose_actors_keep_dying_stops_with_one_line():
+    from bex.actors.collect import CollectConfig
+    from bex.cluster.driver import MAX_EXTRA_FAILURES, CollectionError, _RandomRun
+
+    run = object.__new__(_RandomRun)  # only the failure accounting, no Ray
+    run.cfg, run.label, run.restarts = CollectConfig(out="/tmp/x", actors=2), "walker/random/s0", 0
+    err = RuntimeError("Traceback (most recent call last):\n  File x\nValueError: the env cannot be built")
+    for _ in range(2 + MAX_EXTRA_FAILURES):
+        run.restarts += 1
+        run._check_failures(err)  # a few deaths are restarts, not errors
+    run.restarts += 1
+    with pytest.raises(CollectionError) as e:
+        run._check_failures(err)
+    assert str(e.value) == (f"run walker/random/s0: its actors died {3 + MAX_EXTRA_FAILURES} times; last error: "
+                            "ValueError: the env cannot be built")
