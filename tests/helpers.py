@@ -118,15 +118,7 @@ def listening_sockets(pids: set[int]) -> list[tuple[int, str, int]]:
 
 def descendants(pid: int) -> set[int]:
     """``pid`` and every process below it (from /proc)."""
-    children: dict[int, list[int]] = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            children.setdefault(ppid, []).append(int(d))
+    children = _children()
     out, todo = set(), [pid]
     while todo:
         p = todo.pop()
