@@ -312,6 +312,41 @@ def demo(root: Path = typer.Option(Path("bex_runs/demo"), "--root", help="run ro
 
 
 @app.command()
+def coverage(dirs: List[Path] = typer.Argument(..., help="bex datasets or partitions (each partition of a dataset "
+                                                   "is compared as its own dataset)"),
+             space: str = typer.Option("physics", "--space", help="physics | observation | positions"),
+             max_states: Optional[int] = typer.Option(None, "--max-states", help="equal sample size cap"),
+             k: int = typer.Option(5, "--k", help="neighbours of the k-NN estimators"),
+             replicates: int = typer.Option(20, "--replicates", help="half-size subsamples per interval"),
+             seed: int = typer.Option(0, "--seed"),
+             out: Path = typer.Option(..., "--out", help="output directory (coverage.json)")):
+    """k-NN entropies (Shannon, Rényi, BE), volumes and the near-static fraction of datasets, comparable."""
+    from bex.replay import atomic_write_bytes
+    from bex.replay.coverage import CoverageConfig, load_state_sets
+    from bex.replay.coverage import coverage as measure
+    from bex.replay.schema import dumps
+
+    try:
+        cfg = CoverageConfig.from_dict({"space": space, "max_states": max_states, "k": k, "replicates": replicates,
+                                        "seed": seed})
+        out_dir = Path(_path(out, "--out", local=True))
+        if out_dir.exists() and not out_dir.is_dir():
+            raise ValueError(f"--out {str(out_dir)!r} is a file, not a directory")
+        sets = load_state_sets([_path(d, "dataset", local=True) for d in dirs], cfg.space)
+
+        def progress(name: str, i: int, total: int) -> None:
+            typer.echo(f"[coverage {i + 1}/{total}] {name}", err=True)
+
+        rows = measure(sets, cfg, progress=progress)
+    except (ValueError, FileNotFoundError) as e:
+        fail(str(e))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out_dir / "coverage.json", dumps({"config": cfg.to_dict(), "datasets": rows}).encode())
+    for row in rows:
+        typer.echo(json.dumps(row))
+
+
+@app.command()
 def status(as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
            all_records: bool = typer.Option(False, "--all", help="also list collections and sweeps that ended")):
     """Cluster resources per node, running collections and sweeps with progress, k-NN service health."""

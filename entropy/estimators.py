@@ -126,12 +126,33 @@ def kth_neighbour_distance(x: np.ndarray, k: int) -> np.ndarray:
     return r
 
 
+def shannon_from_distances(r: np.ndarray, n: int, d: int, k: int) -> float:
+    """``H_KL`` from the k-th neighbour distances ``r`` (n,) of ``n`` samples in ``d`` dimensions."""
+    return float(digamma(n) - digamma(k) + log_unit_ball_volume(d) + d * np.mean(np.log(r)))
+
+
+def renyi_from_distances(r: np.ndarray, n: int, d: int, k: int, q: float) -> float:
+    """``H_q`` (LPS) from the k-th neighbour distances ``r``; needs ``q < k + 1``."""
+    q = check_q(q)
+    if q >= k + 1:
+        raise ValueError(f"q={q} needs k > q - 1 for the LPS estimator, got k={k}")
+    log_ck = (gammaln(k) - gammaln(k + 1 - q)) / (1.0 - q)
+    # log of each term ((n-1) C_k V_d R^d)^(1-q), averaged in log space for stability
+    log_terms = (1.0 - q) * (math.log(n - 1) + log_ck + log_unit_ball_volume(d) + d * np.log(r))
+    log_iq = float(np.logaddexp.reduce(log_terms) - math.log(n))
+    return log_iq / (1.0 - q)
+
+
+def log_density_from_distances(r: np.ndarray, n: int, d: int, k: int, *, bias_correction: bool = False) -> np.ndarray:
+    """``log f_hat_i = log(k / (n V_d R_i**d))`` (digamma form when ``bias_correction``) from distances ``r``."""
+    log_ratio = (digamma(k) - digamma(n)) if bias_correction else (math.log(k) - math.log(n))
+    return log_ratio - log_unit_ball_volume(d) - d * np.log(r)
+
+
 def knn_shannon_entropy(x, k: int = 5) -> float:
     """Kozachenko–Leonenko estimate of the Shannon differential entropy (nats)."""
     x = check_samples(x, k)
-    n, d = x.shape
-    r = kth_neighbour_distance(x, k)
-    return float(digamma(n) - digamma(k) + log_unit_ball_volume(d) + d * np.mean(np.log(r)))
+    return shannon_from_distances(kth_neighbour_distance(x, k), *x.shape, k)
 
 
 def knn_renyi_entropy(x, k: int = 5, q: float = 2.0) -> float:
@@ -143,22 +164,13 @@ def knn_renyi_entropy(x, k: int = 5, q: float = 2.0) -> float:
     x = check_samples(x, k)
     if q >= k + 1:
         raise ValueError(f"q={q} needs k > q - 1 for the LPS estimator, got k={k}")
-    n, d = x.shape
-    r = kth_neighbour_distance(x, k)
-    log_ck = (gammaln(k) - gammaln(k + 1 - q)) / (1.0 - q)
-    # log of each term ((n-1) C_k V_d R^d)^(1-q), averaged in log space for stability
-    log_terms = (1.0 - q) * (math.log(n - 1) + log_ck + log_unit_ball_volume(d) + d * np.log(r))
-    log_iq = float(np.logaddexp.reduce(log_terms) - math.log(n))
-    return log_iq / (1.0 - q)
+    return renyi_from_distances(kth_neighbour_distance(x, k), *x.shape, k, q)
 
 
 def knn_log_density(x, k: int = 5, *, bias_correction: bool = False) -> np.ndarray:
     """``log f_hat_i`` with ``f_hat_i = k / (n V_d R_i**d)`` (digamma form when ``bias_correction``)."""
     x = check_samples(x, k)
-    n, d = x.shape
-    r = kth_neighbour_distance(x, k)
-    log_ratio = (digamma(k) - digamma(n)) if bias_correction else (math.log(k) - math.log(n))
-    return log_ratio - log_unit_ball_volume(d) - d * np.log(r)
+    return log_density_from_distances(kth_neighbour_distance(x, k), *x.shape, k, bias_correction=bias_correction)
 
 
 def knn_behavioral_entropy(x, k: int = 5, alpha: float = 1.0, beta: float | None = None, *,

@@ -1,0 +1,258 @@
+"""Coverage of datasets: k-NN entropies, volumes and the near-static fraction, comparable across datasets.
+
+The BE paper (arXiv 2502.04141) argues with coverage: k-NN entropies of the
+datasets' states and t-SNE/PHATE pictures.  This module computes figures that
+can be compared between datasets — bex's and anyone else's — on one footing:
+
+* **Equal-size samples.** Each dataset is subsampled (without replacement, seeded)
+  to the same number of states ``n``: the smallest dataset's size, or
+  ``max_states`` when smaller.  k-NN entropy estimates depend on ``n``.
+* **One standardisation.** States are z-scored with the mean and standard
+  deviation of *all* compared datasets pooled (dimensions that never move are
+  dropped), so a distance means the same in every dataset.
+* **Estimators** (:mod:`bex.entropy.estimators`, from the same k-th neighbour
+  distances, FAISS exact k-NN): Shannon (Kozachenko–Leonenko), Rényi of orders
+  ``q`` (Leonenko–Pronzato–Savani), behavioral entropy for each ``alpha`` (the
+  importance-corrected plug-in; beta from the default coupling with M = 512).
+* **Volumes.** ``volume_logdet``: the log-determinant of the covariance of the
+  standardised states (a Gaussian's entropy up to constants; blind to how the
+  states fill their spread).  ``volume_cells``: the fraction of the cells of a
+  ``grid`` × ``grid`` grid over the first two principal components of the pooled
+  states (range: the pooled 0.5–99.5 % quantiles) that the dataset occupies — a
+  uniform box fills more cells than a few tight clusters of the same covariance.
+* **Near-static fraction**: the share of states whose nearest other state is
+  closer than ``static_eps`` (standardised units) — held poses, which explain
+  most entropy gaps measured in this project.
+* **Intervals.** Every figure comes with ``lo``/``hi``, a 95 % subsampling
+  interval (Politis & Romano, "m out of n" with m = n/2): the figure is computed
+  on ``replicates`` random half-size subsamples of the equal-size sample, and
+  the 2.5/97.5 % percentiles of their deviations from their mean, scaled by
+  sqrt(m/n) for root-n estimators, are put around the full-sample value.  (A
+  bootstrap with replacement would create duplicate states at distance 0, which
+  k-NN estimators cannot take; centring on the replicates' mean removes the
+  size effect of counting figures such as ``volume_cells``.)  The value is the
+  estimate on the whole equal-size sample.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from bex.core import ConfigBase, param
+from bex.entropy.estimators import (
+    behavioral_entropy_from_log_density,
+    log_density_from_distances,
+    renyi_from_distances,
+    shannon_from_distances,
+)
+from bex.entropy.knn_index import KnnIndex
+from bex.entropy.prelec import default_beta
+
+SPACES = ("physics", "observation", "positions")
+#: The BE paper's alpha grid (Fig. 13) and its Rényi orders (reference.md §1), q = 2 added as a common choice.
+DEFAULT_ALPHAS = (0.2, 0.5, 0.7, 0.9, 1.5, 2.0, 3.0, 5.0)
+DEFAULT_QS = (0.5, 1.1, 2.0)
+
+
+@dataclass(frozen=True)
+class CoverageConfig(ConfigBase):
+    """How coverage is measured (every field has the default ``bex coverage`` uses)."""
+
+    space: str = param("physics", "state representation: the physics state, the observation, or the joint "
+                       "positions (qpos)", choices=SPACES)
+    max_states: int | None = param(None, "equal sample size cap (None: the smallest dataset's size)", lo=10)
+    k: int = param(5, "neighbours of the k-NN estimators", lo=1)
+    qs: tuple = param(doc="Rényi orders", default_factory=lambda: DEFAULT_QS)
+    alphas: tuple = param(doc="behavioral-entropy alphas (beta = (log 512)^(1 - alpha))",
+                          default_factory=lambda: DEFAULT_ALPHAS)
+    grid: int = param(50, "cells per axis of the occupied-cell volume", lo=2)
+    static_eps: float = param(1e-3, "nearest-neighbour distance (standardised units) below which a state is "
+                              "near-static", lo=0.0, lo_open=True)
+    replicates: int = param(20, "half-size subsamples behind each interval", lo=2)
+    seed: int = param(0, "seed of the subsampling", lo=0, hi=2**32 - 1)
+
+    def check(self) -> None:
+        for q in self.qs:
+            if isinstance(q, bool) or not isinstance(q, (int, float)) or not 0 < q <= 10 or q == 1:
+                raise ValueError(f"CoverageConfig.qs contains {q!r}: allowed 0 < q <= 10, q != 1")
+            if q >= self.k + 1:
+                raise ValueError(f"CoverageConfig.qs contains {q!r}: the Rényi estimator needs q < k + 1 = "
+                                 f"{self.k + 1}")
+        for a in self.alphas:
+            if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0 < a <= 10:
+                raise ValueError(f"CoverageConfig.alphas contains {a!r}: allowed 0 < alpha <= 10")
+
+
+@dataclass
+class StateSet:
+    """The states of one compared dataset (one row per state, already in the chosen space)."""
+
+    name: str
+    states: np.ndarray
+    meta: dict = field(default_factory=dict)
+
+
+def _key(prefix: str, v: float) -> str:
+    return f"{prefix}{float(v):g}"
+
+
+def standardiser(sets: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pooled mean, std and the mask of dimensions that vary (std > 0) over all ``sets``."""
+    pooled = np.concatenate([np.asarray(s, np.float64) for s in sets])
+    mean, std = pooled.mean(0), pooled.std(0)
+    keep = std > 1e-12
+    return mean, np.where(keep, std, 1.0), keep
+
+
+def figures(z: np.ndarray, cfg: CoverageConfig, cells: Callable[[np.ndarray], float],
+            knn: Callable[[np.ndarray, int], np.ndarray]) -> dict[str, float]:
+    """Every figure of one standardised sample ``z`` (n, d)."""
+    n, d = z.shape
+    r = knn(z, cfg.k)  # (n, k): distances to the k nearest other states, ascending
+    rk = np.maximum(r[:, -1], 1e-300)
+    out = {"shannon": shannon_from_distances(rk, n, d, cfg.k)}
+    for q in cfg.qs:
+        out[_key("renyi_q", q)] = renyi_from_distances(rk, n, d, cfg.k, float(q))
+    log_f = log_density_from_distances(rk, n, d, cfg.k)
+    for a in cfg.alphas:
+        out[_key("be_alpha", a)] = behavioral_entropy_from_log_density(log_f, float(a), default_beta(float(a)))
+    sign, logdet = np.linalg.slogdet(np.cov(z, rowvar=False).reshape(d, d))
+    out["volume_logdet"] = float(logdet) if sign > 0 else -math.inf
+    out["volume_cells"] = cells(z)
+    out["near_static"] = float(np.mean(r[:, 0] < cfg.static_eps))
+    return out
+
+
+def _interval(value: float, dev: np.ndarray) -> dict:
+    """``{"value", "lo", "hi"}``; a non-finite figure (a degenerate covariance) is ``None`` throughout."""
+    if not math.isfinite(value) or not np.all(np.isfinite(dev)):
+        return {"value": None, "lo": None, "hi": None}
+    return {"value": float(value), "lo": float(value + np.percentile(dev, 2.5)),
+            "hi": float(value + np.percentile(dev, 97.5))}
+
+
+def coverage(sets: Sequence[StateSet], cfg: CoverageConfig | None = None,
+             progress: Callable[[str, int, int], None] | None = None) -> list[dict]:
+    """The coverage figures of each set, ``{"value", "lo", "hi"}`` each, on equal-size pooled-z-scored samples."""
+    cfg = cfg or CoverageConfig()
+    if not sets:
+        raise ValueError("coverage needs at least one dataset")
+    for s in sets:
+        if len(s.states) < 2 * (cfg.k + 1):
+            raise ValueError(f"dataset {s.name!r} has {len(s.states)} states: coverage needs at least "
+                             f"{2 * (cfg.k + 1)} (k = {cfg.k}, half-size subsamples)")
+    dims = {s.states.shape[1] for s in sets}
+    if len(dims) > 1:
+        raise ValueError(f"the compared datasets have states of different widths {sorted(dims)} in this space; "
+                         f"compare datasets of one domain, or use another --space")
+    rng = np.random.default_rng(cfg.seed)
+    n = min(len(s.states) for s in sets)
+    if cfg.max_states is not None:
+        n = min(n, cfg.max_states)
+    samples = [np.asarray(s.states, np.float64)[rng.choice(len(s.states), n, replace=False)] for s in sets]
+    mean, std, keep = standardiser(samples)
+    zs = [((x - mean) / std)[:, keep] for x in samples]
+    d = zs[0].shape[1]
+    if d == 0:
+        raise ValueError("no dimension of the states varies across the compared datasets")
+    pooled = np.concatenate(zs)
+    # shared 2-D frame of the cell volume: the pooled principal components, clipped quantile range
+    _, _, vt = np.linalg.svd(pooled - pooled.mean(0), full_matrices=False)
+    axes = vt[:2].T if d >= 2 else np.eye(1)
+    proj = (pooled - pooled.mean(0)) @ axes
+    lo, hi = np.quantile(proj, 0.005, axis=0), np.quantile(proj, 0.995, axis=0)
+    span = np.where(hi > lo, hi - lo, 1.0)
+    center = pooled.mean(0)
+
+    def cells(z: np.ndarray) -> float:
+        p = ((z - center) @ axes - lo) / span
+        idx = np.clip((p * cfg.grid).astype(int), 0, cfg.grid - 1)
+        occupied = np.unique(idx[:, 0] * cfg.grid + (idx[:, 1] if idx.shape[1] > 1 else 0)).size
+        return occupied / float(cfg.grid ** idx.shape[1])
+
+    index = KnnIndex(d, capacity=2)  # no ring buffer is used: search_batch searches the sample itself
+
+    def knn(z: np.ndarray, k: int) -> np.ndarray:
+        dist, _ = index.search_batch(z.astype(np.float32), k, include_self=False)
+        return dist.astype(np.float64)
+
+    out = []
+    for i, (s, z) in enumerate(zip(sets, zs)):
+        if progress:
+            progress(s.name, i, len(sets))
+        value = figures(z, cfg, cells, knn)
+        reps = [figures(z[rng.choice(n, n // 2, replace=False)], cfg, cells, knn) for _ in range(cfg.replicates)]
+        row = {"dataset": s.name, "states": n, "space": cfg.space, "dims": d, **s.meta}
+        scale = math.sqrt((n // 2) / n)
+        for key, v in value.items():
+            dev = np.array([r[key] for r in reps])
+            dev = (dev - dev.mean()) * scale
+            row[key] = _interval(v, dev)
+        out.append(row)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- loading
+def dataset_root_of(path: Path) -> Path:
+    """The dataset root holding ``path`` (itself, or the nearest parent with ``_bex_dataset.json``)."""
+    from .schema import DATASET_META_FILE
+
+    for p in (path, *path.parents):
+        if (p / DATASET_META_FILE).is_file():
+            return p
+    raise ValueError(f"{str(path)!r} is not a bex dataset or a partition of one (no {DATASET_META_FILE} in it "
+                     f"or above it)")
+
+
+def _positions_width(domain: str) -> int:
+    """``nq``: how many leading entries of the physics state are joint positions (qpos)."""
+    from bex.envs import make
+
+    env = make(domain, seed=0)
+    try:
+        return int(env.physics.model.nq)
+    finally:
+        env.close()
+
+
+def load_state_sets(dirs: Sequence[str | Path], space: str = "physics") -> list[StateSet]:
+    """One :class:`StateSet` per partition of each directory (a dataset root: all its partitions; a partition
+    directory: that partition), in ``space``; bad input is one ``ValueError`` line."""
+    from .reader import PARTITION_KEYS, Dataset
+
+    if space not in SPACES:
+        raise ValueError(f"unknown --space {space!r}; allowed: {', '.join(SPACES)}")
+    out: list[StateSet] = []
+    for d in dirs:
+        path = Path(d)
+        if not path.exists():
+            raise FileNotFoundError(f"dataset {str(path)!r} does not exist")
+        root = dataset_root_of(path.resolve())
+        fixed = dict(c.split("=", 1) for c in path.resolve().relative_to(root).parts if "=" in c)
+        unknown = sorted(set(fixed) - set(PARTITION_KEYS))
+        if unknown:
+            raise ValueError(f"{str(path)!r} is not a partition directory (unknown key(s) {unknown})")
+        ds = Dataset(root, **fixed)
+        if not ds.files:
+            raise ValueError(f"{str(path)!r} holds no data files (an empty partition or dataset)")
+        for part in ds.partitions:
+            sub = Dataset(root, **part)
+            arr = sub.load(["observation" if space == "observation" else "physics"])
+            states = arr.observation if space == "observation" else arr.physics
+            if space == "positions":
+                states = states[:, :_positions_width(sub.env_spec.domain)]
+            if len(states) == 0:
+                raise ValueError(f"partition {part} of {str(root)!r} holds no states")
+            label = part.get("objective", "?") + ("" if part.get("param", "none") == "none" else f"={part['param']}")
+            name = f"{root.name}:{label}/s{part.get('seed', '?')}"
+            out.append(StateSet(name, np.asarray(states, np.float64),
+                                {"path": str(root), "partition": part, "domain": sub.env_spec.domain}))
+    domains = sorted({s.meta["domain"] for s in out})
+    if len(domains) > 1 and space != "observation":
+        raise ValueError(f"datasets of different domains {domains} cannot be compared in {space} space "
+                         f"(their states mean different things)")
+    return out

@@ -1,0 +1,98 @@
+"""Coverage figures: equal to bex.entropy's estimators, right on known entropies, volumes that rank, bad input."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+
+import numpy as np
+import pytest
+
+from bex.entropy import knn_behavioral_entropy, knn_renyi_entropy, knn_shannon_entropy
+from bex.replay.coverage import CoverageConfig, StateSet, coverage
+from tests.conftest import BEX
+
+
+def test_figures_equal_bex_entropy_estimators_on_the_same_states():
+    x = np.random.default_rng(0).normal(size=(3000, 4)) * [1.0, 2.0, 0.5, 3.0]
+    cfg = CoverageConfig(k=5, qs=(0.5, 2.0), alphas=(0.7, 2.0), replicates=4)
+    (row,) = coverage([StateSet("g", x)], cfg)
+    z = (x - x.mean(0)) / x.std(0)  # pooled z-scoring of the one dataset
+    assert row["states"] == 3000 and row["dims"] == 4
+    assert row["shannon"]["value"] == pytest.approx(knn_shannon_entropy(z, 5), rel=1e-6)
+    assert row["renyi_q0.5"]["value"] == pytest.approx(knn_renyi_entropy(z, 5, 0.5), rel=1e-6)
+    assert row["renyi_q2"]["value"] == pytest.approx(knn_renyi_entropy(z, 5, 2.0), rel=1e-6)
+    assert row["be_alpha0.7"]["value"] == pytest.approx(knn_behavioral_entropy(z, 5, 0.7), rel=1e-5)
+    assert row["be_alpha2"]["value"] == pytest.approx(knn_behavioral_entropy(z, 5, 2.0), rel=1e-5)
+    for key in ("shannon", "renyi_q2", "be_alpha2", "volume_logdet", "volume_cells", "near_static"):
+        assert row[key]["lo"] <= row[key]["value"] <= row[key]["hi"], (key, row[key])
+
+
+def test_shannon_of_a_gaussian_within_2_percent_and_the_interval_covers_it():
+    x = np.random.default_rng(1).normal(scale=3.0, size=(20000, 3))
+    (row,) = coverage([StateSet("g", x)], CoverageConfig(qs=(), alphas=(), replicates=20))
+    truth = 1.5 * math.log(2 * math.pi * math.e)  # z-scored: a standard 3-D Gaussian
+    s = row["shannon"]
+    assert abs(s["value"] - truth) / truth < 0.02, s
+    assert s["lo"] <= truth <= s["hi"], (s, truth)
+    assert 0 < s["hi"] - s["lo"] < 0.1
+
+
+def test_volumes_rank_wide_above_narrow_and_a_box_above_clusters_of_the_same_spread():
+    rng = np.random.default_rng(2)
+    wide, narrow = rng.normal(scale=2.0, size=(4000, 2)), rng.normal(scale=0.5, size=(4000, 2))
+    rows = {r["dataset"]: r for r in coverage([StateSet("wide", wide), StateSet("narrow", narrow)],
+                                              CoverageConfig(qs=(), alphas=(), replicates=4))}
+    for key in ("volume_logdet", "volume_cells", "shannon"):
+        assert rows["wide"][key]["value"] > rows["narrow"][key]["value"], key
+    box = rng.uniform(-math.sqrt(3), math.sqrt(3), size=(4000, 2))  # unit variance per axis
+    centers = np.array([[1, 1], [1, -1], [-1, 1], [-1, -1]], float)
+    clusters = centers[rng.integers(0, 4, 4000)] + rng.normal(scale=0.05, size=(4000, 2))  # ~unit variance too
+    rows = {r["dataset"]: r for r in coverage([StateSet("box", box), StateSet("clusters", clusters)],
+                                              CoverageConfig(qs=(), alphas=(), replicates=4))}
+    assert rows["box"]["volume_cells"]["value"] > 3 * rows["clusters"]["volume_cells"]["value"]
+    assert abs(rows["box"]["volume_logdet"]["value"] - rows["clusters"]["volume_logdet"]["value"]) < 0.2
+
+
+def test_near_static_fraction_counts_held_states():
+    rng = np.random.default_rng(3)
+    moving = rng.normal(size=(700, 3))
+    held = np.repeat(rng.normal(size=(3, 3)), 100, axis=0) + rng.normal(scale=1e-6, size=(300, 3))
+    (row,) = coverage([StateSet("m", np.concatenate([moving, held]))], CoverageConfig(qs=(), alphas=(),
+                                                                                    replicates=4))
+    assert row["near_static"]["value"] == pytest.approx(0.3, abs=0.01)
+
+
+def _dataset(root, domain, task, objective="random"):
+    from bex.replay import DatasetWriter
+    from tests.helpers import collect_episode
+
+    ep, _, spec = collect_episode(domain, task, 0, 80)
+    with DatasetWriter(root, spec, objective, None, 0) as w:
+        w.write_episode(ep)
+    return root
+
+
+def test_bex_coverage_writes_json_lines_and_names_bad_input(tmp_path):
+    walker = _dataset(tmp_path / "walker", "walker", "stand")
+    _dataset(tmp_path / "walker", "walker", "stand", objective="other")
+    p = subprocess.run([BEX, "coverage", str(walker), "--out", str(tmp_path / "cov"), "--replicates", "3"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    rows = [json.loads(line) for line in p.stdout.splitlines()]
+    assert [r["dataset"] for r in rows] == ["walker:other/s0", "walker:random/s0"] and rows[0]["states"] == 81
+    saved = json.loads((tmp_path / "cov" / "coverage.json").read_text())
+    assert saved["datasets"] == rows and saved["config"]["space"] == "physics"
+    cheetah = _dataset(tmp_path / "cheetah", "cheetah", "run")
+    (tmp_path / "plain").mkdir()
+    empty = walker / "domain=walker" / "objective=none" / "param=none" / "seed=0"
+    empty.mkdir(parents=True)
+    for args, needle in [([str(tmp_path / "plain")], "is not a bex dataset"),
+                         ([str(walker), str(cheetah)], "different domains"),
+                         ([str(walker), "--space", "joints"], "'joints'"),
+                         ([str(empty)], "holds no data files")]:
+        p = subprocess.run([BEX, "coverage", *args, "--out", str(tmp_path / "bad")], capture_output=True,
+                           text=True, timeout=300)
+        lines = [x for x in p.stderr.splitlines() if x.strip()]
+        assert p.returncode == 2 and len(lines) == 1 and needle in lines[0], (args, p.stderr[-2000:])
+        assert not (tmp_path / "bad").exists()
