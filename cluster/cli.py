@@ -317,7 +317,7 @@ def coverage(dirs: List[Path] = typer.Argument(..., help="bex datasets or partit
              space: str = typer.Option("physics", "--space", help="physics | observation | positions"),
              max_states: Optional[int] = typer.Option(None, "--max-states", help="equal sample size cap"),
              k: int = typer.Option(5, "--k", help="neighbours of the k-NN estimators"),
-             replicates: int = typer.Option(20, "--replicates", help="half-size subsamples per interval"),
+             replicates: int = typer.Option(10, "--replicates", help="half-size subsamples per interval"),
              seed: int = typer.Option(0, "--seed"),
              out: Path = typer.Option(..., "--out", help="output directory (coverage.json)")):
     """k-NN entropies (Shannon, Rényi, BE), volumes and the near-static fraction of datasets, comparable."""

@@ -72,7 +72,7 @@ class CoverageConfig(ConfigBase):
     grid: int = param(50, "cells per axis of the occupied-cell volume", lo=2)
     static_eps: float = param(1e-3, "nearest-neighbour distance (standardised units) below which a state is "
                               "near-static", lo=0.0, lo_open=True)
-    replicates: int = param(20, "half-size subsamples behind each interval", lo=2)
+    replicates: int = param(10, "half-size subsamples behind each interval", lo=2)
     seed: int = param(0, "seed of the subsampling", lo=0, hi=2**32 - 1)
 
     def check(self) -> None:
