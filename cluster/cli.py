@@ -319,7 +319,9 @@ def coverage(dirs: List[Path] = typer.Argument(..., help="bex datasets or partit
              k: int = typer.Option(5, "--k", help="neighbours of the k-NN estimators"),
              replicates: int = typer.Option(10, "--replicates", help="half-size subsamples per interval"),
              seed: int = typer.Option(0, "--seed"),
-             out: Path = typer.Option(..., "--out", help="output directory (coverage.json)")):
+             map_states: int = typer.Option(3000, "--map-states", help="pooled states behind the shared "
+                                            "t-SNE/PHATE maps (0: no maps)"),
+             out: Path = typer.Option(..., "--out", help="output directory (coverage.json, tsne.png, phate.png)")):
     """k-NN entropies (Shannon, Rényi, BE), volumes and the near-static fraction of datasets, comparable."""
     from bex.replay import atomic_write_bytes
     from bex.replay.coverage import CoverageConfig, load_state_sets
@@ -328,16 +330,16 @@ def coverage(dirs: List[Path] = typer.Argument(..., help="bex datasets or partit
 
     try:
         cfg = CoverageConfig.from_dict({"space": space, "max_states": max_states, "k": k, "replicates": replicates,
-                                        "seed": seed})
+                                        "seed": seed, "map_states": map_states})
         out_dir = Path(_path(out, "--out", local=True))
         if out_dir.exists() and not out_dir.is_dir():
             raise ValueError(f"--out {str(out_dir)!r} is a file, not a directory")
         sets = load_state_sets([_path(d, "dataset", local=True) for d in dirs], cfg.space)
 
         def progress(name: str, i: int, total: int) -> None:
-            typer.echo(f"[coverage {i + 1}/{total}] {name}", err=True)
+            typer.echo(f"[coverage {i + 1}/{total}] {name}" if i < total else f"[coverage] {name}", err=True)
 
-        rows = measure(sets, cfg, progress=progress)
+        rows = measure(sets, cfg, progress=progress, out_dir=out_dir)
     except (ValueError, FileNotFoundError) as e:
         fail(str(e))
     out_dir.mkdir(parents=True, exist_ok=True)

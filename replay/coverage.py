@@ -35,7 +35,11 @@ can be compared between datasets — bex's and anyone else's — on one footing:
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -73,6 +77,8 @@ class CoverageConfig(ConfigBase):
     static_eps: float = param(1e-3, "nearest-neighbour distance (standardised units) below which a state is "
                               "near-static", lo=0.0, lo_open=True)
     replicates: int = param(10, "half-size subsamples behind each interval", lo=2)
+    map_states: int = param(3000, "pooled states behind the shared t-SNE and PHATE maps (an equal share per "
+                            "dataset); 0 = no maps", lo=0)
     seed: int = param(0, "seed of the subsampling", lo=0, hi=2**32 - 1)
 
     def check(self) -> None:
@@ -135,9 +141,90 @@ def _interval(value: float, dev: np.ndarray) -> dict:
             "hi": float(value + np.percentile(dev, 97.5))}
 
 
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """Point file descriptor 1 at stderr for the block (whatever Python object holds stdout)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def shared_maps(zs: Sequence[np.ndarray], names: Sequence[str], cfg: CoverageConfig, out_dir: Path,
+                rng: np.random.Generator) -> dict[str, str]:
+    """One t-SNE (openTSNE) and one PHATE embedding of the pooled states, drawn as small multiples.
+
+    ``cfg.map_states`` pooled states, an equal share from each standardised
+    sample, are embedded once per method; each dataset gets a panel with the same
+    axes, the pooled states in grey behind its own.  Writes ``tsne.png`` and
+    ``phate.png`` to ``out_dir`` (atomically) and returns their paths.
+    """
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import phate
+    from openTSNE import TSNE
+
+    from .writer import atomic_write_bytes
+
+    per = max(2, cfg.map_states // len(zs))
+    parts = [z[rng.choice(len(z), min(per, len(z)), replace=False)] for z in zs]
+    pooled = np.concatenate(parts)
+    owner = np.concatenate([np.full(len(p), i) for i, p in enumerate(parts)])
+    perplexity = float(min(30.0, max(2.0, (len(pooled) - 1) / 3.0)))
+    # both libraries print progress and convergence notes to stdout (PHATE through a logger holding the
+    # original stream), which carries bex's JSON lines: send file descriptor 1 to stderr meanwhile
+    with _stdout_to_stderr(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        embeddings = {
+            "tsne": np.asarray(TSNE(n_components=2, perplexity=perplexity, random_state=cfg.seed, n_jobs=1,
+                                    verbose=False).fit(pooled)),
+            "phate": np.asarray(phate.PHATE(n_components=2, knn=min(5, len(pooled) - 2), random_state=cfg.seed,
+                                            n_jobs=1, verbose=0).fit_transform(pooled)),
+        }
+    out = {}
+    cols = min(4, len(zs))
+    rows = (len(zs) + cols - 1) // cols
+    for method, emb in embeddings.items():
+        fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.0 * rows), squeeze=False, sharex=True,
+                                 sharey=True)
+        for i, ax in enumerate(axes.flat):
+            if i >= len(zs):
+                ax.axis("off")
+                continue
+            ax.scatter(emb[:, 0], emb[:, 1], s=2, c="0.85", linewidths=0)
+            mine = emb[owner == i]
+            ax.scatter(mine[:, 0], mine[:, 1], s=3, c="tab:blue", linewidths=0)
+            ax.set_title(names[i], fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        fig.suptitle(f"{'t-SNE' if method == 'tsne' else 'PHATE'} of {len(pooled)} pooled states "
+                     f"(one embedding; grey: all datasets)", fontsize=9)
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110)
+        plt.close(fig)
+        path = out_dir / f"{method}.png"
+        atomic_write_bytes(path, buf.getvalue())
+        out[method] = str(path)
+    return out
+
+
 def coverage(sets: Sequence[StateSet], cfg: CoverageConfig | None = None,
-             progress: Callable[[str, int, int], None] | None = None) -> list[dict]:
-    """The coverage figures of each set, ``{"value", "lo", "hi"}`` each, on equal-size pooled-z-scored samples."""
+             progress: Callable[[str, int, int], None] | None = None, out_dir: str | Path | None = None) -> list[dict]:
+    """The coverage figures of each set, ``{"value", "lo", "hi"}`` each, on equal-size pooled-z-scored samples.
+
+    With ``out_dir`` and ``cfg.map_states > 0`` the shared t-SNE and PHATE maps are drawn there too
+    (:func:`shared_maps`; each row then names its ``maps``).
+    """
     cfg = cfg or CoverageConfig()
     if not sets:
         raise ValueError("coverage needs at least one dataset")
@@ -193,6 +280,13 @@ def coverage(sets: Sequence[StateSet], cfg: CoverageConfig | None = None,
             dev = (dev - dev.mean()) * scale
             row[key] = _interval(v, dev)
         out.append(row)
+    if out_dir is not None and cfg.map_states > 0:
+        if progress:
+            progress("shared t-SNE and PHATE maps", len(sets), len(sets))
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        maps = shared_maps(zs, [s.name for s in sets], cfg, Path(out_dir), rng)
+        for row in out:
+            row["maps"] = maps
     return out
 
 

@@ -76,13 +76,18 @@ def _dataset(root, domain, task, objective="random"):
 def test_bex_coverage_writes_json_lines_and_names_bad_input(tmp_path):
     walker = _dataset(tmp_path / "walker", "walker", "stand")
     _dataset(tmp_path / "walker", "walker", "stand", objective="other")
-    p = subprocess.run([BEX, "coverage", str(walker), "--out", str(tmp_path / "cov"), "--replicates", "3"],
-                       capture_output=True, text=True, timeout=300)
+    p = subprocess.run([BEX, "coverage", str(walker), "--out", str(tmp_path / "cov"), "--replicates", "3",
+                        "--map-states", "120"], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
     rows = [json.loads(line) for line in p.stdout.splitlines()]
     assert [r["dataset"] for r in rows] == ["walker:other/s0", "walker:random/s0"] and rows[0]["states"] == 81
     saved = json.loads((tmp_path / "cov" / "coverage.json").read_text())
     assert saved["datasets"] == rows and saved["config"]["space"] == "physics"
+    import matplotlib.image as mpimg
+
+    for method in ("tsne", "phate"):  # one shared embedding per method, drawn, not blank
+        png = tmp_path / "cov" / f"{method}.png"
+        assert rows[0]["maps"][method] == str(png) and mpimg.imread(png)[..., :3].var() > 1e-3
     cheetah = _dataset(tmp_path / "cheetah", "cheetah", "run")
     (tmp_path / "plain").mkdir()
     empty = walker / "domain=walker" / "objective=none" / "param=none" / "seed=0"
