@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -347,6 +348,30 @@ def coverage(dirs: List[Path] = typer.Argument(..., help="bex datasets or partit
     for row in rows:
         typer.echo(json.dumps(row))
 
+
+
+@app.command("import")
+def import_(src: Path = typer.Argument(..., help="a folder of ExORL/URLB episode files (<time>_<index>_<len>.npz)"),
+            task: str = typer.Option(..., "--task", help="a task of the episodes' domain (walker_stand ...)"),
+            out: Path = typer.Option(..., "--out", help="bex dataset root to write the partition into"),
+            fmt: str = typer.Option("exorl", "--format", help="exorl (episode .npz files with physics)"),
+            objective: str = typer.Option("exorl", "--objective", help="partition name (objective=...)"),
+            seed: int = typer.Option(0, "--seed", help="partition seed")):
+    """Import episodes bex did not generate as a partition of a bex dataset (relabel, train, coverage on it)."""
+    from bex.replay.importers import import_exorl
+
+    try:
+        if fmt != "exorl":
+            raise ValueError(f"unknown --format {fmt!r}; allowed: exorl")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", objective):
+            raise ValueError(f"--objective {objective!r} is not allowed: letters, digits, '_', '.', '-' only")
+        if seed < 0:
+            raise ValueError(f"--seed {seed} is out of range: allowed >= 0")
+        res = import_exorl(src, _path(out, "--out", local=True), task, objective=objective, seed=seed)
+    except (ValueError, FileNotFoundError) as e:
+        fail(str(e))
+    res.pop("files")
+    typer.echo(json.dumps(res))
 
 @app.command()
 def status(as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),

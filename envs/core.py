@@ -25,7 +25,17 @@ os.environ.setdefault("MUJOCO_GL", "disable")
 def _suite():
     from dm_control import suite  # imported lazily: dm_control import is slow
 
+    _quiet_absl()
     return suite
+
+
+@functools.lru_cache(maxsize=1)
+def _quiet_absl() -> None:
+    """dm_control logs deprecation notes of its model files through absl (cheetah: ``settotalmass``) at
+    WARNING on stderr, where bex's one-line errors go; keep absl to errors."""
+    import logging
+
+    logging.getLogger("absl").setLevel(logging.ERROR)
 
 
 def domains() -> list[str]:

@@ -101,3 +101,41 @@ def test_bex_coverage_writes_json_lines_and_names_bad_input(tmp_path):
         lines = [x for x in p.stderr.splitlines() if x.strip()]
         assert p.returncode == 2 and len(lines) == 1 and needle in lines[0], (args, p.stderr[-2000:])
         assert not (tmp_path / "bad").exists()
+
+
+def test_bex_import_of_an_exorl_folder_round_trips_through_export(tmp_path):
+    """An ExORL-layout folder (URLB's save_episode convention, with physics) imports; after relabelling,
+    ``bex export`` gives back its observations, actions, rewards and discounts as transitions."""
+    from tests.helpers import collect_episode
+
+    src = tmp_path / "exorl" / "buffer"
+    src.mkdir(parents=True)
+    eps = []
+    for i in range(3):
+        ep, rew, _ = collect_episode("walker", "stand", 10 + i, 120 + 10 * i)
+        eps.append((ep, rew))
+        np.savez(src / f"20260101T0000{i:02d}_{i}_{len(ep)}.npz", observation=ep.observation, action=ep.action,
+                 reward=rew[:, None].astype(np.float32), discount=ep.discount[:, None], physics=ep.physics)
+    out = tmp_path / "ds"
+    p = subprocess.run([BEX, "import", str(src), "--task", "walker_stand", "--out", str(out)], capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert json.loads(p.stdout)["transitions"] == 120 + 130 + 140
+    for args in (["relabel", str(out), "--task", "walker_stand", "--local"],
+                 ["export", str(out), "--task", "walker_stand", "--out", str(tmp_path / "x.npz")]):
+        p = subprocess.run([BEX, *args], capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stderr[-2000:]
+    x = np.load(tmp_path / "x.npz")
+    assert np.array_equal(x["observations"], np.concatenate([e.observation[:-1] for e, _ in eps]))
+    assert np.array_equal(x["next_observations"], np.concatenate([e.observation[1:] for e, _ in eps]))
+    assert np.array_equal(x["actions"], np.concatenate([e.action[1:] for e, _ in eps]))
+    np.testing.assert_allclose(x["rewards"], np.concatenate([r[1:] for _, r in eps]), atol=1e-6)
+    assert not x["terminals"].any() and x["timeouts"].sum() == 3
+    again = subprocess.run([BEX, "import", str(src), "--task", "walker_stand", "--out", str(out)],
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and "already holds data" in again.stderr  # never imported twice
+    bad = subprocess.run([BEX, "import", str(src), "--task", "cheetah_run", "--out", str(tmp_path / "c")],
+                         capture_output=True, text=True, timeout=300)
+    lines = [x for x in bad.stderr.splitlines() if x.strip()]
+    assert bad.returncode == 2 and len(lines) == 1 and "observation has shape" in lines[0]
+    assert not (tmp_path / "c").exists()
