@@ -43,6 +43,10 @@ def read_trials(run_dir: str | Path) -> list[dict]:
                 if not isinstance(row, dict):
                     raise ValueError(f"broken trial file {str(result)!r}: line {i} is not a JSON object")
                 rows.append(row)
+        by_step = {}  # a resumed trial re-reports the steps after its checkpoint: keep the latest report
+        for row in rows:
+            by_step[row.get("steps", len(by_step))] = row
+        rows = [by_step[k] for k in sorted(by_step, key=lambda s: (not isinstance(s, (int, float)), s))]
         trials.append({"config": cfg, "rows": rows, "dir": str(params.parent)})
     if not trials:
         raise ValueError(f"{str(run_dir)!r} holds no bex trials (no */params.json)")

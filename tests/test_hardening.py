@@ -262,9 +262,15 @@ def test_sigterm_stops_a_sweep_cleanly_and_resume_completes_it(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     results = sorted(exp.glob("*/result.json"))
     assert len(results) == 2
+    from bex.cluster.results import read_trials
+
     for r in results:
         steps = [json.loads(line)["steps"] for line in r.read_text().splitlines() if line.strip()]
-        assert steps[-1] == 4000 and steps == sorted(set(steps)), steps  # complete, no step reported twice
+        # complete; a trial resumes from the last checkpoint Tune recorded, so the steps reported after it may
+        # come twice in Tune's result.json (once before the signal, once after the resume)
+        assert steps[-1] == 4000 and sorted(set(steps)) == list(range(500, 4001, 500)), steps
+    for tr in read_trials(exp):  # what bex results reads: one row per step, the resumed run's
+        assert [row["steps"] for row in tr["rows"]] == list(range(500, 4001, 500))
 
 
 # ------------------------------------------------------------------------------------------- corrupt data
