@@ -1,25 +1,11 @@
-"""Strict YAML configs: unknown keys and missing required keys fail with one line naming them."""
+"""YAML config files: a missing or malformed file is one line naming it (keys are checked by the configs' own
+``ConfigBase.from_dict``)."""
 from __future__ import annotations
 
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import yaml
-
-
-def strict(cls, d: Any, where: str):
-    """Build dataclass ``cls`` from mapping ``d``, rejecting unknown or missing keys."""
-    if not isinstance(d, dict):
-        raise ValueError(f"{where} must be a mapping, got {type(d).__name__}")
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-        raise ValueError(f"unknown key(s) {unknown} in {where}; allowed: {sorted(names)}")
-    try:
-        return cls(**d)
-    except TypeError as e:  # a required key is missing
-        raise ValueError(f"{where}: {e}".replace("__init__() ", "")) from None
 
 
 def load_yaml(path: str | Path, what: str) -> Any:
