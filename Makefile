@@ -12,7 +12,7 @@ export MUJOCO_GL ?= disable
 export BEX_NODE_IP ?= 127.0.0.1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install demo test test-fast lint bench clean chromium
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,8 +29,14 @@ demo: install
 
 # The linter (ruff, settings in pyproject.toml) on the whole tree, then the whole
 # suite, Ray end-to-end tests included (select them with -m ray).
-test: install lint
+test: install lint chromium
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS) tests
+
+# The report test opens the page in a real headless browser: Debian's chromium, installed when missing.
+chromium:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends chromium; }
 
 test-fast: install lint
 	$(BIN)/python -m pytest -q -m "not ray and not slow" tests

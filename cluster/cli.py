@@ -350,28 +350,64 @@ def coverage(dirs: List[Path] = typer.Argument(..., help="bex datasets or partit
 
 
 
-@app.command("import")
-def import_(src: Path = typer.Argument(..., help="a folder of ExORL/URLB episode files (<time>_<index>_<len>.npz)"),
-            task: str = typer.Option(..., "--task", help="a task of the episodes' domain (walker_stand ...)"),
-            out: Path = typer.Option(..., "--out", help="bex dataset root to write the partition into"),
-            fmt: str = typer.Option("exorl", "--format", help="exorl (episode .npz files with physics)"),
-            objective: str = typer.Option("exorl", "--objective", help="partition name (objective=...)"),
-            seed: int = typer.Option(0, "--seed", help="partition seed")):
-    """Import episodes bex did not generate as a partition of a bex dataset (relabel, train, coverage on it)."""
-    from bex.replay.importers import import_exorl
+@app.command()
+def report(inputs: List[Path] = typer.Argument(..., help="a sweep (STORAGE/NAME), `bex coverage` outputs, or bex "
+                                               "datasets / partitions"),
+           out: Path = typer.Option(..., "--out", help="the page to write (.html, self-contained)"),
+           space: str = typer.Option("physics", "--space", help="coverage space: physics | observation | positions"),
+           max_states: Optional[int] = typer.Option(None, "--max-states", help="coverage: equal sample size cap"),
+           map_states: int = typer.Option(3000, "--map-states", help="coverage: states behind the shared maps"),
+           figure: str = typer.Option("shannon", "--figure", help="coverage figure plotted against return"),
+           no_coverage: bool = typer.Option(False, "--no-coverage", help="a sweep: skip its datasets' coverage"),
+           random_episodes: int = typer.Option(5, "--random-episodes", help="episodes of the random-policy "
+                                               "reference per task")):
+    """One self-contained HTML page: coverage, Table 1, learning curves, rliable aggregates, coverage vs return."""
+    from bex.replay.coverage import CoverageConfig
+
+    from .report import build_report
 
     try:
-        if fmt != "exorl":
-            raise ValueError(f"unknown --format {fmt!r}; allowed: exorl")
+        cfg = CoverageConfig.from_dict({"space": space, "max_states": max_states, "map_states": map_states})
+        if random_episodes < 1:
+            raise ValueError(f"--random-episodes {random_episodes} is out of range: allowed >= 1")
+        res = build_report([_path(p, "input", local=True) for p in inputs], _path(out, "--out", local=True), cfg,
+                           figure=figure, with_coverage=not no_coverage, random_episodes=random_episodes,
+                           progress=lambda msg: typer.echo(f"[report] {msg}", err=True))
+    except (ValueError, FileNotFoundError) as e:
+        fail(str(e))
+    typer.echo(json.dumps(res))
+
+
+@app.command("import")
+def import_(src: Path = typer.Argument(..., help="a folder of ExORL/URLB episode files (<time>_<index>_<len>.npz) "
+                                            "or one D4RL-style .npz file"),
+            task: str = typer.Option(..., "--task", help="a task of the data's domain (walker_stand ...); D4RL: "
+                                     "the task whose rewards the file holds"),
+            out: Path = typer.Option(..., "--out", help="bex dataset root to write the partition into"),
+            fmt: str = typer.Option("auto", "--format", help="auto (a folder: exorl, a file: d4rl) | exorl | d4rl"),
+            objective: Optional[str] = typer.Option(None, "--objective",
+                                                    help="partition name (objective=...; default: the format)"),
+            seed: int = typer.Option(0, "--seed", help="partition seed")):
+    """Import data bex did not generate as a partition of a bex dataset (relabel, train, coverage on it)."""
+    from bex.replay.importers import import_d4rl, import_exorl
+
+    try:
+        if fmt not in ("auto", "exorl", "d4rl"):
+            raise ValueError(f"unknown --format {fmt!r}; allowed: auto, exorl, d4rl")
+        if fmt == "auto":
+            fmt = "exorl" if src.is_dir() else "d4rl"
+        objective = objective or fmt
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", objective):
             raise ValueError(f"--objective {objective!r} is not allowed: letters, digits, '_', '.', '-' only")
         if seed < 0:
             raise ValueError(f"--seed {seed} is out of range: allowed >= 0")
-        res = import_exorl(src, _path(out, "--out", local=True), task, objective=objective, seed=seed)
+        run = import_exorl if fmt == "exorl" else import_d4rl
+        res = run(src, _path(out, "--out", local=True), task, objective=objective, seed=seed)
     except (ValueError, FileNotFoundError) as e:
         fail(str(e))
     res.pop("files")
     typer.echo(json.dumps(res))
+
 
 @app.command()
 def status(as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),

@@ -141,15 +141,15 @@ def write_results(run_dir: str | Path) -> dict:
     return {"markdown": md, "csv": str(run_dir / "results.csv"), "md": str(run_dir / "results.md"), "plots": pngs}
 
 
-def _plot_curves(run_dir: Path, curves) -> list[str]:
+def curve_pngs(curves, reference: dict[str, float] | None = None) -> dict[str, bytes]:
+    """One PNG per results column: each dataset's mean evaluation return over gradient steps with a band of
+    ± one std over seeds; ``reference`` (task -> return, e.g. the random policy's) draws a dashed line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out_dir = run_dir / "curves"
-    out_dir.mkdir(exist_ok=True)
-    paths = []
+    out = {}
     for col, by_row in sorted(curves.items()):
         fig, ax = plt.subplots(figsize=(5, 3.5))
         for row, runs in sorted(by_row.items()):
@@ -157,8 +157,11 @@ def _plot_curves(run_dir: Path, curves) -> list[str]:
             steps = np.array(runs[0][0][:n])
             vals = np.array([v[:n] for _, v in runs])
             m, s = vals.mean(0), vals.std(0)
-            ax.plot(steps, m, label=row)
+            ax.plot(steps, m, label=f"{row} (n={len(runs)})")
             ax.fill_between(steps, m - s, m + s, alpha=0.2)
+        task = col.split(" ", 1)[0]
+        if reference and task in reference:
+            ax.axhline(reference[task], color="k", ls="--", lw=1, label="random policy")
         ax.set_xlabel("gradient steps")
         ax.set_ylabel("evaluation return")
         ax.set_title(col)
@@ -167,7 +170,16 @@ def _plot_curves(run_dir: Path, curves) -> list[str]:
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=100)
         plt.close(fig)
+        out[col] = buf.getvalue()
+    return out
+
+
+def _plot_curves(run_dir: Path, curves) -> list[str]:
+    out_dir = run_dir / "curves"
+    out_dir.mkdir(exist_ok=True)
+    paths = []
+    for col, png in curve_pngs(curves).items():
         p = out_dir / (col.replace(" ", "_").replace("/", "-").replace("[", "").replace("]", "") + ".png")
-        atomic_write_bytes(p, buf.getvalue())
+        atomic_write_bytes(p, png)
         paths.append(str(p))
     return paths

@@ -93,6 +93,12 @@ class CoverageConfig(ConfigBase):
                 raise ValueError(f"CoverageConfig.alphas contains {a!r}: allowed 0 < alpha <= 10")
 
 
+def figure_names(cfg: CoverageConfig) -> list[str]:
+    """The keys of the figures :func:`coverage` reports under ``cfg``."""
+    return ["shannon", *(_key("renyi_q", q) for q in cfg.qs), *(_key("be_alpha", a) for a in cfg.alphas),
+            "volume_logdet", "volume_cells", "near_static"]
+
+
 @dataclass
 class StateSet:
     """The states of one compared dataset (one row per state, already in the chosen space)."""
@@ -116,7 +122,14 @@ def standardiser(sets: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np
 
 def figures(z: np.ndarray, cfg: CoverageConfig, cells: Callable[[np.ndarray], float],
             knn: Callable[[np.ndarray, int], np.ndarray]) -> dict[str, float]:
-    """Every figure of one standardised sample ``z`` (n, d)."""
+    """Every figure of one standardised sample ``z`` (n, d); an estimate that overflows is non-finite (reported
+    as null), without a warning."""
+    with np.errstate(all="ignore"):
+        return _figures(z, cfg, cells, knn)
+
+
+def _figures(z: np.ndarray, cfg: CoverageConfig, cells: Callable[[np.ndarray], float],
+             knn: Callable[[np.ndarray, int], np.ndarray]) -> dict[str, float]:
     n, d = z.shape
     r = knn(z, cfg.k)  # (n, k): distances to the k nearest other states, ascending
     rk = np.maximum(r[:, -1], 1e-300)
@@ -277,7 +290,8 @@ def coverage(sets: Sequence[StateSet], cfg: CoverageConfig | None = None,
         scale = math.sqrt((n // 2) / n)
         for key, v in value.items():
             dev = np.array([r[key] for r in reps])
-            dev = (dev - dev.mean()) * scale
+            with np.errstate(all="ignore"):  # an overflowing estimate (BE at extreme alpha): a null figure
+                dev = (dev - dev.mean()) * scale
             row[key] = _interval(v, dev)
         out.append(row)
     if out_dir is not None and cfg.map_states > 0:
@@ -313,6 +327,35 @@ def _positions_width(domain: str) -> int:
         env.close()
 
 
+def dataset_states(ds, space: str) -> np.ndarray:
+    """The states of a :class:`~bex.replay.Dataset` selection in ``space`` (one row per stored step)."""
+    arr = ds.load(["observation" if space == "observation" else "physics"])
+    states = arr.observation if space == "observation" else arr.physics
+    if space == "positions":
+        states = states[:, :_positions_width(ds.env_spec.domain)]
+    return np.asarray(states, np.float64)
+
+
+def selection_state_set(name: str, selections: Sequence[tuple[str, dict]], space: str = "physics") -> StateSet:
+    """One :class:`StateSet` named ``name`` from the union of dataset selections ``(root, partition filters)``
+    (e.g. every dataset selection behind one row of a results table)."""
+    from .reader import Dataset
+
+    if space not in SPACES:
+        raise ValueError(f"unknown --space {space!r}; allowed: {', '.join(SPACES)}")
+    parts, domains = [], set()
+    for root, filters in selections:
+        ds = Dataset(root, **filters)
+        if not ds.files:
+            raise ValueError(f"dataset {str(root)!r} holds no data files" + (f" matching {filters}" if filters else ""))
+        parts.append(dataset_states(ds, space))
+        domains.add(ds.env_spec.domain)
+    if len(domains) > 1 and space != "observation":
+        raise ValueError(f"{name!r} mixes domains {sorted(domains)}, which cannot be compared in {space} space")
+    return StateSet(name, np.concatenate(parts), {"selections": [[str(r), dict(f)] for r, f in selections],
+                                                  "domain": sorted(domains)[0]})
+
+
 def load_state_sets(dirs: Sequence[str | Path], space: str = "physics") -> list[StateSet]:
     """One :class:`StateSet` per partition of each directory (a dataset root: all its partitions; a partition
     directory: that partition), in ``space``; bad input is one ``ValueError`` line."""
@@ -335,15 +378,12 @@ def load_state_sets(dirs: Sequence[str | Path], space: str = "physics") -> list[
             raise ValueError(f"{str(path)!r} holds no data files (an empty partition or dataset)")
         for part in ds.partitions:
             sub = Dataset(root, **part)
-            arr = sub.load(["observation" if space == "observation" else "physics"])
-            states = arr.observation if space == "observation" else arr.physics
-            if space == "positions":
-                states = states[:, :_positions_width(sub.env_spec.domain)]
+            states = dataset_states(sub, space)
             if len(states) == 0:
                 raise ValueError(f"partition {part} of {str(root)!r} holds no states")
             label = part.get("objective", "?") + ("" if part.get("param", "none") == "none" else f"={part['param']}")
             name = f"{root.name}:{label}/s{part.get('seed', '?')}"
-            out.append(StateSet(name, np.asarray(states, np.float64),
+            out.append(StateSet(name, states,
                                 {"path": str(root), "partition": part, "domain": sub.env_spec.domain}))
     domains = sorted({s.meta["domain"] for s in out})
     if len(domains) > 1 and space != "observation":

@@ -1,4 +1,4 @@
-"""Datasets bex did not generate, as bex datasets: ExORL/URLB episode folders.
+"""Datasets bex did not generate, as bex datasets: ExORL/URLB episode folders and D4RL-style files.
 
 ExORL (denisyarats/exorl) and URLB (``replay_buffer.py``, ``save_episode``)
 store one ``.npz`` per episode, named ``<timestamp>_<index>_<length>.npz``, with
@@ -11,6 +11,19 @@ followed.  Keys: ``observation``, ``action``, ``reward``, ``discount`` and
 (``objective`` names it, default ``exorl``); rewards are not copied — ``bex
 relabel`` computes any task's from the physics state, as for bex's own data.
 The observation and physics widths are checked against the named task.
+
+:func:`import_d4rl` reads one D4RL-style ``.npz`` (``observations, actions,
+rewards, terminals`` and optionally ``timeouts, next_observations``; the layout
+``bex export`` writes and D4RL's ``get_dataset`` returns) into a partition
+(default objective ``d4rl``).  It has no physics state: the partition's physics
+column is null, so it cannot be relabelled or measured in physics space (both
+refuse it in one line); its rewards are stored as the named task's reward cache,
+so the learners train on it.  Episodes end at ``terminals | timeouts`` (and at
+the end of the file).  Without ``next_observations`` the next observation is the
+following row's, and the last transition of each episode, whose next observation
+is unknown, is dropped, as D4RL's ``qlearning_dataset`` does; with them, each
+``next_observations[i]`` inside an episode must equal ``observations[i + 1]``
+(bex stores one observation per step; a file where they differ is refused).
 """
 from __future__ import annotations
 
@@ -22,11 +35,14 @@ import numpy as np
 
 from bex.envs import env_spec, parse_task
 
-from .schema import Episode
-from .writer import DatasetWriter
+from .reader import Dataset, read_parquet
+from .relabel import write_reward_cache
+from .schema import Episode, format_param
+from .writer import DatasetWriter, partition_dir
 
 _EPISODE_NAME = re.compile(r"^(?P<stamp>.+)_(?P<index>\d+)_(?P<length>\d+)\.npz$")
 EXORL_KEYS = ("observation", "action", "discount", "physics")
+D4RL_KEYS = ("observations", "actions", "rewards", "terminals")
 
 
 def exorl_episode_files(src: str | os.PathLike) -> list[Path]:
@@ -70,8 +86,6 @@ def import_exorl(src: str | os.PathLike, out: str | os.PathLike, task: str, obje
     domain, task_name = parse_task(task)
     spec = env_spec(domain, task_name)
     files = exorl_episode_files(src)
-    from .writer import partition_dir
-
     pdir = partition_dir(Path(out), domain, objective, param, seed)
     if pdir.is_dir() and any(pdir.glob("*.parquet")):
         raise ValueError(f"{str(pdir)!r} already holds data; import into another --out, --objective or --seed")
@@ -82,3 +96,83 @@ def import_exorl(src: str | os.PathLike, out: str | os.PathLike, task: str, obje
             w.write_episode(ep)
     return {"out": str(out), "episodes": len(episodes), "transitions": sum(len(e) for e in episodes),
             "domain": domain, "task": task_name, "files": [str(p) for p in w.files]}
+
+
+def read_d4rl(path: str | os.PathLike, obs_dim: int, action_dim: int) -> tuple[list[Episode], list[np.ndarray]]:
+    """A D4RL-style ``.npz`` as episodes (no physics) and each episode's reward rows (row 0: 0)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{str(path)!r} is not a D4RL-style .npz file")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            a = {k: np.asarray(z[k]) for k in z.files}
+    except Exception as e:  # not a zip, truncated, pickled objects (refused)
+        raise ValueError(f"D4RL file {str(path)!r} cannot be read: {str(e).splitlines()[0]}") from None
+    missing = [k for k in D4RL_KEYS if k not in a]
+    if missing:
+        raise ValueError(f"D4RL file {str(path)!r} lacks {missing}")
+    n = len(a["observations"])
+    widths = {"observations": obs_dim, "actions": action_dim, "next_observations": obs_dim}
+    for k in ("observations", "actions", "rewards", "terminals", "timeouts", "next_observations"):
+        if k not in a:
+            continue
+        want = (n, widths[k]) if k in widths else (n,)
+        if (a[k].shape if k in widths else (a[k].size,)) != want or a[k].ndim > len(want) + (k not in widths):
+            raise ValueError(f"D4RL file {str(path)!r}: {k} has shape {a[k].shape}, the task needs {want}")
+    if n == 0:
+        raise ValueError(f"D4RL file {str(path)!r} holds no transitions")
+    rewards = a["rewards"].reshape(n).astype(np.float64)
+    terminals = a["terminals"].reshape(n).astype(bool)
+    ends = terminals | (a["timeouts"].reshape(n).astype(bool) if "timeouts" in a else False)
+    ends[-1] = True
+    obs, act = a["observations"].astype(np.float32), a["actions"].astype(np.float32)
+    nxt = a.get("next_observations")
+    episodes, reward_rows = [], []
+    start = 0
+    for end in np.flatnonzero(ends):
+        sl = slice(start, end + 1)
+        if nxt is None:  # the next observation is the following row's; the episode's last one is unknown
+            sl = slice(start, end)
+            next_obs = obs[start + 1:end + 1]
+        else:
+            next_obs = nxt[sl].astype(np.float32)
+            bad = np.flatnonzero((next_obs[:-1] != obs[sl.start + 1:sl.stop]).any(axis=1))
+            if len(bad):  # bex stores one observation per step: s' of a step is s of the next
+                raise ValueError(f"D4RL file {str(path)!r}: next_observations[{sl.start + bad[0]}] differs from "
+                                 f"observations[{sl.start + bad[0] + 1}] inside an episode; bex needs them equal")
+        start = end + 1
+        t = sl.stop - sl.start
+        if t < 1:
+            continue
+        zero = np.zeros((1, action_dim), np.float32)
+        episodes.append(Episode(f"{path.stem}-{len(episodes):06d}", np.concatenate([obs[sl.start:sl.start + 1],
+                                                                                     next_obs]),
+                                np.concatenate([zero, act[sl]]), None,
+                                np.concatenate([[1.0], 1.0 - terminals[sl]]).astype(np.float32)))
+        reward_rows.append(np.concatenate([[0.0], rewards[sl]]))
+    return episodes, reward_rows
+
+
+def import_d4rl(src: str | os.PathLike, out: str | os.PathLike, task: str, objective: str = "d4rl",
+                param=None, seed: int = 0) -> dict:
+    """Write the D4RL-style file ``src`` as partition ``objective``/``param``/``seed`` of the bex dataset ``out``
+    for ``task`` (whose rewards the file holds; stored as that task's reward cache)."""
+    domain, task_name = parse_task(task)
+    spec = env_spec(domain, task_name)
+    pdir = partition_dir(Path(out), domain, objective, param, seed)
+    if pdir.is_dir() and any(pdir.glob("*.parquet")):
+        raise ValueError(f"{str(pdir)!r} already holds data; import into another --out, --objective or --seed")
+    episodes, reward_rows = read_d4rl(src, spec.obs_dim, spec.action_dim)
+    with DatasetWriter(out, spec, objective, param, seed, physics=False,
+                       config={"imported_from": str(Path(src).resolve()), "format": "d4rl",
+                               "rewards_of": f"{domain}_{task_name}"}) as w:
+        for ep in episodes:
+            w.write_episode(ep)
+    by_id = {ep.episode_id: r for ep, r in zip(episodes, reward_rows)}
+    ds = Dataset(out, domain=domain, objective=objective, param=format_param(param), seed=seed)
+    for f in ds.files:
+        t = read_parquet(f.path, ["episode_id", "step"])
+        ids, steps = t.column("episode_id").to_pylist(), t.column("step").to_numpy()
+        write_reward_cache(ds, f, domain, task_name, [by_id[e][s] for e, s in zip(ids, steps)])
+    return {"out": str(out), "episodes": len(episodes), "transitions": sum(len(e) for e in episodes),
+            "domain": domain, "task": task_name, "physics": False, "files": [str(p) for p in w.files]}

@@ -101,6 +101,18 @@ def read_parquet(path, columns: Iterable[str] | None = None) -> pa.Table:
         raise ValueError(f"corrupt Parquet file {str(path)!r}: {first}") from None
 
 
+def no_physics_error(path) -> ValueError:
+    """The one-line error for a file without the physics state (imported, e.g. from a D4RL-style file)."""
+    return ValueError(f"{str(path)!r} has no physics state (imported without one, e.g. from a D4RL-style file): "
+                      f"relabelling and physics/positions coverage need it; use the observation")
+
+
+def has_physics(path) -> bool:
+    """Whether a data file records the physics state (its footer's schema; imports without one have a nullable,
+    all-null physics column)."""
+    return not pq.read_schema(path).field("physics").nullable
+
+
 class Dataset:
     """A bex dataset on disk: ``Dataset(root, domain="walker", objective="be")``.
 
@@ -235,6 +247,8 @@ class Dataset:
                                  f"read {table.num_rows}")
             for c in cols:
                 col = table.column(c).combine_chunks()
+                if c == "physics" and col.null_count:
+                    raise no_physics_error(f.path)
                 if c in widths:
                     out[c][lo:hi] = col.values.to_numpy(zero_copy_only=False).reshape(-1, widths[c])
                 elif c == "episode_id":

@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from bex.envs import TaskReward, parse_task, relabel_exact
 
-from .reader import Dataset, read_parquet
+from .reader import Dataset, has_physics, no_physics_error, read_parquet
 from .writer import _commit, temp_file
 
 MapFn = Callable[[Callable, Sequence], Iterable]
@@ -34,6 +34,8 @@ def rewards_for_file(path: str, domain: str, task: str, start: int = 0, stop: in
 
     def rows(name):
         col = table.column(name).combine_chunks()
+        if name == "physics" and col.null_count:
+            raise no_physics_error(path)
         return col.values.to_numpy(zero_copy_only=False).reshape(-1, col.type.list_size)[start:stop]
 
     return _REWARDERS[key](rows("physics"), rows("action"))  # the action: rewards with a control term
@@ -57,6 +59,18 @@ def process_pool_map(workers: int | None = None) -> MapFn:
     return run
 
 
+def write_reward_cache(ds: Dataset, f, domain: str, task: str, rewards: np.ndarray) -> None:
+    """Write (atomically, replacing) the reward sidecar of data file ``f`` for ``domain``/``task``."""
+    out = ds.reward_cache_path(f, domain, task)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.table({"reward": np.asarray(rewards, np.float64)},
+                     metadata={b"bex.task": f"{domain}_{task}".encode(), b"bex.source": f.path.name.encode()})
+    with temp_file(out) as tmp:
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
+            w.write_table(table)
+        _commit(tmp, out, overwrite=True)
+
+
 def relabel(root: str | os.PathLike, task: str, map_fn: MapFn | None = None, chunk_rows: int = 20_000,
             force: bool = False, progress: Callable[[int, int], None] | None = None, **filters) -> dict:
     """Compute and cache ``task``'s rewards for every selected file lacking them.
@@ -66,6 +80,9 @@ def relabel(root: str | os.PathLike, task: str, map_fn: MapFn | None = None, chu
     ds = Dataset(root, **filters)
     domain, task = parse_task(task, ds.env_spec.domain)
     todo = [f for f in ds.files if force or not ds.reward_cache_path(f, domain, task).exists()]
+    for f in todo:
+        if not has_physics(f.path):
+            raise no_physics_error(f.path)
     chunks = [(str(f.path), domain, task, s, min(s + chunk_rows, f.num_rows))
               for f in todo for s in range(0, f.num_rows, chunk_rows)]
     map_fn = map_fn or process_pool_map()
@@ -77,14 +94,7 @@ def relabel(root: str | os.PathLike, task: str, map_fn: MapFn | None = None, chu
         rewards = np.concatenate(by_file.get(str(f.path), [np.zeros(0)]))
         if len(rewards) != f.num_rows:
             raise RuntimeError(f"relabel of {f.path} produced {len(rewards)} rewards for {f.num_rows} rows")
-        out = ds.reward_cache_path(f, domain, task)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        table = pa.table({"reward": rewards},
-                         metadata={b"bex.task": f"{domain}_{task}".encode(), b"bex.source": f.path.name.encode()})
-        with temp_file(out) as tmp:
-            with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
-                w.write_table(table)
-            _commit(tmp, out, overwrite=True)
+        write_reward_cache(ds, f, domain, task, rewards)
         if progress:
             progress(1, len(todo))
     return {"task": f"{domain}_{task}", "files": len(ds.files), "rows": ds.num_rows,

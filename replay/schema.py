@@ -8,7 +8,9 @@ step's ``discount``; row 0 holds the reset observation, a zero action and
 obs[i], discount[i])`` for every row ``i`` with ``is_first = False``.
 
 Column types: ``observation``/``action`` are ``fixed_size_list<float32>``,
-``physics`` is ``fixed_size_list<float64>`` (bit-exact MuJoCo state),
+``physics`` is ``fixed_size_list<float64>`` (bit-exact MuJoCo state; nullable, and
+null in every row, only in partitions imported without a physics state, such as
+D4RL-style files: those cannot be relabelled or measured in physics space),
 ``reward_intrinsic`` is a nullable float32 (null for explorers without one).
 Partition columns (``domain, objective, param, seed``) live in the hive path,
 not in the files.  Readers without bex (pyarrow, Ray Data, RLlib) need nothing
@@ -45,14 +47,15 @@ def _vector(dtype: pa.DataType, width: int) -> pa.DataType:
     return pa.list_(pa.field("element", dtype, nullable=False), width)
 
 
-def step_schema(obs_dim: int, action_dim: int, physics_dim: int) -> pa.Schema:
-    """The Arrow schema of one dataset file (without partition columns)."""
+def step_schema(obs_dim: int, action_dim: int, physics_dim: int, physics: bool = True) -> pa.Schema:
+    """The Arrow schema of one dataset file (without partition columns); ``physics=False``: a nullable physics
+    column (imports of data recorded without the physics state)."""
     fields = [
         pa.field("episode_id", pa.string(), nullable=False),
         pa.field("step", pa.int32(), nullable=False),
         pa.field("observation", _vector(pa.float32(), obs_dim), nullable=False),
         pa.field("action", _vector(pa.float32(), action_dim), nullable=False),
-        pa.field("physics", _vector(pa.float64(), physics_dim), nullable=False),
+        pa.field("physics", _vector(pa.float64(), physics_dim), nullable=not physics),
         pa.field("discount", pa.float32(), nullable=False),
         pa.field("is_first", pa.bool_(), nullable=False),
         pa.field("is_last", pa.bool_(), nullable=False),
@@ -77,7 +80,7 @@ class Episode:
     episode_id: str
     observation: np.ndarray          # (T+1, obs_dim) float32
     action: np.ndarray               # (T+1, action_dim) float32, row 0 zeros
-    physics: np.ndarray              # (T+1, physics_dim) float64
+    physics: np.ndarray | None       # (T+1, physics_dim) float64; None: not recorded (a null column)
     discount: np.ndarray             # (T+1,) float32, row 0 = 1
     reward_intrinsic: np.ndarray | None = None  # (T+1,) float32, row 0 = 0 (or None)
 
@@ -86,7 +89,7 @@ class Episode:
         if n < 2:
             raise ValueError(f"episode {self.episode_id!r} has {n} rows; an episode needs a reset row and >= 1 step")
         for name in ("action", "physics", "discount"):
-            if len(getattr(self, name)) != n:
+            if getattr(self, name) is not None and len(getattr(self, name)) != n:
                 raise ValueError(f"episode {self.episode_id!r}: {name} has {len(getattr(self, name))} rows, "
                                  f"observation has {n}")
         if self.reward_intrinsic is not None and len(self.reward_intrinsic) != n:
@@ -120,7 +123,8 @@ class Episode:
             pa.array(np.arange(n, dtype=np.int32)),
             fsl(self.observation, np.float32, obs_dim, "observation"),
             fsl(self.action, np.float32, act_dim, "action"),
-            fsl(self.physics, np.float64, phys_dim, "physics"),
+            (pa.nulls(n, schema.field("physics").type) if self.physics is None
+             else fsl(self.physics, np.float64, phys_dim, "physics")),
             pa.array(np.asarray(self.discount, dtype=np.float32)),
             pa.array(is_first), pa.array(is_last), ri,
         ], schema=schema)

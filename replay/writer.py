@@ -159,13 +159,13 @@ class DatasetWriter:
 
     def __init__(self, root: str | os.PathLike, env_spec: EnvSpec, objective: str, param: Any, seed: int,
                  config: dict | None = None, writer_id: str | None = None, rows_per_file: int = 50_000,
-                 run_key: str | None = None, start_seq: int = 0):
+                 run_key: str | None = None, start_seq: int = 0, physics: bool = True):
         self.root = check_output_root(root)
         self.spec = env_spec
         self.pdir = partition_dir(self.root, env_spec.domain, objective, param, seed)
         self.writer_id = writer_id or uuid.uuid4().hex[:12]
         self.rows_per_file = int(rows_per_file)
-        self.schema = step_schema(env_spec.obs_dim, env_spec.action_dim, env_spec.physics_dim)
+        self.schema = step_schema(env_spec.obs_dim, env_spec.action_dim, env_spec.physics_dim, physics)
         self._buffer: list[pa.Table] = []
         self._rows = 0
         self._pending_steps = 0

@@ -139,3 +139,62 @@ def test_bex_import_of_an_exorl_folder_round_trips_through_export(tmp_path):
     lines = [x for x in bad.stderr.splitlines() if x.strip()]
     assert bad.returncode == 2 and len(lines) == 1 and "observation has shape" in lines[0]
     assert not (tmp_path / "c").exists()
+    # D4RL-style: the exported file imports (physics null, rewards kept) and exports back to the same arrays
+    d4 = tmp_path / "d4"
+    p = subprocess.run([BEX, "import", str(tmp_path / "x.npz"), "--task", "walker_stand", "--out", str(d4)],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert json.loads(p.stdout)["physics"] is False and (d4 / "domain=walker" / "objective=d4rl").is_dir()
+    p = subprocess.run([BEX, "export", str(d4), "--task", "walker_stand", "--out", str(tmp_path / "y.npz")],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    y = np.load(tmp_path / "y.npz")
+    assert sorted(y.files) == sorted(x.files)
+    for key in x.files:
+        assert np.array_equal(x[key], y[key]), key
+    for args in (["relabel", str(d4), "--task", "walker_walk", "--local"],
+                 ["coverage", str(d4), "--out", str(tmp_path / "cov")]):
+        bad = subprocess.run([BEX, *args], capture_output=True, text=True, timeout=300)
+        lines = [x for x in bad.stderr.splitlines() if x.strip()]
+        assert bad.returncode == 2 and len(lines) == 1 and "has no physics state" in lines[0], bad.stderr
+
+
+def test_d4rl_import_splits_episodes_at_terminals_and_timeouts(tmp_path):
+    """Episodes end at terminals | timeouts; a terminal gives discount 0; without next_observations the next
+    observation is the following row's and each episode's last transition is dropped (D4RL's qlearning_dataset)."""
+    from bex.replay import Dataset
+    from bex.replay.importers import import_d4rl
+
+    n = 12
+    obs = np.arange(n * 24, dtype=np.float32).reshape(n, 24)
+    term, tout = np.zeros(n, bool), np.zeros(n, bool)
+    term[3], tout[7] = True, True  # episodes rows 0-3 (terminal), 4-7 (timeout), 8-11 (end of file)
+    arrays = dict(observations=obs, actions=np.full((n, 6), 0.5, np.float32), rewards=np.arange(n) / 10.0,
+                  terminals=term, timeouts=tout)
+    nxt = np.concatenate([obs[1:], obs[-1:] + 1000])
+    nxt[[3, 7]] += 1000  # the next observation after each episode's last step is its own
+    np.savez(tmp_path / "a.npz", **arrays, next_observations=nxt)
+    np.savez(tmp_path / "b.npz", **arrays)
+    res = import_d4rl(tmp_path / "a.npz", tmp_path / "A", "walker_run")
+    assert (res["episodes"], res["transitions"]) == (3, 12)
+    tr = Dataset(tmp_path / "A").transitions("walker_run")
+    order = np.argsort(tr.reward)
+    np.testing.assert_array_equal(tr.obs[order], obs)
+    np.testing.assert_array_equal(tr.next_obs[order], nxt)
+    np.testing.assert_allclose(tr.reward[order], np.arange(n) / 10.0, rtol=1e-6)
+    np.testing.assert_array_equal(tr.discount[order] == 0, term)
+    np.testing.assert_array_equal(tr.is_last[order], term | tout | (np.arange(n) == n - 1))
+    res = import_d4rl(tmp_path / "b.npz", tmp_path / "B", "walker_run")
+    assert (res["episodes"], res["transitions"]) == (3, 9)
+    tr = Dataset(tmp_path / "B").transitions("walker_run")
+    kept = np.array([0, 1, 2, 4, 5, 6, 8, 9, 10])
+    order = np.argsort(tr.reward)
+    np.testing.assert_array_equal(tr.obs[order], obs[kept])
+    np.testing.assert_array_equal(tr.next_obs[order], obs[kept + 1])
+    np.savez(tmp_path / "d.npz", **arrays, next_observations=nxt + 1)
+    with pytest.raises(ValueError, match=r"next_observations\[0\] differs from observations\[1\]"):
+        import_d4rl(tmp_path / "d.npz", tmp_path / "D", "walker_run")
+    with pytest.raises(ValueError, match="actions has shape"):
+        np.savez(tmp_path / "c.npz", **{**arrays, "actions": np.zeros((n, 5), np.float32)})
+        import_d4rl(tmp_path / "c.npz", tmp_path / "C", "walker_run")
+    assert not (tmp_path / "C").exists() and not (tmp_path / "D").exists()
