@@ -55,6 +55,32 @@ def main_options(
         fail(str(e))
 
 
+def stage_bar(prefix: str, stream=None, width: int = 24):
+    """A ``progress(stage, done, total)`` callback drawing one bar per stage on stderr (redrawn in place on a
+    terminal; elsewhere a line at the start, each quarter and the end of a stage), with elapsed time and ETA."""
+    stream = stream or sys.stderr
+    tty = stream.isatty()
+    state = {"stage": None, "t0": 0.0, "quarter": -1}
+
+    def show(stage: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if stage != state["stage"]:
+            state.update(stage=stage, t0=now, quarter=-1)
+        frac = done / total if total else 1.0
+        quarter = int(frac * 4)
+        if not tty and quarter == state["quarter"]:
+            return
+        state["quarter"] = quarter
+        el = now - state["t0"]
+        eta = f", ~{el / frac - el:.0f} s left" if 0 < frac < 1 else ""
+        fill = int(round(frac * width))
+        line = f"[{prefix}] {stage:<13} |{'#' * fill}{'.' * (width - fill)}| {done}/{total} {el:.1f} s{eta}"
+        stream.write(("\r\x1b[K" + line + ("\n" if done >= total else "")) if tty else line + "\n")
+        stream.flush()
+
+    return show
+
+
 def _path(p, what: str = "path", local: bool = False) -> str:
     """Resolve a path argument: relative paths go under ``--storage``/``BEX_STORAGE`` when set."""
     from .storage import is_uri, resolve_storage
@@ -335,12 +361,9 @@ def coverage(dirs: List[Path] = typer.Argument(..., help="bex datasets or partit
         out_dir = Path(_path(out, "--out", local=True))
         if out_dir.exists() and not out_dir.is_dir():
             raise ValueError(f"--out {str(out_dir)!r} is a file, not a directory")
-        sets = load_state_sets([_path(d, "dataset", local=True) for d in dirs], cfg.space)
-
-        def progress(name: str, i: int, total: int) -> None:
-            typer.echo(f"[coverage {i + 1}/{total}] {name}" if i < total else f"[coverage] {name}", err=True)
-
-        rows = measure(sets, cfg, progress=progress, out_dir=out_dir)
+        bar = stage_bar("coverage")
+        sets = load_state_sets([_path(d, "dataset", local=True) for d in dirs], cfg.space, progress=bar)
+        rows = measure(sets, cfg, progress=bar, out_dir=out_dir)
     except (ValueError, FileNotFoundError) as e:
         fail(str(e))
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -372,7 +395,7 @@ def report(inputs: List[Path] = typer.Argument(..., help="a sweep (STORAGE/NAME)
             raise ValueError(f"--random-episodes {random_episodes} is out of range: allowed >= 1")
         res = build_report([_path(p, "input", local=True) for p in inputs], _path(out, "--out", local=True), cfg,
                            figure=figure, with_coverage=not no_coverage, random_episodes=random_episodes,
-                           progress=lambda msg: typer.echo(f"[report] {msg}", err=True))
+                           progress=stage_bar("report"))
     except (ValueError, FileNotFoundError) as e:
         fail(str(e))
     typer.echo(json.dumps(res))

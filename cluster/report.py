@@ -339,7 +339,7 @@ def render(title: str, sections: list[str], inputs: list[str]) -> str:
 
 def build_report(paths: Sequence[str | Path], out: str | Path, cov_cfg: CoverageConfig | None = None,
                  figure: str = "shannon", with_coverage: bool = True, random_episodes: int = 5,
-                 progress: Callable[[str], None] | None = None) -> dict:
+                 progress: Callable[[str, int, int], None] | None = None) -> dict:
     """Write the report page to ``out``; returns a summary (what the page holds)."""
     from bex.replay.coverage import coverage, load_state_sets
 
@@ -354,15 +354,12 @@ def build_report(paths: Sequence[str | Path], out: str | Path, cov_cfg: Coverage
     inp = classify(paths)
     if len(inp.sweeps) > 1:
         raise ValueError(f"one sweep per report; got {len(inp.sweeps)}: {[str(s) for s in inp.sweeps]}")
-    say = progress or (lambda msg: None)
+    tick = progress or (lambda stage, done, total: None)
     cov_rows: list[dict] = []
     maps: dict[str, bytes] = {}
     sections: list[str] = []
     summary: dict = {"out": str(out), "datasets": [], "plots": 0}
     tab = None
-
-    def stage(name: str, i: int, total: int) -> None:
-        say(f"coverage {i + 1}/{total}: {name}" if i < total else f"coverage: {name}")
 
     for d in inp.coverage_dirs:
         cj = read_coverage_json(d / "coverage.json")
@@ -373,9 +370,9 @@ def build_report(paths: Sequence[str | Path], out: str | Path, cov_cfg: Coverage
     if inp.datasets:
         import tempfile
 
-        sets = load_state_sets(inp.datasets, cov_cfg.space)
+        sets = load_state_sets(inp.datasets, cov_cfg.space, progress=tick)
         with tempfile.TemporaryDirectory() as tmp:
-            cov_rows += coverage(sets, cov_cfg, progress=stage, out_dir=tmp)
+            cov_rows += coverage(sets, cov_cfg, progress=tick, out_dir=tmp)
             for m in ("tsne", "phate"):
                 if (Path(tmp) / f"{m}.png").is_file():
                     maps[f"{m} (datasets)"] = (Path(tmp) / f"{m}.png").read_bytes()
@@ -384,8 +381,7 @@ def build_report(paths: Sequence[str | Path], out: str | Path, cov_cfg: Coverage
         trials = read_trials(run)
         tab = results_table(run)
         if with_coverage:
-            say("coverage of the sweep's datasets (cached in RUN/coverage/)")
-            cj = sweep_coverage(run, trials, cov_cfg, progress=stage)
+            cj = sweep_coverage(run, trials, cov_cfg, progress=tick)
             cov_rows += cj["datasets"]
             for m in ("tsne", "phate"):
                 if (run / COVERAGE_DIR / f"{m}.png").is_file():
@@ -395,11 +391,16 @@ def build_report(paths: Sequence[str | Path], out: str | Path, cov_cfg: Coverage
         summary["datasets"] += [r["dataset"] for r in cov_rows]
         summary["plots"] += len(maps)
     if tab is not None:
-        say(f"random-policy returns ({random_episodes} episodes per task)")
-        random_ret = random_policy_returns({c.split(" ", 1)[0] for c in tab["cols"]}, random_episodes)
+        tasks = sorted({c.split(" ", 1)[0] for c in tab["cols"]})
+        tick("random policy", 0, len(tasks))
+        random_ret = {}
+        for i, t in enumerate(tasks):
+            random_ret.update(random_policy_returns([t], random_episodes))
+            tick("random policy", i + 1, len(tasks))
         curves = curve_pngs(tab["curves"], {t: v["mean"] for t, v in random_ret.items()})
-        say("rliable aggregates")
+        tick("rliable", 0, 1)
         agg = aggregates(tab)
+        tick("rliable", 1, 1)
         agg_png = aggregate_png(agg) if agg["datasets"] else None
         sections.append(results_section(tab, random_ret, curves, agg, agg_png))
         summary.update(results_rows=tab["rows"], random_policy=random_ret,

@@ -169,7 +169,7 @@ def _stdout_to_stderr():
 
 
 def shared_maps(zs: Sequence[np.ndarray], names: Sequence[str], cfg: CoverageConfig, out_dir: Path,
-                rng: np.random.Generator) -> dict[str, str]:
+                rng: np.random.Generator, progress: Callable[[str, int, int], None] | None = None) -> dict[str, str]:
     """One t-SNE (openTSNE) and one PHATE embedding of the pooled states, drawn as small multiples.
 
     ``cfg.map_states`` pooled states, an equal share from each standardised
@@ -197,12 +197,14 @@ def shared_maps(zs: Sequence[np.ndarray], names: Sequence[str], cfg: CoverageCon
     # original stream), which carries bex's JSON lines: send file descriptor 1 to stderr meanwhile
     with _stdout_to_stderr(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        embeddings = {
-            "tsne": np.asarray(TSNE(n_components=2, perplexity=perplexity, random_state=cfg.seed, n_jobs=1,
-                                    verbose=False).fit(pooled)),
-            "phate": np.asarray(phate.PHATE(n_components=2, knn=min(5, len(pooled) - 2), random_state=cfg.seed,
-                                            n_jobs=1, verbose=0).fit_transform(pooled)),
-        }
+        tick = progress or (lambda stage, done, total: None)
+        tick("maps", 0, 2)
+        embeddings = {"tsne": np.asarray(TSNE(n_components=2, perplexity=perplexity, random_state=cfg.seed, n_jobs=1,
+                                              verbose=False).fit(pooled))}
+        tick("maps", 1, 2)
+        embeddings["phate"] = np.asarray(phate.PHATE(n_components=2, knn=min(5, len(pooled) - 2),
+                                                     random_state=cfg.seed, n_jobs=1, verbose=0).fit_transform(pooled))
+        tick("maps", 2, 2)
     out = {}
     cols = min(4, len(zs))
     rows = (len(zs) + cols - 1) // cols
@@ -234,6 +236,9 @@ def shared_maps(zs: Sequence[np.ndarray], names: Sequence[str], cfg: CoverageCon
 def coverage(sets: Sequence[StateSet], cfg: CoverageConfig | None = None,
              progress: Callable[[str, int, int], None] | None = None, out_dir: str | Path | None = None) -> list[dict]:
     """The coverage figures of each set, ``{"value", "lo", "hi"}`` each, on equal-size pooled-z-scored samples.
+
+    ``progress(stage, done, total)`` is called as work completes: stage ``figures`` (one unit per figure set:
+    each dataset's full sample and its replicates), then ``maps`` (t-SNE, PHATE).
 
     With ``out_dir`` and ``cfg.map_states > 0`` the shared t-SNE and PHATE maps are drawn there too
     (:func:`shared_maps`; each row then names its ``maps``).
@@ -281,11 +286,16 @@ def coverage(sets: Sequence[StateSet], cfg: CoverageConfig | None = None,
         return dist.astype(np.float64)
 
     out = []
+    tick = progress or (lambda stage, done, total: None)
+    total = len(sets) * (1 + cfg.replicates)
+    tick("figures", 0, total)
     for i, (s, z) in enumerate(zip(sets, zs)):
-        if progress:
-            progress(s.name, i, len(sets))
         value = figures(z, cfg, cells, knn)
-        reps = [figures(z[rng.choice(n, n // 2, replace=False)], cfg, cells, knn) for _ in range(cfg.replicates)]
+        tick("figures", i * (1 + cfg.replicates) + 1, total)
+        reps = []
+        for j in range(cfg.replicates):
+            reps.append(figures(z[rng.choice(n, n // 2, replace=False)], cfg, cells, knn))
+            tick("figures", i * (1 + cfg.replicates) + j + 2, total)
         row = {"dataset": s.name, "states": n, "space": cfg.space, "dims": d, **s.meta}
         scale = math.sqrt((n // 2) / n)
         for key, v in value.items():
@@ -295,10 +305,8 @@ def coverage(sets: Sequence[StateSet], cfg: CoverageConfig | None = None,
             row[key] = _interval(v, dev)
         out.append(row)
     if out_dir is not None and cfg.map_states > 0:
-        if progress:
-            progress("shared t-SNE and PHATE maps", len(sets), len(sets))
         Path(out_dir).mkdir(parents=True, exist_ok=True)
-        maps = shared_maps(zs, [s.name for s in sets], cfg, Path(out_dir), rng)
+        maps = shared_maps(zs, [s.name for s in sets], cfg, Path(out_dir), rng, progress=tick)
         for row in out:
             row["maps"] = maps
     return out
@@ -356,14 +364,17 @@ def selection_state_set(name: str, selections: Sequence[tuple[str, dict]], space
                                                   "domain": sorted(domains)[0]})
 
 
-def load_state_sets(dirs: Sequence[str | Path], space: str = "physics") -> list[StateSet]:
+def load_state_sets(dirs: Sequence[str | Path], space: str = "physics",
+                    progress: Callable[[str, int, int], None] | None = None) -> list[StateSet]:
     """One :class:`StateSet` per partition of each directory (a dataset root: all its partitions; a partition
-    directory: that partition), in ``space``; bad input is one ``ValueError`` line."""
-    from .reader import PARTITION_KEYS, Dataset
+    directory: that partition), in ``space``.  Every directory is checked (from metadata and file footers) before
+    any is read, so bad input is one ``ValueError`` line with no progress before it; ``progress("load", i, n)``
+    then counts partitions read."""
+    from .reader import PARTITION_KEYS, Dataset, has_physics, no_physics_error
 
     if space not in SPACES:
         raise ValueError(f"unknown --space {space!r}; allowed: {', '.join(SPACES)}")
-    out: list[StateSet] = []
+    todo: list[tuple[Path, dict, Dataset]] = []
     for d in dirs:
         path = Path(d)
         if not path.exists():
@@ -378,15 +389,21 @@ def load_state_sets(dirs: Sequence[str | Path], space: str = "physics") -> list[
             raise ValueError(f"{str(path)!r} holds no data files (an empty partition or dataset)")
         for part in ds.partitions:
             sub = Dataset(root, **part)
-            states = dataset_states(sub, space)
-            if len(states) == 0:
-                raise ValueError(f"partition {part} of {str(root)!r} holds no states")
-            label = part.get("objective", "?") + ("" if part.get("param", "none") == "none" else f"={part['param']}")
-            name = f"{root.name}:{label}/s{part.get('seed', '?')}"
-            out.append(StateSet(name, states,
-                                {"path": str(root), "partition": part, "domain": sub.env_spec.domain}))
-    domains = sorted({s.meta["domain"] for s in out})
+            if space != "observation" and not all(has_physics(f.path) for f in sub.files):
+                raise no_physics_error(next(f.path for f in sub.files if not has_physics(f.path)))
+            todo.append((root, part, sub))
+    domains = sorted({sub.env_spec.domain for _, _, sub in todo})
     if len(domains) > 1 and space != "observation":
         raise ValueError(f"datasets of different domains {domains} cannot be compared in {space} space "
                          f"(their states mean different things)")
+    out: list[StateSet] = []
+    for i, (root, part, sub) in enumerate(todo):
+        if progress:
+            progress("load", i, len(todo))
+        states = dataset_states(sub, space)
+        label = part.get("objective", "?") + ("" if part.get("param", "none") == "none" else f"={part['param']}")
+        name = f"{root.name}:{label}/s{part.get('seed', '?')}"
+        out.append(StateSet(name, states, {"path": str(root), "partition": part, "domain": sub.env_spec.domain}))
+    if progress:
+        progress("load", len(todo), len(todo))
     return out
