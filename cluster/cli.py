@@ -374,6 +374,64 @@ def coverage(dirs: List[Path] = typer.Argument(..., help="bex datasets or partit
 
 
 @app.command()
+def distill(dataset: Path = typer.Option(..., "--dataset", help="source dataset (root or partition directory)"),
+            task: str = typer.Option(..., "--task", help="the teacher's task, evaluated on (walker_walk ...)"),
+            teacher: Path = typer.Option(..., "--teacher", help="a bex trial directory, checkpoint directory or "
+                                         "state.pt (e.g. a CQL trial on the dataset)"),
+            size: int = typer.Option(256, "--size", help="N, synthetic (state, action) pairs"),
+            weighting: str = typer.Option("none", "--weighting", help="none (OBD) | sdw (SDW-OBD)"),
+            steps: int = typer.Option(200, "--steps", help="outer steps (the OBD paper ran 50000)"),
+            inner_steps: int = typer.Option(100, "--inner-steps", help="T, BC steps of the inner loop"),
+            eval_every: int = typer.Option(50, "--eval-every", help="outer steps between evaluations/checkpoints"),
+            eval_episodes: int = typer.Option(5, "--eval-episodes"),
+            report_every: int = typer.Option(1, "--report-every", help="outer steps between progress lines"),
+            seed: int = typer.Option(0, "--seed"),
+            set_: List[str] = typer.Option([], "--set", help="another DistillConfig field KEY=VALUE (repeatable)"),
+            out: Path = typer.Option(..., "--out", help="bex dataset root for the synthetic set"),
+            resume: bool = typer.Option(False, "--resume", help="continue from OUT's distillation checkpoint")):
+    """Distil a dataset into N synthetic pairs (OBD with Av-PBC; --weighting sdw: SDW-OBD)."""
+    import yaml
+
+    from bex.learners.distill import run_distill
+    from bex.learners.trial import DISTILL, TrialConfig
+    from bex.replay.coverage import dataset_root_of
+
+    try:
+        overrides = {}
+        for kv in set_:
+            if "=" not in kv:
+                raise ValueError(f"--set expects KEY=VALUE, got {kv!r}")
+            k, v = kv.split("=", 1)
+            overrides[k] = yaml.safe_load(v)
+        src = Path(_path(dataset, "--dataset", local=True))
+        if not src.exists():
+            raise FileNotFoundError(f"dataset {str(src)!r} does not exist")
+        root = dataset_root_of(src.resolve())
+        filters = {k: v for k, v in (c.split("=", 1) for c in src.resolve().relative_to(root).parts if "=" in c)
+                   if k != "domain"}
+        lcfg = {**overrides, "size": size, "weighting": weighting, "inner_steps": inner_steps,
+                "teacher": str(Path(_path(teacher, "--teacher", local=True)).resolve())}
+        trial = TrialConfig.from_dict({"dataset": str(root), "filters": filters, "task": task, "learner": DISTILL,
+                                       "learner_config": lcfg, "steps": steps, "eval_every": eval_every,
+                                       "eval_episodes": eval_episodes, "report_every": report_every, "seed": seed,
+                                       "device": "cpu", "label": src.name})
+        t0 = time.perf_counter()
+
+        def show(row: dict) -> None:
+            ev = (f" eval {row['eval/return_mean']:.1f} ± {row['eval/return_std']:.1f}"
+                  if "eval/return_mean" in row else "")
+            left = (steps - row["steps"]) * row.get("distill/s_per_step", 0.0)
+            typer.echo(f"[distill] step {row['steps']}/{steps} loss {row['distill/loss']:.4g} "
+                       f"{row.get('distill/s_per_step', 0):.2f} s/step{ev} ({time.perf_counter() - t0:.0f} s, "
+                       f"~{left:.0f} s left)", err=True)
+
+        res = run_distill(trial, _path(out, "--out", local=True), resume=resume, progress=show)
+    except (ValueError, FileNotFoundError) as e:
+        fail(str(e))
+    typer.echo(json.dumps(res))
+
+
+@app.command()
 def report(inputs: List[Path] = typer.Argument(..., help="a sweep (STORAGE/NAME), `bex coverage` outputs, or bex "
                                                "datasets / partitions"),
            out: Path = typer.Option(..., "--out", help="the page to write (.html, self-contained)"),

@@ -45,6 +45,9 @@ from . import LEARNERS, PRESETS, make_learner
 
 #: A bex learner trial's checkpoint file (in the checkpoint directory).
 STATE_FILE = "state.pt"
+#: The learner name of a behaviour distillation trial (``learners/distill.py``; ``learner_config`` is a
+#: ``DistillConfig``, "gradient steps" are outer steps).
+DISTILL = "distill"
 
 # --------------------------------------------------------------------------- RLlib peers' hyperparameters
 #: Hyperparameters of the RLlib peers (strict: a key not listed here is rejected).
@@ -149,9 +152,9 @@ class TrialConfig(ConfigBase):
     label: str = param("", "dataset label for results tables (explorer/objective/param)")
 
     def check(self) -> None:
-        if self.learner not in LEARNERS and self.learner not in RLLIB_LEARNERS:
+        if self.learner not in LEARNERS and self.learner not in RLLIB_LEARNERS and self.learner != DISTILL:
             raise ValueError(f"unknown learner {self.learner!r}; "
-                             f"allowed: {', '.join(sorted(LEARNERS) + list(RLLIB_LEARNERS))}")
+                             f"allowed: {', '.join(sorted(LEARNERS) + list(RLLIB_LEARNERS) + [DISTILL])}")
         check_schedule(self)
         self.resolved_learner_config()
 
@@ -159,7 +162,12 @@ class TrialConfig(ConfigBase):
         """The preset's config with ``learner_config`` applied, validated by the learner's config class."""
         if self.learner.startswith("rllib_"):
             return resolved_rllib_config(self.learner, self.preset, self.learner_config)
-        cfg_cls = LEARNERS[self.learner][0]
+        if self.learner == DISTILL:
+            from .distill import DistillConfig
+
+            cfg_cls = DistillConfig
+        else:
+            cfg_cls = LEARNERS[self.learner][0]
         base = cfg_cls.preset(self.preset).to_dict()
         unknown = sorted(set(self.learner_config) - set(base))
         if unknown:
@@ -412,6 +420,11 @@ class LearnerTrainee:
 
 def run_learner_trial(cfg: TrialConfig, data: dict[str, OfflineData] | None, report: Report, checkpoint=None,
                       threads: int = 1) -> list[dict]:
-    """One bex-learner trial: :class:`LearnerTrainee` in :func:`run_trial` (``data`` as for :func:`trial_data`)."""
+    """One bex-learner trial: :class:`LearnerTrainee` (a distillation: ``distill.DistillTrainee``) in
+    :func:`run_trial` (``data`` as for :func:`trial_data`)."""
+    if cfg.learner == DISTILL:
+        from .distill import DistillTrainee
+
+        return run_trial(cfg, DistillTrainee(cfg, trial_data(cfg, data), threads), report, checkpoint)
     return run_trial(cfg, LearnerTrainee(cfg, trial_data(cfg, data), threads), report, checkpoint)
 
