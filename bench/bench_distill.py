@@ -113,7 +113,7 @@ class OBDStep:
         self.syn_obs.grad, self.syn_act.grad = gobs, gact
         torch.nn.utils.clip_grad_norm_([self.syn_obs, self.syn_act], max_norm=c.clip_norm)
         self.opt.step()
-        return float(loss)
+        return float(loss.detach())
 
 
 def main() -> None:

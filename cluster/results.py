@@ -78,6 +78,9 @@ def _read_params(path: Path) -> dict | None:
 
 
 def _learner_label(cfg: dict) -> str:
+    if cfg["learner"] == "distill":  # columns = weighting x size (the teacher path and loop settings omitted)
+        lc = cfg.get("learner_config", {})
+        return f"distill[{lc.get('weighting', 'none')},N={lc.get('size', 256)}]"
     extra = ",".join(f"{k}={v}" for k, v in sorted(cfg.get("learner_config", {}).items()))
     return cfg["learner"] + (f"[{extra}]" if extra else "")
 

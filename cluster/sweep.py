@@ -141,6 +141,8 @@ class SweepConfig(ConfigBase):
             keys = sorted(grid)
             for values in itertools.product(*(grid[k] if isinstance(grid[k], list) else [grid[k]] for k in keys)):
                 overrides = dict(self.learner_config.get(learner, {}), **dict(zip(keys, values)))
+                if learner == "distill" and overrides.get("teacher"):  # trials run in their own directory
+                    overrides["teacher"] = str(Path(overrides["teacher"]).resolve())
                 out.append(TrialConfig.from_dict(dict(
                     dataset=str(path), filters=filters, task=f"{d}_{t}", learner=learner, preset=self.preset,
                     learner_config=overrides, steps=self.steps, eval_every=self.eval_every,

@@ -79,8 +79,9 @@ class DistillConfig(ConfigBase):
     sdw_clip_quantile: float = param(0.99, "SDW: weights above this quantile are clipped to it (then mean 1 "
                                      "again)", lo=0.0, hi=1.0, lo_open=True)
     norm_eps: float = param(1e-3, "added to the std of the state normalisation (OBD compute_mean_std)", lo=0.0)
-    teacher: str = param("", "the teacher: a bex trial directory (its latest checkpoint), a checkpoint directory "
-                         "or its state.pt (a CQL trial by default in bex's docs)")
+    teacher: str = param("", "the teacher: a bex trial directory (its latest checkpoint), a checkpoint directory, "
+                         "its state.pt, or a sweep directory (the trial on the same dataset selection and task; "
+                         "CQL preferred, lowest seed)")
     baseline_bc_steps: int = param(5000, "final evaluation: gradient steps of the BC-on-the-whole-dataset "
                                    "baseline (bex's BC learner, small preset; 0 = no such baseline)", lo=0)
 
@@ -312,9 +313,33 @@ def student_policy(p: dict[str, torch.Tensor], mean: np.ndarray, std: np.ndarray
 
 
 # --------------------------------------------------------------------------------------------- teacher loading
-def find_teacher(path: str | Path) -> tuple[Path, dict]:
+def _sweep_teacher(sweep: Path, match: dict) -> Path:
+    """The trial of the sweep ``sweep`` trained on the same dataset selection and task as ``match`` (a bex
+    learner, lowest seed first; CQL preferred, as the OBD papers' teacher is a CQL variant)."""
+    import json
+
+    found = []
+    for params in sorted(sweep.glob("*/params.json")):
+        try:
+            t = json.loads(params.read_text()).get("trial") or {}
+        except (OSError, ValueError):
+            continue
+        same = (str(Path(t.get("dataset", "")).resolve()) == str(Path(match["dataset"]).resolve())
+                and {k: str(v) for k, v in (t.get("filters") or {}).items()} == match["filters"]
+                and t.get("task") == match["task"] and t.get("learner") != "distill")
+        if same:
+            found.append((t.get("learner") != "cql", int(t.get("seed", 0)), params.parent))
+    if not found:
+        raise ValueError(f"teacher sweep {str(sweep)!r} has no trial on {match['dataset']} {match['filters']} for "
+                         f"{match['task']}")
+    return min(found)[2]
+
+
+def find_teacher(path: str | Path, match: dict | None = None) -> tuple[Path, dict]:
     """The teacher's ``state.pt`` and its trial config (``params.json``'s ``trial``) from a trial directory (its
-    latest ``checkpoint_*``), a checkpoint directory or a ``state.pt``; bad input is one ``ValueError`` line."""
+    latest ``checkpoint_*``), a checkpoint directory, a ``state.pt``, or a sweep directory (with ``match``: the
+    trial on the same dataset selection and task, see :func:`_sweep_teacher`); bad input is one ``ValueError``
+    line."""
     import json
 
     from .trial import STATE_FILE
@@ -322,6 +347,8 @@ def find_teacher(path: str | Path) -> tuple[Path, dict]:
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"teacher {str(p)!r} does not exist")
+    if p.is_dir() and match is not None and not (p / "params.json").is_file() and any(p.glob("*/params.json")):
+        p = _sweep_teacher(p, match)
     if p.is_dir() and (p / "params.json").is_file():
         ckpts = sorted(p.glob(f"checkpoint_*/{STATE_FILE}"))
         if not ckpts:
@@ -343,16 +370,16 @@ def find_teacher(path: str | Path) -> tuple[Path, dict]:
     return state, trial
 
 
-def load_teacher(path: str | Path, domain: str, obs_dim: int, action_dim: int) -> Teacher:
+def load_teacher(path: str | Path, domain: str, obs_dim: int, action_dim: int, match: dict | None = None) -> Teacher:
     """A bex offline learner's checkpoint as a :class:`Teacher` for data of ``domain`` with the given widths
-    (another domain or other widths: one ``ValueError`` line)."""
+    (another domain or other widths: one ``ValueError`` line); ``match`` selects a sweep's trial."""
     from bex.core.state import load_state
     from bex.envs import parse_task
 
     from . import make_learner
     from .trial import TrialConfig
 
-    state, trial = find_teacher(path)
+    state, trial = find_teacher(path, match)
     cfg = TrialConfig.from_dict(trial)
     if cfg.learner not in ("td3", "td3_bc", "cql", "crr", "td3_bst", "bc", "iql", "iql_bst"):
         raise ValueError(f"teacher {str(path)!r} is a {cfg.learner} trial; a bex learner is needed")
@@ -390,7 +417,9 @@ class DistillTrainee:
         self.dcfg = DistillConfig.from_dict(cfg.resolved_learner_config())
         if not self.dcfg.teacher:
             raise ValueError("a distillation needs learner_config.teacher (a bex trial or checkpoint)")
-        teacher = load_teacher(self.dcfg.teacher, self.domain, od.obs.shape[1], od.action.shape[1])
+        match = {"dataset": cfg.dataset, "filters": {k: str(v) for k, v in cfg.filters.items()},
+                 "task": cfg.task}
+        teacher = load_teacher(self.dcfg.teacher, self.domain, od.obs.shape[1], od.action.shape[1], match)
         self.od = od
         self.distiller = Distiller(od.obs, od.action, teacher, self.dcfg, seed=cfg.seed)
         self._policy = (None, None)

@@ -240,3 +240,27 @@ def test_bex_distill_bad_input_is_one_line_and_writes_nothing(tmp_path):
         lines = [x for x in p.stderr.splitlines() if x.strip()]
         assert p.returncode == 2 and len(lines) == 1 and needle in lines[0], (args, p.stderr[-2000:])
         assert not (tmp_path / "out").exists()
+
+
+def test_a_sweep_as_teacher_picks_the_cql_trial_of_the_same_dataset_selection_and_task(tmp_path):
+    import json
+
+    from bex.learners.distill import find_teacher
+
+    sweep = tmp_path / "teachers"
+    for name, filters, learner, seed in [("a", {"objective": "be", "param": "0.5"}, "cql", 1),
+                                         ("b", {"objective": "be", "param": "0.5"}, "cql", 0),
+                                         ("c", {"objective": "be", "param": "0.5"}, "td3", 0),
+                                         ("d", {"objective": "random"}, "cql", 0)]:
+        _teacher(sweep / name)
+        trial = {"dataset": str(tmp_path / "data"), "filters": filters, "task": "walker_stand", "learner": learner,
+                 "seed": seed}
+        (sweep / name / "params.json").write_text(json.dumps({"trial": trial}))
+    match = {"dataset": str(tmp_path / "data"), "filters": {"objective": "be", "param": "0.5"},
+             "task": "walker_stand"}
+    state, trial = find_teacher(sweep, match)
+    assert state == sweep / "b" / "checkpoint_000000" / "state.pt" and trial["seed"] == 0
+    state, _ = find_teacher(sweep, {**match, "filters": {"objective": "random"}})
+    assert state.parent.parent.name == "d"
+    with pytest.raises(ValueError, match="has no trial"):
+        find_teacher(sweep, {**match, "task": "walker_run"})
