@@ -392,7 +392,7 @@ def distill(dataset: Path = typer.Option(..., "--dataset", help="source dataset 
     """Distil a dataset into N synthetic pairs (OBD with Av-PBC; --weighting sdw: SDW-OBD)."""
     import yaml
 
-    from bex.learners.distill import run_distill
+    from bex.learners.distill_trial import run_distill
     from bex.learners.trial import DISTILL, TrialConfig
     from bex.replay.coverage import dataset_root_of
 

@@ -25,7 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from bex.learners.distill_trial import run_distill_trial
 from bex.learners.trial import (
+    DISTILL,
     OfflineData,
     TrialConfig,
     check_checkpoints,
@@ -58,6 +60,9 @@ def offline_trial(config: dict, data: dict[str, OfflineData] | None = None) -> N
         t_start = time.perf_counter()  # the view and RLlib's set-up count in the trial's wall time
         with RLlibTrainee(cfg, trial_data(cfg, data), threads=_trial_threads()) as trainee:
             run_trial(cfg, trainee, report_trial, tune.get_checkpoint(), t_start=t_start)
+        return
+    if cfg.learner == DISTILL:
+        run_distill_trial(cfg, data, report_trial, tune.get_checkpoint(), threads=_trial_threads())
         return
     run_learner_trial(cfg, data, report_trial, tune.get_checkpoint(), threads=_trial_threads())
 

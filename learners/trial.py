@@ -420,11 +420,7 @@ class LearnerTrainee:
 
 def run_learner_trial(cfg: TrialConfig, data: dict[str, OfflineData] | None, report: Report, checkpoint=None,
                       threads: int = 1) -> list[dict]:
-    """One bex-learner trial: :class:`LearnerTrainee` (a distillation: ``distill.DistillTrainee``) in
-    :func:`run_trial` (``data`` as for :func:`trial_data`)."""
-    if cfg.learner == DISTILL:
-        from .distill import DistillTrainee
-
-        return run_trial(cfg, DistillTrainee(cfg, trial_data(cfg, data), threads), report, checkpoint)
+    """One bex-learner trial: :class:`LearnerTrainee` in :func:`run_trial` (``data`` as for :func:`trial_data`;
+    a distillation trial: ``distill_trial.run_distill_trial``)."""
     return run_trial(cfg, LearnerTrainee(cfg, trial_data(cfg, data), threads), report, checkpoint)
 

@@ -192,7 +192,7 @@ def test_bex_distill_writes_a_flagged_synthetic_partition(tmp_path):
 
 
 def test_an_interrupted_distillation_resumes_to_the_same_synthetic_set(tmp_path):
-    from bex.learners import distill as dmod
+    from bex.learners import distill_trial as dmod
     from bex.replay import Dataset
 
     data, teacher = _source(tmp_path / "src"), _teacher(tmp_path / "teacher")
@@ -245,7 +245,7 @@ def test_bex_distill_bad_input_is_one_line_and_writes_nothing(tmp_path):
 def test_a_sweep_as_teacher_picks_the_cql_trial_of_the_same_dataset_selection_and_task(tmp_path):
     import json
 
-    from bex.learners.distill import find_teacher
+    from bex.learners.distill_trial import find_teacher
 
     sweep = tmp_path / "teachers"
     for name, filters, learner, seed in [("a", {"objective": "be", "param": "0.5"}, "cql", 1),
