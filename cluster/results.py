@@ -89,6 +89,7 @@ def results_table(run_dir: str | Path) -> dict:
     """Aggregate final evaluation returns; returns rows, columns and cells."""
     cells: dict[tuple[str, str], list[float]] = defaultdict(list)
     curves: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    baselines: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)
     incomplete = 0
     for tr in read_trials(run_dir):
         cfg = tr["config"]
@@ -102,7 +103,16 @@ def results_table(run_dir: str | Path) -> dict:
         row = cfg.get("label") or Path(cfg["dataset"]).name
         col = f"{cfg['task']} {_learner_label(cfg)}"
         cells[(row, col)].append(float(evals[-1]["eval/return_mean"]))
+        if cfg["learner"] == "distill":  # its baselines (same evaluation episodes), one value per seed
+            final = tr["rows"][-1] if tr["rows"] else {}
+            n = cfg.get("learner_config", {}).get("size", 256)
+            for key, name in (("baseline/random_pairs/return_mean", f"baseline[random_pairs,N={n}]"),
+                              ("baseline/bc_full/return_mean", "baseline[bc_full]")):
+                if key in final:
+                    baselines[(row, f"{cfg['task']} {name}")][cfg["seed"]] = float(final[key])
         curves[col][row].append(([r["steps"] for r in evals], [r["eval/return_mean"] for r in evals]))
+    for k, by_seed in baselines.items():
+        cells[k] = [by_seed[seed] for seed in sorted(by_seed)]
     rows = sorted({r for r, _ in cells})
     cols = sorted({c for _, c in cells})
     return {"rows": rows, "cols": cols, "cells": {k: v for k, v in cells.items()}, "curves": curves,

@@ -264,3 +264,25 @@ def test_a_sweep_as_teacher_picks_the_cql_trial_of_the_same_dataset_selection_an
     assert state.parent.parent.name == "d"
     with pytest.raises(ValueError, match="has no trial"):
         find_teacher(sweep, {**match, "task": "walker_run"})
+
+
+def test_results_tabulate_distillations_by_weighting_and_size_with_their_baselines_once_per_seed(tmp_path):
+    import json
+
+    from bex.cluster.results import results_table
+
+    for i, (w, seed, ret, rp, bc) in enumerate([("none", 0, 100.0, 80.0, 300.0), ("sdw", 0, 120.0, 80.0, 300.0),
+                                                ("none", 1, 110.0, 90.0, 310.0), ("sdw", 1, 140.0, 90.0, 310.0)]):
+        d = tmp_path / f"t{i}"
+        d.mkdir()
+        trial = {"dataset": "/data", "filters": {}, "label": "be", "task": "walker_stand", "learner": "distill",
+                 "seed": seed, "steps": 10, "learner_config": {"weighting": w, "size": 64, "teacher": "/x"}}
+        (d / "params.json").write_text(json.dumps({"trial": trial}))
+        row = {"steps": 10, "eval/return_mean": ret, "eval/at_step": 10, "baseline/random_pairs/return_mean": rp,
+               "baseline/bc_full/return_mean": bc}
+        (d / "result.json").write_text(json.dumps(row) + "\n")
+    tab = results_table(tmp_path)
+    assert tab["cols"] == ["walker_stand baseline[bc_full]", "walker_stand baseline[random_pairs,N=64]",
+                           "walker_stand distill[none,N=64]", "walker_stand distill[sdw,N=64]"]
+    assert tab["cells"][("be", "walker_stand distill[sdw,N=64]")] == [120.0, 140.0]
+    assert tab["cells"][("be", "walker_stand baseline[bc_full]")] == [300.0, 310.0]  # one per seed, not per trial
