@@ -81,6 +81,19 @@ def stage_bar(prefix: str, stream=None, width: int = 24):
     return show
 
 
+def _set_overrides(items: List[str]) -> dict:
+    """``--set KEY=VALUE`` options as a dict (values parsed as YAML scalars)."""
+    import yaml
+
+    out = {}
+    for kv in items:
+        if "=" not in kv:
+            raise ValueError(f"--set expects KEY=VALUE, got {kv!r}")
+        k, v = kv.split("=", 1)
+        out[k] = yaml.safe_load(v)
+    return out
+
+
 def _path(p, what: str = "path", local: bool = False) -> str:
     """Resolve a path argument: relative paths go under ``--storage``/``BEX_STORAGE`` when set."""
     from .storage import is_uri, resolve_storage
@@ -247,19 +260,13 @@ def train(
     max_failures: int = typer.Option(2, "--max-failures"),
 ):
     """Train one offline learner as a Tune trial; prints one JSON line of final metrics."""
-    import yaml
 
     from bex.learners.trial import TrialConfig
 
     from .train import check_experiment_name, run_trials
 
     try:
-        overrides = {}
-        for kv in set_:
-            if "=" not in kv:
-                raise ValueError(f"--set expects KEY=VALUE, got {kv!r}")
-            k, v = kv.split("=", 1)
-            overrides[k] = yaml.safe_load(v)
+        overrides = _set_overrides(set_)
         filters = {k: v for k, v in (("objective", objective), ("param", param)) if v is not None}
         steps = 10_000 if steps is None else steps  # an explicit --steps 0 is an error, never the default
         cfg = TrialConfig.from_dict(dict(dataset=_path(dataset, "--dataset", local=True), task=task, learner=learner,
@@ -390,19 +397,13 @@ def distill(dataset: Path = typer.Option(..., "--dataset", help="source dataset 
             out: Path = typer.Option(..., "--out", help="bex dataset root for the synthetic set"),
             resume: bool = typer.Option(False, "--resume", help="continue from OUT's distillation checkpoint")):
     """Distil a dataset into N synthetic pairs (OBD with Av-PBC; --weighting sdw: SDW-OBD)."""
-    import yaml
 
     from bex.learners.distill_trial import run_distill
     from bex.learners.trial import DISTILL, TrialConfig
     from bex.replay.coverage import dataset_root_of
 
     try:
-        overrides = {}
-        for kv in set_:
-            if "=" not in kv:
-                raise ValueError(f"--set expects KEY=VALUE, got {kv!r}")
-            k, v = kv.split("=", 1)
-            overrides[k] = yaml.safe_load(v)
+        overrides = _set_overrides(set_)
         src = Path(_path(dataset, "--dataset", local=True))
         if not src.exists():
             raise FileNotFoundError(f"dataset {str(src)!r} does not exist")
