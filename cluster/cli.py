@@ -313,8 +313,8 @@ def sweep(config: Path = typer.Argument(..., help="tune_configs/*.yaml"),
     except (ValueError, FileNotFoundError) as e:
         fail(str(e))
     typer.echo(out["markdown"])
-    typer.echo(f"[sweep {sc.name}] {len(trials) - errors}/{len(trials)} trials ok; tables: {out['md']}, {out['csv']}",
-               err=True)
+    typer.echo(f"[sweep {sc.name}] {out['complete']}/{len(trials)} trials complete, {errors} failed; tables: "
+               f"{out['md']}, {out['csv']}", err=True)
     if errors:
         raise typer.Exit(1)
 

@@ -4,7 +4,8 @@
    (alpha 0.5) and Shannon, sharing the cluster's k-NN service;
 2. relabel them for walker_stand (Ray tasks);
 3. train TD3 and CQL on each (Ray Tune, small preset);
-4. print the results table (Markdown + CSV + learning curves in the run dir).
+4. print the results table (Markdown + CSV + learning curves in the run dir) and write the report page
+   ``ROOT/report.html`` (``bex report``).
 """
 from __future__ import annotations
 
@@ -86,5 +87,13 @@ def run_demo(root: Path, steps: int = 4000, train_steps: int = 2000, echo: Calla
     out = write_results(root / "sweeps" / "demo")
     echo(out["markdown"])
     echo(f"tables: {out['md']}, {out['csv']}; curves: {len(out['plots'])} PNG")
+    from bex.replay.coverage import CoverageConfig
+
+    from .report import build_report
+
+    page = root / "report.html"
+    rep = build_report([root / "sweeps" / "demo"], page, CoverageConfig(map_states=1000), random_episodes=2)
+    echo(f"report page (coverage, Table 1, curves, rliable aggregates; opens offline): {page} "
+         f"({len(rep['datasets'])} datasets, {rep['plots']} plots)")
     echo(f"demo finished in {time.perf_counter() - t0:.0f}s")
     return out

@@ -90,7 +90,7 @@ def results_table(run_dir: str | Path) -> dict:
     cells: dict[tuple[str, str], list[float]] = defaultdict(list)
     curves: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     baselines: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)
-    incomplete = 0
+    incomplete = complete = 0
     for tr in read_trials(run_dir):
         cfg = tr["config"]
         # reports between evaluations carry the last one forward: keep the rows where it was made
@@ -98,6 +98,8 @@ def results_table(run_dir: str | Path) -> dict:
                  if "eval/return_mean" in r and r.get("eval/at_step", r.get("steps")) == r.get("steps")]
         if not evals or evals[-1].get("steps", 0) < cfg["steps"]:
             incomplete += 1
+        else:
+            complete += 1
         if not evals:
             continue
         row = cfg.get("label") or Path(cfg["dataset"]).name
@@ -116,7 +118,7 @@ def results_table(run_dir: str | Path) -> dict:
     rows = sorted({r for r, _ in cells})
     cols = sorted({c for _, c in cells})
     return {"rows": rows, "cols": cols, "cells": {k: v for k, v in cells.items()}, "curves": curves,
-            "incomplete_trials": incomplete}
+            "incomplete_trials": incomplete, "complete_trials": complete}
 
 
 def format_markdown(tab: dict) -> str:
@@ -151,7 +153,7 @@ def write_results(run_dir: str | Path) -> dict:
         w.writerow([r, c, f"{np.mean(v):.3f}", f"{np.std(v):.3f}", len(v), " ".join(f"{x:.3f}" for x in v)])
     atomic_write_bytes(run_dir / "results.csv", buf.getvalue().encode())
     pngs = _plot_curves(run_dir, tab["curves"])
-    return {"markdown": md, "csv": str(run_dir / "results.csv"), "md": str(run_dir / "results.md"), "plots": pngs}
+    return {"markdown": md, "complete": tab["complete_trials"], "csv": str(run_dir / "results.csv"), "md": str(run_dir / "results.md"), "plots": pngs}
 
 
 def curve_pngs(curves, reference: dict[str, float] | None = None) -> dict[str, bytes]:

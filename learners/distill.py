@@ -81,7 +81,7 @@ class DistillConfig(ConfigBase):
                          "its state.pt, or a sweep directory (the trial on the same dataset selection and task; "
                          "CQL preferred, lowest seed)")
     baseline_bc_steps: int = param(5000, "final evaluation: gradient steps of the BC-on-the-whole-dataset "
-                                   "baseline (bex's BC learner, small preset; 0 = no such baseline)", lo=0)
+                                   "baseline (bex's BC learner at the trial's preset; 0 = no such baseline)", lo=0)
 
     _PRESETS = {"small": {}, "paper": {}}  # the OBD code's settings in both (trials name a preset)
 

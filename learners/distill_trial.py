@@ -104,7 +104,7 @@ class DistillTrainee:
     OBD's evaluation policy (a fresh student trained T steps on the synthetic set, seeded by the trial seed and
     the step).  At the final step :meth:`train` also reports the two baselines on the same evaluation episodes:
     ``baseline/random_pairs/*`` (the same student trained on N random real pairs) and ``baseline/bc_full/*``
-    (bex's BC learner on the whole dataset, ``baseline_bc_steps`` steps)."""
+    (bex's BC learner at the trial's preset on the whole dataset, ``baseline_bc_steps`` steps)."""
 
     def __init__(self, cfg, od, threads: int = 1):
         from bex.envs import parse_task
@@ -144,7 +144,7 @@ class DistillTrainee:
         return policy(obs)
 
     def baselines(self) -> dict[str, float]:
-        from . import make_learner
+        from . import make_config, make_learner
 
         out = {}
         d = self.distiller
@@ -159,7 +159,8 @@ class DistillTrainee:
         if self.dcfg.baseline_bc_steps:
             from bex.replay import TransitionSampler
 
-            bc = make_learner("bc", d.z.shape[1], d.a_syn.shape[1], {}, seed=self.cfg.seed)
+            bc = make_learner("bc", d.z.shape[1], d.a_syn.shape[1], make_config("bc", preset=self.cfg.preset),
+                              seed=self.cfg.seed)
             tr = self.od.transitions(next(iter(self.od.rewards))) if self.od.rewards else None
             sampler = TransitionSampler(tr, bc.config.batch_size, "cpu", seed=self.cfg.seed)
             for _ in range(self.dcfg.baseline_bc_steps):
