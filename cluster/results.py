@@ -153,7 +153,8 @@ def write_results(run_dir: str | Path) -> dict:
         w.writerow([r, c, f"{np.mean(v):.3f}", f"{np.std(v):.3f}", len(v), " ".join(f"{x:.3f}" for x in v)])
     atomic_write_bytes(run_dir / "results.csv", buf.getvalue().encode())
     pngs = _plot_curves(run_dir, tab["curves"])
-    return {"markdown": md, "complete": tab["complete_trials"], "csv": str(run_dir / "results.csv"), "md": str(run_dir / "results.md"), "plots": pngs}
+    return {"markdown": md, "complete": tab["complete_trials"], "csv": str(run_dir / "results.csv"),
+            "md": str(run_dir / "results.md"), "plots": pngs}
 
 
 def curve_pngs(curves, reference: dict[str, float] | None = None) -> dict[str, bytes]:
