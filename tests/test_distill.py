@@ -227,13 +227,23 @@ def test_bex_distill_bad_input_is_one_line_and_writes_nothing(tmp_path):
     walker = _teacher(tmp_path / "t_walker")
     cheetah = _teacher(tmp_path / "t_cheetah", task="cheetah_run", obs_dim=17)
     narrow = _teacher(tmp_path / "t_narrow", obs_dim=20)
+    # the command line for three cases (one line, exit 2, nothing written) ...
     cases = [(["--teacher", str(cheetah)], "trained on cheetah_run"),
-             (["--teacher", str(narrow)], "observations of 20 dimensions"),
-             (["--teacher", str(walker), "--size", "0"], "size=0 is out of range"),
              (["--teacher", str(walker), "--size", "100000"], "size=100000 is out of range"),
-             (["--teacher", str(walker), "--weighting", "kde"], "'kde'"),
-             (["--teacher", str(tmp_path / "none")], "does not exist"),
-             (["--teacher", str(data)], "is not a bex trial directory")]
+             (["--teacher", str(walker), "--weighting", "kde"], "'kde'")]
+    # ... the same checks in-process for the others (each a one-line ValueError before anything is written)
+    from bex.learners import distill_trial as dmod
+
+    for teacher, lcfg, needle in [(narrow, {}, "observations of 20 dimensions"), (walker, {"size": 0}, "size=0"),
+                                  (tmp_path / "none", {}, "does not exist"),
+                                  (data, {}, "is not a bex trial directory")]:
+        with pytest.raises((ValueError, FileNotFoundError), match=needle) as e:
+            trial = _trial(data, teacher, 2)
+            if lcfg:
+                trial = trial.__class__.from_dict({**trial.to_dict(),
+                                                   "learner_config": {**trial.learner_config, **lcfg}})
+            dmod.run_distill(trial, tmp_path / "out")
+        assert "\n" not in str(e.value) and not (tmp_path / "out").exists()
     for args, needle in cases:
         p = subprocess.run([BEX, "distill", "--dataset", str(data), "--task", "walker_stand", "--steps", "2",
                             *args, "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
