@@ -433,6 +433,23 @@ def distill(dataset: Path = typer.Option(..., "--dataset", help="source dataset 
 
 
 @app.command()
+def replicate(config: Path = typer.Option(..., "--config", help="tune_configs/replicate_*.yaml"),
+              resume: bool = typer.Option(False, "--resume", help="continue an interrupted replication")):
+    """Collect, relabel, train, measure coverage and report: the paper's comparison in one resumable command."""
+    from .replicate import ReplicateConfig, run_replication
+
+    try:
+        cfg = ReplicateConfig.from_yaml(config)
+        res = run_replication(cfg, resume=resume, say=lambda m: typer.echo(m, err=True))
+    except (ValueError, FileNotFoundError) as e:
+        fail(str(e))
+    if res.get("terminated"):
+        return  # main() reports the SIGTERM (exit 143)
+    typer.echo(res.pop("markdown"))
+    typer.echo(json.dumps(res))
+
+
+@app.command()
 def report(inputs: List[Path] = typer.Argument(..., help="a sweep (STORAGE/NAME), `bex coverage` outputs, or bex "
                                                "datasets / partitions"),
            out: Path = typer.Option(..., "--out", help="the page to write (.html, self-contained)"),

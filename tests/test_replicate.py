@@ -1,0 +1,90 @@
+"""``bex replicate``: an interrupted replication resumes to the same table; bad configs are one line."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+import yaml
+
+from tests.conftest import BEX
+
+pytestmark = pytest.mark.ray
+
+
+def _config(path, storage, name="tiny", **changes):
+    cfg = {"name": name, "storage": str(storage),
+           "collect": {"domains": ["walker"], "seeds": [0], "steps": 400, "preset": "small", "episodes_per_chunk": 1,
+                       "max_concurrent_runs": 2,
+                       "runs": [{"explorer": "random"}, {"explorer": "apt", "objective": "shannon"}]},
+           "offline": {"tasks": ["walker_stand"], "learners": ["td3"], "seeds": [0, 1], "steps": 300,
+                       "eval_every": 150, "report_every": 50, "eval_episodes": 1, "max_concurrent_trials": 1,
+                       "learner_config": {"td3": {"hidden_dim": 64, "batch_size": 64}}},
+           "coverage": {"max_states": 300, "map_states": 0, "replicates": 2}}
+    for k, v in changes.items():
+        cfg[k] = {**cfg[k], **v} if isinstance(v, dict) else v
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _table(root) -> str:
+    return (root / "results.md").read_text()
+
+
+def test_an_interrupted_replication_resumes_to_the_table_of_an_uninterrupted_one(tmp_path):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    a = _config(tmp_path / "a.yaml", tmp_path / "a")
+    p = subprocess.run([BEX, "replicate", "--config", str(a)], capture_output=True, text=True, timeout=900, env=env)
+    assert p.returncode == 0, p.stderr[-3000:]
+    whole = _table(tmp_path / "a" / "tiny")
+    assert "random" in whole and "shannon" in whole and (tmp_path / "a" / "tiny" / "report.html").is_file()
+
+    b = _config(tmp_path / "b.yaml", tmp_path / "b")
+    proc = subprocess.Popen([BEX, "replicate", "--config", str(b)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, start_new_session=True)
+    exp = tmp_path / "b" / "tiny" / "offline"
+    deadline = time.time() + 600
+    while time.time() < deadline and not list(exp.glob("*/checkpoint_000000")):  # the offline stage is under way
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        time.sleep(0.5)
+    os.kill(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 143, err[-3000:]
+    assert not (tmp_path / "b" / "tiny" / "results.md").exists()
+    again = subprocess.run([BEX, "replicate", "--config", str(b)], capture_output=True, text=True, timeout=300,
+                           env=env)
+    assert again.returncode == 2 and "pass --resume" in again.stderr
+    p = subprocess.run([BEX, "replicate", "--config", str(b), "--resume"], capture_output=True, text=True,
+                       timeout=900, env=env)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "0 of 2 runs to collect" in p.stderr and "resuming" in p.stderr
+    assert _table(tmp_path / "b" / "tiny") == whole
+
+
+def test_bex_replicate_bad_configs_are_one_line_before_anything_runs(tmp_path):
+    cases = [({"offline": {"tasks": ["cheetah_run"]}}, "of domain 'cheetah'"),
+             ({"collect": {"runs": [{"explorer": "icm"}]}}, "icm"),
+             ({"offline": {"learners": ["td4"]}}, "td4")]
+    from bex.cluster.replicate import ReplicateConfig, claim_root, run_replication
+
+    for i, (change, needle) in enumerate(cases):
+        cfg = _config(tmp_path / f"c{i}.yaml", tmp_path / "s", name=f"r{i}", **change)
+        if i == 0:  # the command line: one line, exit 2
+            p = subprocess.run([BEX, "replicate", "--config", str(cfg)], capture_output=True, text=True,
+                               timeout=300)
+            lines = [x for x in p.stderr.splitlines() if x.strip()]
+            assert p.returncode == 2 and len(lines) == 1 and needle in lines[0], (change, p.stderr[-2000:])
+        else:  # the same check in-process
+            with pytest.raises(ValueError, match=needle):
+                run_replication(ReplicateConfig.from_yaml(cfg))
+        assert not (tmp_path / "s").exists()
+    first = _config(tmp_path / "first.yaml", tmp_path / "s", name="r0")
+    claim_root(ReplicateConfig.from_yaml(first), resume=False)  # as the first stage of a run does
+    other = _config(tmp_path / "other.yaml", tmp_path / "s", name="r0", offline={"seeds": [0, 1, 2]})
+    p = subprocess.run([BEX, "replicate", "--config", str(other), "--resume"], capture_output=True, text=True,
+                       timeout=300)
+    lines = [x for x in p.stderr.splitlines() if x.strip()]
+    assert p.returncode == 2 and len(lines) == 1 and "already holds a different replication" in lines[0]
+    assert "offline" in lines[0]
