@@ -19,8 +19,8 @@ def _config(path, storage, name="tiny", **changes):
            "collect": {"domains": ["walker"], "seeds": [0], "steps": 400, "preset": "small", "episodes_per_chunk": 1,
                        "max_concurrent_runs": 2,
                        "runs": [{"explorer": "random"}, {"explorer": "apt", "objective": "shannon"}]},
-           "offline": {"tasks": ["walker_stand"], "learners": ["td3"], "seeds": [0, 1], "steps": 300,
-                       "eval_every": 150, "report_every": 50, "eval_episodes": 1, "max_concurrent_trials": 1,
+           "offline": {"tasks": ["walker_stand"], "learners": ["td3"], "seeds": [0, 1], "steps": 200,
+                       "eval_every": 100, "report_every": 50, "eval_episodes": 1, "max_concurrent_trials": 2,
                        "learner_config": {"td3": {"hidden_dim": 64, "batch_size": 64}}},
            "coverage": {"max_states": 300, "map_states": 0, "replicates": 2}}
     for k, v in changes.items():
