@@ -135,12 +135,13 @@ def claim_root(cfg: ReplicateConfig, resume: bool) -> Path:
 def _complete(c) -> bool:
     """Whether a collection run's partition already holds its ``steps`` transitions."""
     from bex.replay import Dataset
+    from bex.replay.schema import format_param
 
     pdir = c.partition
     if not pdir.is_dir() or not any(pdir.glob("*.parquet")):
         return False
-    first = Dataset(c.out, domain=c.domain, objective=c.partition_objective,
-                    param=pdir.parent.name.split("=", 1)[1], seed=c.seed).load(["is_first"]).is_first
+    first = Dataset(c.out, domain=c.domain, objective=c.partition_objective, param=format_param(c.partition_param),
+                    seed=c.seed).load(["is_first"]).is_first
     return len(first) - int(first.sum()) >= c.steps
 
 
@@ -153,10 +154,12 @@ def run_replication(cfg: ReplicateConfig, resume: bool = False,
     from .relabel import ray_map
     from .report import build_report
     from .results import write_results
+    from .runtime import TERMINATED
     from .train import run_trials
 
     plan = cfg.validate()
     root = claim_root(cfg, resume)
+    stopped = {"root": str(root), "terminated": True, "markdown": ""}
     t_all = time.perf_counter()
     walls = {}
 
@@ -172,10 +175,8 @@ def run_replication(cfg: ReplicateConfig, resume: bool = False,
     if todo:
         run_collections(todo, resume=True, progress=print_progress(), max_concurrent_runs=grid.max_concurrent_runs)
     walls["collect"] = time.perf_counter() - t0
-    from .runtime import TERMINATED
-
-    if TERMINATED.is_set():
-        return {"root": str(root), "terminated": True, "markdown": ""}
+    if TERMINATED.is_set():  # the collection stopped on SIGTERM (checkpointed): --resume continues
+        return stopped
 
     sweep = cfg.sweep()
     t0 = stage(1, f"tasks {sweep.tasks}")
@@ -192,10 +193,8 @@ def run_replication(cfg: ReplicateConfig, resume: bool = False,
     run_trials(trials, name="offline", storage=str(root), resources=sweep.resources,
                max_concurrent=sweep.max_concurrent_trials, max_failures=sweep.max_failures, resume=restore)
     walls["offline"] = time.perf_counter() - t0
-    from .runtime import TERMINATED
-
     if TERMINATED.is_set():  # Tune stopped on SIGTERM and saved its state: stop here, --resume continues
-        return {"root": str(root), "terminated": True, "markdown": ""}
+        return stopped
 
     t0 = stage(3, "coverage of every dataset row (cached) and the page")
     rep = build_report([exp], root / "report.html", cfg.coverage_config(), random_episodes=5)
@@ -212,18 +211,12 @@ def run_replication(cfg: ReplicateConfig, resume: bool = False,
 
 
 def per_partition_trials(sweep: SweepConfig):
-    """The sweep's trials with one dataset row per partition (each collection seed its own row: label
-    ``objective[/param]`` with the seed in the filters, so rows pool seeds in the table, not in training)."""
-    import dataclasses
-
+    """The sweep's trials with each collection seed trained on its own: one dataset selection per seed, split
+    into rows by the sweep (label ``objective[/param]``, so a row pools the seeds in the table, not in
+    training)."""
     from bex.replay import Dataset
 
-    ds = Dataset(sweep.datasets[0].path)
-    selections = [{"path": sweep.datasets[0].path, "filters": dict(p), "split": False} for p in ds.partitions]
-    trials = SweepConfig.from_dict({**sweep.to_dict(), "datasets": selections}, where="offline").trials()
-    out = []
-    for t in trials:
-        f = t.filters
-        label = f["objective"] if f.get("param", "none") == "none" else f"{f['objective']}/{f['param']}"
-        out.append(dataclasses.replace(t, label=label))
-    return out
+    path = sweep.datasets[0].path
+    seeds = sorted({p["seed"] for p in Dataset(path).partitions}, key=int)
+    selections = [{"path": path, "filters": {"seed": s}} for s in seeds]
+    return SweepConfig.from_dict({**sweep.to_dict(), "datasets": selections}, where="offline").trials()

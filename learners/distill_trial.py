@@ -76,10 +76,10 @@ def load_teacher(path: str | Path, domain: str, obs_dim: int, action_dim: int, m
     from bex.core.state import load_state
     from bex.envs import parse_task
 
-    from . import make_learner
+    from . import LEARNERS, make_learner
     state, trial = find_teacher(path, match)
     cfg = TrialConfig.from_dict(trial)
-    if cfg.learner not in ("td3", "td3_bc", "cql", "crr", "td3_bst", "bc", "iql", "iql_bst"):
+    if cfg.learner not in LEARNERS:
         raise ValueError(f"teacher {str(path)!r} is a {cfg.learner} trial; a bex learner is needed")
     t_domain, _ = parse_task(cfg.task)
     if t_domain != domain:

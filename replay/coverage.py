@@ -389,8 +389,9 @@ def load_state_sets(dirs: Sequence[str | Path], space: str = "physics",
             raise ValueError(f"{str(path)!r} holds no data files (an empty partition or dataset)")
         for part in ds.partitions:
             sub = Dataset(root, **part)
-            if space != "observation" and not all(has_physics(f.path) for f in sub.files):
-                raise no_physics_error(next(f.path for f in sub.files if not has_physics(f.path)))
+            without = [] if space == "observation" else [f.path for f in sub.files if not has_physics(f.path)]
+            if without:
+                raise no_physics_error(without[0])
             todo.append((root, part, sub))
     domains = sorted({sub.env_spec.domain for _, _, sub in todo})
     if len(domains) > 1 and space != "observation":

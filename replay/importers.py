@@ -45,6 +45,13 @@ EXORL_KEYS = ("observation", "action", "discount", "physics")
 D4RL_KEYS = ("observations", "actions", "rewards", "terminals")
 
 
+def check_fresh_partition(out, domain: str, objective: str, param, seed: int) -> None:
+    """An import never adds to a partition that holds data (one line naming it)."""
+    pdir = partition_dir(Path(out), domain, objective, param, seed)
+    if pdir.is_dir() and any(pdir.glob("*.parquet")):
+        raise ValueError(f"{str(pdir)!r} already holds data; import into another --out, --objective or --seed")
+
+
 def exorl_episode_files(src: str | os.PathLike) -> list[Path]:
     """The episode files of an ExORL/URLB folder, in episode order (the index in their names)."""
     src = Path(src)
@@ -86,9 +93,7 @@ def import_exorl(src: str | os.PathLike, out: str | os.PathLike, task: str, obje
     domain, task_name = parse_task(task)
     spec = env_spec(domain, task_name)
     files = exorl_episode_files(src)
-    pdir = partition_dir(Path(out), domain, objective, param, seed)
-    if pdir.is_dir() and any(pdir.glob("*.parquet")):
-        raise ValueError(f"{str(pdir)!r} already holds data; import into another --out, --objective or --seed")
+    check_fresh_partition(out, domain, objective, param, seed)
     episodes = [read_exorl_episode(f, spec.obs_dim, spec.action_dim, spec.physics_dim) for f in files]
     with DatasetWriter(out, spec, objective, param, seed, config={"imported_from": str(Path(src).resolve()),
                                                                   "format": "exorl"}) as w:
@@ -159,9 +164,7 @@ def import_d4rl(src: str | os.PathLike, out: str | os.PathLike, task: str, objec
     for ``task`` (whose rewards the file holds; stored as that task's reward cache)."""
     domain, task_name = parse_task(task)
     spec = env_spec(domain, task_name)
-    pdir = partition_dir(Path(out), domain, objective, param, seed)
-    if pdir.is_dir() and any(pdir.glob("*.parquet")):
-        raise ValueError(f"{str(pdir)!r} already holds data; import into another --out, --objective or --seed")
+    check_fresh_partition(out, domain, objective, param, seed)
     episodes, reward_rows = read_d4rl(src, spec.obs_dim, spec.action_dim)
     with DatasetWriter(out, spec, objective, param, seed, physics=False,
                        config={"imported_from": str(Path(src).resolve()), "format": "d4rl",
