@@ -400,16 +400,13 @@ def distill(dataset: Path = typer.Option(..., "--dataset", help="source dataset 
 
     from bex.learners.distill_trial import run_distill
     from bex.learners.trial import DISTILL, TrialConfig
-    from bex.replay.coverage import dataset_root_of
+    from bex.replay.coverage import dataset_selection
 
     try:
         overrides = _set_overrides(set_)
         src = Path(_path(dataset, "--dataset", local=True))
-        if not src.exists():
-            raise FileNotFoundError(f"dataset {str(src)!r} does not exist")
-        root = dataset_root_of(src.resolve())
-        filters = {k: v for k, v in (c.split("=", 1) for c in src.resolve().relative_to(root).parts if "=" in c)
-                   if k != "domain"}
+        root, filters = dataset_selection(src)
+        filters.pop("domain", None)
         lcfg = {**overrides, "size": size, "weighting": weighting, "inner_steps": inner_steps,
                 "teacher": str(Path(_path(teacher, "--teacher", local=True)).resolve())}
         trial = TrialConfig.from_dict({"dataset": str(root), "filters": filters, "task": task, "learner": DISTILL,

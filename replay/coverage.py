@@ -324,6 +324,22 @@ def dataset_root_of(path: Path) -> Path:
                      f"or above it)")
 
 
+def dataset_selection(path: str | Path) -> tuple[Path, dict[str, str]]:
+    """``(root, partition filters)`` of a dataset root or a partition directory (``.../objective=be/param=0.5``);
+    a missing path or a path that is not one is a one-line error."""
+    from .reader import PARTITION_KEYS
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"dataset {str(path)!r} does not exist")
+    root = dataset_root_of(path.resolve())
+    fixed = dict(c.split("=", 1) for c in path.resolve().relative_to(root).parts if "=" in c)
+    unknown = sorted(set(fixed) - set(PARTITION_KEYS))
+    if unknown:
+        raise ValueError(f"{str(path)!r} is not a partition directory (unknown key(s) {unknown})")
+    return root, fixed
+
+
 def _positions_width(domain: str) -> int:
     """``nq``: how many leading entries of the physics state are joint positions (qpos)."""
     from bex.envs import make
@@ -370,20 +386,14 @@ def load_state_sets(dirs: Sequence[str | Path], space: str = "physics",
     directory: that partition), in ``space``.  Every directory is checked (from metadata and file footers) before
     any is read, so bad input is one ``ValueError`` line with no progress before it; ``progress("load", i, n)``
     then counts partitions read."""
-    from .reader import PARTITION_KEYS, Dataset, has_physics, no_physics_error
+    from .reader import Dataset, has_physics, no_physics_error
 
     if space not in SPACES:
         raise ValueError(f"unknown --space {space!r}; allowed: {', '.join(SPACES)}")
     todo: list[tuple[Path, dict, Dataset]] = []
     for d in dirs:
         path = Path(d)
-        if not path.exists():
-            raise FileNotFoundError(f"dataset {str(path)!r} does not exist")
-        root = dataset_root_of(path.resolve())
-        fixed = dict(c.split("=", 1) for c in path.resolve().relative_to(root).parts if "=" in c)
-        unknown = sorted(set(fixed) - set(PARTITION_KEYS))
-        if unknown:
-            raise ValueError(f"{str(path)!r} is not a partition directory (unknown key(s) {unknown})")
+        root, fixed = dataset_selection(path)
         ds = Dataset(root, **fixed)
         if not ds.files:
             raise ValueError(f"{str(path)!r} holds no data files (an empty partition or dataset)")
