@@ -125,10 +125,35 @@ def init_ray(address: str | None = None, node_ip: str | None = None, num_cpus: i
         opts["address"] = address
     opts.update(kwargs)
     os.environ.setdefault("MUJOCO_GL", "disable")
+    ray_output_to_stderr()
     ray.init(**opts)
     if _SIGTERM_WANTED:
         handle_sigterm()  # ray.init replaced it with Ray's (sys.exit(15), which a blocking Ray call can swallow)
     return ray
+
+
+def ray_output_to_stderr() -> None:
+    """Send what Ray prints in the driver (worker logs, GCS error messages) to stderr, never stdout.
+
+    bex's stdout carries bex's own output only (JSON lines a user pipes to
+    ``jq``).  Ray prints its workers' log lines and the GCS's error messages
+    (e.g. "The node with node id ... has been marked dead", from a background
+    thread, at any moment) to ``sys.stdout`` through
+    ``ray._private.worker.print_to_stdstream``; this wraps that function once so
+    every message is printed as Ray prints stderr lines (same prefixes and
+    de-duplication).  Idempotent; call before ``ray.init`` (which binds the
+    function for worker logs).
+    """
+    worker = import_ray()._private.worker
+    original = worker.print_to_stdstream
+    if getattr(original, "_bex_to_stderr", False):
+        return
+
+    def to_stderr(data, ignore_prefix: bool):
+        return original({**data, "is_err": True}, ignore_prefix)
+
+    to_stderr._bex_to_stderr = True
+    worker.print_to_stdstream = to_stderr
 
 
 def node_address() -> str:

@@ -196,6 +196,28 @@ def test_queued_runs_report_their_own_wall_time(ray_session, tmp_path):
     _check_dataset(tmp_path / "d", 5000)
 
 
+@pytest.mark.ray
+def test_ray_driver_messages_go_to_stderr(ray_session, capsys):
+    """Ray's worker log lines and GCS error messages reach the driver's stderr, never the JSON on stdout."""
+    import ray
+
+    @ray.remote(num_cpus=0)
+    def shout():
+        print("bex-marker-from-a-worker", flush=True)
+
+    ray.get(shout.remote())
+    # what Ray's error listener prints when the GCS marks a node dead (ray._private.worker.listen_error_messages)
+    ray._private.worker.print_to_stdstream({"lines": ["bex-marker-node-dead"], "pid": "raylet", "is_err": False},
+                                           ignore_prefix=False)
+    t0, err = time.monotonic(), ""
+    while time.monotonic() - t0 < 30 and "bex-marker-from-a-worker" not in err:
+        time.sleep(0.2)
+        out, e = capsys.readouterr()
+        assert "bex-marker" not in out, out
+        err += e
+    assert "bex-marker-from-a-worker" in err and "bex-marker-node-dead" in err, err
+
+
 @pytest.mark.parametrize("domain,tasks", [("walker", ["stand", "walk", "run"]), ("quadruped", ["walk", "run"]),
                                           ("cheetah", ["run"]), ("cartpole", ["balance", "swingup"])])
 def test_apt_collects_on_the_primal_task_and_relabels_exactly(tmp_path, domain, tasks):

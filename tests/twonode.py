@@ -239,6 +239,12 @@ class TwoNodeCluster:
                 pass
             self.worker.wait(timeout=10)
 
+    def ensure_worker(self, timeout: float = 120.0) -> None:
+        """Restart the worker node if it was stopped (a failed test must not take the next test's node)."""
+        if self.worker is None or self.worker.poll() is not None:
+            self.start_worker()
+            self.wait_nodes(2, timeout)
+
     def log(self, name: str) -> str:
         p = self.tmp / f"{name}.log"
         return p.read_text(errors="replace")[-4000:] if p.exists() else ""
