@@ -30,7 +30,7 @@ demo: install
 # The linter (ruff, settings in pyproject.toml) on the whole tree, then the whole
 # suite, Ray end-to-end tests included (select them with -m ray).
 test: install lint chromium
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS) tests
+	$(BIN)/python -m pytest -q --durations=25 $(PYTEST_ARGS) tests
 
 # The report test opens the page in a real headless browser: Debian's chromium, installed when missing.
 chromium:

@@ -129,6 +129,8 @@ def collect(
     seed: int = typer.Option(0),
     preset: str = typer.Option("small", help="explorer sizes and schedule: small | paper"),
     episodes_per_chunk: int = typer.Option(10, help="episodes per committed Parquet file / checkpoint"),
+    set_: List[str] = typer.Option([], "--set", help="explorer config override KEY=VALUE (e.g. hidden_dim=256, "
+                                   "batch_size=256, knn_window=4096); repeatable"),
     config: Optional[Path] = typer.Option(None, "--config", help="a collection grid (tune_configs/collect_*.yaml)"),
     resume: bool = typer.Option(False, "--resume", help="continue an interrupted collection or grid"),
 ):
@@ -141,8 +143,9 @@ def collect(
         if config is not None:
             from .collect_grid import load_grid
 
-            if task is not None:
-                raise ValueError("--task applies to a single run; a --config grid sets `task:` in its YAML")
+            if task is not None or set_:
+                raise ValueError("--task and --set apply to a single run; a --config grid sets `task:` and "
+                                 "`<explorer>_config:` in its YAML")
 
             grid = load_grid(config, out=None if out is None else _path(out, "--out", local=True))
             cfgs = [dataclasses.replace(c, out=_path(c.out, "out", local=True)) for c in grid.runs()]
@@ -155,7 +158,9 @@ def collect(
             param = alpha if objective == "be" else q if objective == "renyi" else None
             if objective == "be" and q is not None or objective == "renyi" and alpha is not None:
                 raise ValueError(f"objective {objective} takes {'--alpha' if objective == 'be' else '--q'} only")
-            extra = {key: v for key, v in (("k", k), ("knn_mode", knn_mode), ("knn_local", knn_local)) if v is not None}
+            extra = {**_set_overrides(set_),
+                     **{key: v for key, v in (("k", k), ("knn_mode", knn_mode), ("knn_local", knn_local))
+                        if v is not None}}
             cfgs = [CollectConfig(out=_path(out, "--out", local=True), domain=domain, explorer=explorer,
                                   objective=objective, param=param, task=task, steps=steps, actors=actors, seed=seed,
                                   preset=preset,

@@ -44,6 +44,9 @@ def test_plan_chunks_is_exact():
     (["--explorer", "apt", "--knn-mode", "recent", "--knn-local", "-2"], "knn_local=-2 is out of range"),
     (["--explorer", "apt", "--task", "fly"], "unknown task 'fly' for domain 'walker'"),
     (["--explorer", "apt", "--domain", "quadruped", "--task", "walker_stand"], "belongs to domain 'walker'"),
+    (["--explorer", "apt", "--set", "hidden_dm=32"], "APTConfig: unknown key(s) ['hidden_dm']"),
+    (["--explorer", "rnd", "--set", "hidden_dim=0"], "RNDConfig.hidden_dim=0 is out of range"),
+    (["--explorer", "rnd", "--set", "batch_size"], "--set expects KEY=VALUE, got 'batch_size'"),
     (["--explorer", "random", "--domain", "quadruped", "--task", "escape"],  # terrain: needs OpenGL
      "cannot build the collection task quadruped_escape"),
 ])
@@ -119,6 +122,11 @@ def _wait_for_files(pdir, n, timeout=300):
     return False
 
 
+# narrow networks, a short k-NN window and an update every 4 steps: the kill/resume tests test the plumbing
+SMALL_APT = ["--set", "hidden_dim=32", "--set", "batch_size=32", "--set", "knn_window=1024",
+             "--set", "update_every_steps=4"]
+
+
 def _check_dataset(out, steps):
     arr = Dataset(out).load(["episode_id", "step", "is_first"])
     assert len(arr) - arr.is_first.sum() == steps
@@ -132,7 +140,7 @@ def test_kill_env_worker_and_learner_mid_run(tmp_path):
     out = tmp_path / "d"
     proc = subprocess.Popen([BEX, "collect", "--explorer", "apt", "--objective", "be", "--alpha", "0.5",
                              "--steps", "4500", "--actors", "2", "--out", out, "--episodes-per-chunk", "1",
-                             "--knn-mode", "recent"],  # recent mode: the learner scores against its replay
+                             "--knn-mode", "recent", *SMALL_APT],  # recent: the learner scores against its replay
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     pdir = out / "domain=walker" / "objective=be" / "param=0.5" / "seed=0"
     assert _wait_for_files(pdir, 1)
@@ -152,7 +160,8 @@ def test_kill_env_worker_and_learner_mid_run(tmp_path):
 def test_kill_single_process_runner_and_resume(tmp_path):
     out = tmp_path / "d"
     args = ["collect", "--explorer", "apt", "--objective", "shannon", "--steps", "3500", "--out", out,
-            "--episodes-per-chunk", "1", "--knn-mode", "window"]  # window mode: rewards from the shared KnnService
+            "--episodes-per-chunk", "1", "--knn-mode", "window",  # window mode: rewards from the shared KnnService
+            *SMALL_APT]
     proc = subprocess.Popen([BEX, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     pdir = out / "domain=walker" / "objective=shannon" / "param=none" / "seed=0"
     assert _wait_for_files(pdir, 2)

@@ -35,31 +35,39 @@ def _table(root) -> str:
 
 def test_an_interrupted_replication_resumes_to_the_table_of_an_uninterrupted_one(tmp_path):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # the uninterrupted run goes alongside the interrupted one (each mostly waits on Ray; the suite's time)
     a = _config(tmp_path / "a.yaml", tmp_path / "a")
-    p = subprocess.run([BEX, "replicate", "--config", str(a)], capture_output=True, text=True, timeout=900, env=env)
-    assert p.returncode == 0, p.stderr[-3000:]
+    uninterrupted = subprocess.Popen([BEX, "replicate", "--config", str(a)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+
+    try:
+        b = _config(tmp_path / "b.yaml", tmp_path / "b")
+        proc = subprocess.Popen([BEX, "replicate", "--config", str(b)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env=env, start_new_session=True)
+        exp = tmp_path / "b" / "tiny" / "offline"
+        deadline = time.time() + 600
+        while time.time() < deadline and not list(exp.glob("*/checkpoint_000000")):  # the offline stage is under way
+            assert proc.poll() is None, proc.stderr.read()[-3000:]
+            time.sleep(0.5)
+        os.kill(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 143, err[-3000:]
+        assert not (tmp_path / "b" / "tiny" / "results.md").exists()
+        again = subprocess.run([BEX, "replicate", "--config", str(b)], capture_output=True, text=True, timeout=300,
+                               env=env)
+        assert again.returncode == 2 and "pass --resume" in again.stderr
+        p = subprocess.run([BEX, "replicate", "--config", str(b), "--resume"], capture_output=True, text=True,
+                           timeout=900, env=env)
+        assert p.returncode == 0, p.stderr[-3000:]
+        assert "0 of 2 runs to collect" in p.stderr and "resuming" in p.stderr
+        _, err = uninterrupted.communicate(timeout=900)
+    finally:
+        if uninterrupted.poll() is None:
+            os.killpg(uninterrupted.pid, signal.SIGKILL)
+            uninterrupted.communicate()
+    assert uninterrupted.returncode == 0, err[-3000:]
     whole = _table(tmp_path / "a" / "tiny")
     assert "random" in whole and "shannon" in whole and (tmp_path / "a" / "tiny" / "report.html").is_file()
-
-    b = _config(tmp_path / "b.yaml", tmp_path / "b")
-    proc = subprocess.Popen([BEX, "replicate", "--config", str(b)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env, start_new_session=True)
-    exp = tmp_path / "b" / "tiny" / "offline"
-    deadline = time.time() + 600
-    while time.time() < deadline and not list(exp.glob("*/checkpoint_000000")):  # the offline stage is under way
-        assert proc.poll() is None, proc.stderr.read()[-3000:]
-        time.sleep(0.5)
-    os.kill(proc.pid, signal.SIGTERM)
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 143, err[-3000:]
-    assert not (tmp_path / "b" / "tiny" / "results.md").exists()
-    again = subprocess.run([BEX, "replicate", "--config", str(b)], capture_output=True, text=True, timeout=300,
-                           env=env)
-    assert again.returncode == 2 and "pass --resume" in again.stderr
-    p = subprocess.run([BEX, "replicate", "--config", str(b), "--resume"], capture_output=True, text=True,
-                       timeout=900, env=env)
-    assert p.returncode == 0, p.stderr[-3000:]
-    assert "0 of 2 runs to collect" in p.stderr and "resuming" in p.stderr
     assert _table(tmp_path / "b" / "tiny") == whole
 
 

@@ -162,7 +162,8 @@ def test_killed_trial_resumes_from_checkpoint(walker_data, tmp_path):
     """Kill the trial's worker process after its first checkpoint; Tune restarts it from there."""
     proc = subprocess.Popen([BEX, "train", "--dataset", walker_data, "--task", "walker_stand", "--learner", "td3",
                              "--steps", "3000", "--eval-every", "1000", "--eval-episodes", "1", "--storage",
-                             tmp_path, "--name", "kill", "--max-failures", "3"],
+                             tmp_path, "--name", "kill", "--max-failures", "3",
+                             "--set", "hidden_dim=64", "--set", "batch_size=64"],  # checkpoint plumbing, not TD3
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
     while time.time() < deadline and not list(tmp_path.glob("kill/*/checkpoint_000000")):
