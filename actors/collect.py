@@ -36,6 +36,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import socket
 import time
 from dataclasses import asdict, dataclass
@@ -82,6 +83,14 @@ class CollectConfig(ConfigBase):
     explorer_config: dict = field_(doc="overrides of the explorer config (k, c, knn_mode ...)", default_factory=dict)
     task: str | None = field_(None, "task the environment is built with; None = the domain's "
                          "(:func:`bex.envs.collection_task`)")
+    tag: str | None = field_(None, "a suffix of the partition's objective (``objective=<objective>-<tag>``, e.g. "
+                        "``shannon-recent``) so that runs differing in other settings (the k-NN mode) write "
+                        "separate partitions; lower-case letters, digits and _")
+
+    def check(self) -> None:
+        if self.tag is not None and not re.fullmatch(r"[a-z0-9_]+", self.tag):
+            raise ValueError(f"CollectConfig.tag={self.tag!r} is invalid: allowed lower-case letters, digits and _ "
+                             f"(it becomes part of the partition name)")
 
     def validate(self) -> "CollectConfig":
         """The checks that need dm_control and the file system (the fields were checked on construction)."""
@@ -116,7 +125,8 @@ class CollectConfig(ConfigBase):
 
     @property
     def partition_objective(self) -> str:
-        return self.objective if self.explorer == "apt" else self.explorer
+        base = self.objective if self.explorer == "apt" else self.explorer
+        return base if self.tag is None else f"{base}-{self.tag}"
 
     @property
     def partition_param(self) -> Any:
@@ -147,8 +157,9 @@ class CollectConfig(ConfigBase):
     def run_key(self) -> str:
         d = asdict(self)
         d.pop("out")
-        if d["task"] is None:
-            d.pop("task")  # runs without --task keep the keys they had before the field existed
+        for late in ("task", "tag"):  # runs without them keep the keys they had before the fields existed
+            if d[late] is None:
+                d.pop(late)
         if self.explorer == "random":
             d.pop("actors")  # more or fewer random workers produce the same dataset
         return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]

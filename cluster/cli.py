@@ -129,6 +129,8 @@ def collect(
     seed: int = typer.Option(0),
     preset: str = typer.Option("small", help="explorer sizes and schedule: small | paper"),
     episodes_per_chunk: int = typer.Option(10, help="episodes per committed Parquet file / checkpoint"),
+    tag: Optional[str] = typer.Option(None, "--tag", help="partition suffix: objective=<objective>-<tag> (keeps "
+                                      "runs that differ in other settings, e.g. the k-NN mode, apart)"),
     set_: List[str] = typer.Option([], "--set", help="explorer config override KEY=VALUE (e.g. hidden_dim=256, "
                                    "batch_size=256, knn_window=4096); repeatable"),
     config: Optional[Path] = typer.Option(None, "--config", help="a collection grid (tune_configs/collect_*.yaml)"),
@@ -143,9 +145,9 @@ def collect(
         if config is not None:
             from .collect_grid import load_grid
 
-            if task is not None or set_:
-                raise ValueError("--task and --set apply to a single run; a --config grid sets `task:` and "
-                                 "`<explorer>_config:` in its YAML")
+            if task is not None or set_ or tag is not None:
+                raise ValueError("--task, --tag and --set apply to a single run; a --config grid sets `task:`, "
+                                 "`tag:` and `<explorer>_config:` in its YAML")
 
             grid = load_grid(config, out=None if out is None else _path(out, "--out", local=True))
             cfgs = [dataclasses.replace(c, out=_path(c.out, "out", local=True)) for c in grid.runs()]
@@ -163,7 +165,7 @@ def collect(
                         if v is not None}}
             cfgs = [CollectConfig(out=_path(out, "--out", local=True), domain=domain, explorer=explorer,
                                   objective=objective, param=param, task=task, steps=steps, actors=actors, seed=seed,
-                                  preset=preset,
+                                  preset=preset, tag=tag,
                                   episodes_per_chunk=episodes_per_chunk, explorer_config=extra).validate()]
             concurrent = 0
         summaries = run_collections(cfgs, resume=resume, progress=print_progress(), max_concurrent_runs=concurrent)

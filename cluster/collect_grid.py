@@ -47,6 +47,8 @@ class GridRun(ConfigBase):
     steps: int | None = param(None, "this entry's steps (None: the grid's)", lo=1)
     actors: int | None = param(None, "this entry's environment workers (None: the grid's)", lo=1)
     explorer_config: dict = param(doc="explorer settings of this entry only", default_factory=dict)
+    tag: str | None = param(None, "partition suffix of this entry's runs (``objective=<objective>-<tag>``), to "
+                            "keep runs that differ in other settings apart (e.g. ``recent`` for the k-NN mode)")
 
 
 @dataclass(frozen=True)
@@ -79,10 +81,16 @@ class CollectGrid(ConfigBase):
                     param=p,
                     steps=self.steps if run.steps is None else run.steps,
                     actors=self.actors if run.actors is None else run.actors, seed=seed,
-                    preset=self.preset, episodes_per_chunk=self.episodes_per_chunk,
+                    preset=self.preset, episodes_per_chunk=self.episodes_per_chunk, tag=run.tag,
                     explorer_config={} if run.explorer == "random" else
                     {**self.explorer_config, **(self.apt_config if run.explorer == "apt" else {}),
                      **run.explorer_config}).validate())
+        seen: set = set()
+        for c in out:  # two runs into one partition would mix (or refuse) each other's data
+            if c.partition in seen:
+                raise ValueError(f"two runs of the grid write the same partition {str(c.partition)!r}; give one "
+                                 f"of them a `tag:` (e.g. its k-NN mode)")
+            seen.add(c.partition)
         return out
 
 

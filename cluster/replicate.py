@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -35,12 +37,12 @@ from bex.core import ConfigBase, param
 from bex.replay.coverage import CoverageConfig
 
 from .collect_grid import CollectGrid
+from .projection import COST, STAGES, Projection, _fmt, collect_seconds, offline_seconds
 from .sweep import SweepConfig
 from .train import check_experiment_name
 from .yamlconf import load_yaml
 
 MARKER = "_bex_replicate.json"
-STAGES = ("collect", "relabel", "offline", "coverage + report", "results")
 
 
 @dataclass(frozen=True)
@@ -161,53 +163,121 @@ def run_replication(cfg: ReplicateConfig, resume: bool = False,
     root = claim_root(cfg, resume)
     stopped = {"root": str(root), "terminated": True, "markdown": ""}
     t_all = time.perf_counter()
-    walls = {}
-
-    def stage(i: int, detail: str) -> float:
-        done = sum(walls.values())
-        say(f"[replicate {i + 1}/{len(STAGES)}] {STAGES[i]}: {detail} ({done:.0f} s so far)")
-        return time.perf_counter()
-
-    grid = cfg.grid()
+    grid, sweep = cfg.grid(), cfg.sweep()
     runs = grid.runs_()
     todo = [c for c in runs if not _complete(c)]
-    t0 = stage(0, f"{len(todo)} of {len(runs)} runs to collect -> {grid.out}")
+    proj = Projection(prior_seconds(cfg, todo), say=say)
+
+    def stage(i: int, detail: str) -> None:
+        proj.start(STAGES[i])
+        say(f"[replicate {i + 1}/{len(STAGES)}] {STAGES[i]}: {detail} "
+            f"({sum(proj.done.values()):.0f} s so far; projected left {_fmt(proj.left())})")
+
+    stage(0, f"{len(todo)} of {len(runs)} runs to collect -> {grid.out}")
     if todo:
-        run_collections(todo, resume=True, progress=print_progress(), max_concurrent_runs=grid.max_concurrent_runs)
-    walls["collect"] = time.perf_counter() - t0
+        show = print_progress()
+
+        def progress(rows: list[dict]) -> None:
+            show(rows)
+            proj.update(sum(r["steps"] for r in rows), sum(r["total"] for r in rows))
+
+        run_collections(todo, resume=True, progress=progress, max_concurrent_runs=grid.max_concurrent_runs)
+    proj.finish()
     if TERMINATED.is_set():  # the collection stopped on SIGTERM (checkpointed): --resume continues
         return stopped
 
-    sweep = cfg.sweep()
-    t0 = stage(1, f"tasks {sweep.tasks}")
-    for task in sweep.tasks:
+    stage(1, f"tasks {sweep.tasks}")
+    for i, task in enumerate(sweep.tasks):
         relabel(grid.out, task, map_fn=ray_map())
-    walls["relabel"] = time.perf_counter() - t0
+        proj.update(i + 1, len(sweep.tasks))
+    proj.finish()
 
     trials = per_partition_trials(sweep)
     exp = root / "offline"
     from ray import tune
 
     restore = tune.Tuner.can_restore(str(exp.resolve()))
-    t0 = stage(2, f"{len(trials)} trials ({'resuming' if restore else 'new'}) -> {exp}")
-    run_trials(trials, name="offline", storage=str(root), resources=sweep.resources,
-               max_concurrent=sweep.max_concurrent_trials, max_failures=sweep.max_failures, resume=restore)
-    walls["offline"] = time.perf_counter() - t0
+    stage(2, f"{len(trials)} trials ({'resuming' if restore else 'new'}) -> {exp}")
+    with _watch(lambda: proj.update(*offline_progress(exp, trials))):
+        run_trials(trials, name="offline", storage=str(root), resources=sweep.resources,
+                   max_concurrent=sweep.max_concurrent_trials, max_failures=sweep.max_failures, resume=restore)
+    proj.finish()
     if TERMINATED.is_set():  # Tune stopped on SIGTERM and saved its state: stop here, --resume continues
         return stopped
 
-    t0 = stage(3, "coverage of every dataset row (cached) and the page")
+    stage(3, "coverage of every dataset row (cached) and the page")
     rep = build_report([exp], root / "report.html", cfg.coverage_config(), random_episodes=5)
-    walls["coverage + report"] = time.perf_counter() - t0
+    proj.finish()
 
-    t0 = stage(4, "Table 1")
+    stage(4, "Table 1")
     out = write_results(exp)
     shutil.copyfile(out["md"], root / "results.md")
-    walls["results"] = time.perf_counter() - t0
+    proj.finish()
     say(f"[replicate] done in {time.perf_counter() - t_all:.0f} s: {root / 'results.md'}, {root / 'report.html'}")
     return {"root": str(root), "plan": plan, "trials": len(trials), "complete": out["complete"],
-            "stage_wall_s": {k: round(v, 1) for k, v in walls.items()}, "report": rep["out"],
+            "stage_wall_s": {k: round(v, 1) for k, v in proj.done.items()}, "report": rep["out"],
             "markdown": out["markdown"]}
+
+
+def prior_seconds(cfg: ReplicateConfig, todo) -> dict[str, float]:
+    """Each stage's projected seconds before it runs (:mod:`.projection`'s measured unit costs); the offline
+    sweep has one trial per collection run (partition) × task × learner × seed × hyperparameter combination."""
+    import math
+    import os
+    from types import SimpleNamespace
+
+    cpus = os.cpu_count() or 1
+    grid, sweep = cfg.grid(), cfg.sweep()
+    trials = []
+    for learner in sweep.learners:
+        combos = math.prod(len(v) for v in sweep.grid.get(learner, {}).values() if isinstance(v, list)) or 1
+        one = SimpleNamespace(learner=learner, preset=sweep.preset, steps=sweep.steps, eval_every=sweep.eval_every,
+                              eval_episodes=sweep.eval_episodes, learner_config=sweep.learner_config.get(learner, {}))
+        trials += [one] * (len(grid.runs_()) * len(sweep.tasks) * len(sweep.seeds) * combos)
+    cov = cfg.coverage_config()
+    slots = min(cpus, grid.max_concurrent_runs or len(todo) or 1)
+    rows = sum(c.steps for c in grid.runs_())
+    trial_slots = min(cpus, sweep.max_concurrent_trials or cpus)
+    return {"collect": collect_seconds(todo, slots),
+            "relabel": rows * len(sweep.tasks) * COST["relabel_row"] / cpus,
+            "offline": offline_seconds(trials, trial_slots),
+            "coverage + report": len(grid.runs_()) * min(cov.max_states or rows, rows) * COST["coverage_state"],
+            "results": 5.0}
+
+
+def offline_progress(exp: Path, trials) -> tuple[int, int]:
+    """(gradient steps done, steps planned) over the sweep's trials, from each trial's ``result.json``."""
+    done = 0
+    for f in exp.glob("*/result.json"):
+        try:
+            with open(f, "rb") as fh:
+                fh.seek(max(0, f.stat().st_size - 65536))
+                last = [x for x in fh.read().splitlines() if x.strip().startswith(b"{")]
+            done += int(json.loads(last[-1]).get("steps", 0)) if last else 0
+        except (OSError, ValueError, IndexError):
+            continue
+    return done, sum(t.steps for t in trials)
+
+
+@contextmanager
+def _watch(poll: Callable[[], None], every: float = 30.0):
+    """Call ``poll`` every ``every`` seconds in a thread while the body runs."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(every):
+            try:
+                poll()
+            except Exception:  # a progress line must never stop the sweep
+                pass
+
+    th = threading.Thread(target=loop, name="bex-replicate-progress", daemon=True)
+    th.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        th.join(timeout=5)
 
 
 def per_partition_trials(sweep: SweepConfig):

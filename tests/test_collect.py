@@ -45,6 +45,7 @@ def test_plan_chunks_is_exact():
     (["--explorer", "apt", "--task", "fly"], "unknown task 'fly' for domain 'walker'"),
     (["--explorer", "apt", "--domain", "quadruped", "--task", "walker_stand"], "belongs to domain 'walker'"),
     (["--explorer", "apt", "--set", "hidden_dm=32"], "APTConfig: unknown key(s) ['hidden_dm']"),
+    (["--explorer", "apt", "--tag", "Recent"], "tag='Recent' is invalid"),
     (["--explorer", "rnd", "--set", "hidden_dim=0"], "RNDConfig.hidden_dim=0 is out of range"),
     (["--explorer", "rnd", "--set", "batch_size"], "--set expects KEY=VALUE, got 'batch_size'"),
     (["--explorer", "random", "--domain", "quadruped", "--task", "escape"],  # terrain: needs OpenGL
@@ -73,6 +74,30 @@ def test_grid_expands_the_paper_configs():
     assert {c.steps for c in paper} == {500_000} and {c.preset for c in paper} == {"paper"}
     small = load_grid("tune_configs/collect_small.yaml").runs()
     assert {c.partition_objective for c in small} >= {"random", "shannon", "be"}
+
+
+def test_a_tag_keeps_runs_that_differ_in_knn_mode_apart(tmp_path):
+    """Batch- and recent-mode runs of one objective: without a tag they would share a partition (refused)."""
+    from bex.cluster.collect_grid import CollectGrid
+
+    runs = [{"explorer": "apt", "objective": "be", "alpha": [0.5, 5]},
+            {"explorer": "apt", "objective": "be", "alpha": [5], "explorer_config": {"knn_mode": "recent"}}]
+    grid = {"name": "g", "out": str(tmp_path / "d"), "runs": runs, "seeds": [0, 1]}
+    with pytest.raises(ValueError, match="write the same partition .*objective=be/param=5/seed=0"):
+        CollectGrid.from_dict(grid).runs_()
+    runs[1]["tag"] = "recent"
+    cfgs = CollectGrid.from_dict(grid).runs_()
+    parts = sorted(str(c.partition.relative_to(tmp_path / "d")) for c in cfgs)
+    assert parts == sorted(f"domain=walker/objective={o}/param={a}/seed={s}"
+                           for o, a in (("be", 0.5), ("be", 5), ("be-recent", 5)) for s in (0, 1))
+    # an untagged run keeps the run key it had before tags existed (its checkpoints and datasets still resume):
+    # the value bex computed for this config before the field was added
+    old = CollectConfig(out="/elsewhere", explorer="apt", objective="be", param=0.5, seed=3)
+    assert old.run_key() == "96eef698e887"
+    tagged = [c for c in cfgs if c.tag][0]
+    assert tagged.run_key() != CollectConfig(**{**tagged.to_dict(), "tag": None}).run_key()
+    with pytest.raises(ValueError, match="tag='Recent mode' is invalid"):
+        CollectConfig(out=str(tmp_path), explorer="apt", objective="be", param=5, tag="Recent mode")
 
 
 def test_distributed_learner_in_process_exact_steps_and_updates(tmp_path):

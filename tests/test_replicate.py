@@ -96,3 +96,49 @@ def test_bex_replicate_bad_configs_are_one_line_before_anything_runs(tmp_path):
     lines = [x for x in p.stderr.splitlines() if x.strip()]
     assert p.returncode == 2 and len(lines) == 1 and "already holds a different replication" in lines[0]
     assert "offline" in lines[0]
+
+
+def test_projected_time_left_uses_priors_then_measured_rates():
+    """Hand-computed: a prior before a stage runs, elapsed × (1 − f)/f once it runs, later priors scaled by the
+    measured/prior ratio of finished stages."""
+    from bex.cluster.projection import Projection
+
+    now = [0.0]
+    lines = []
+    p = Projection({"collect": 1000, "relabel": 100, "offline": 2000, "coverage + report": 50, "results": 10},
+                   say=lines.append, every=30, clock=lambda: now[0])
+    assert p.left() == 3160
+    p.start("collect")
+    p.update(1, 100)  # 1 %: below 2 %, still the prior: 1000 × 0.99 + the rest
+    assert p.stage_left() == 990 and p.left() == 990 + 2160
+    now[0] = 500.0
+    p.update(25, 100)  # 25 % in 500 s: 1500 s left in the stage
+    assert p.stage_left() == 1500 and p.left() == 1500 + 2160
+    assert lines[-1].startswith("[replicate 1/5] collect 25.0% (0:08:20 in stage)") and "all 1:01:00" in lines[-1]
+    now[0] = 2000.0
+    assert p.finish() == 2000  # twice the prior: every later prior doubles
+    assert p.scale() == 2.0 and p.left() == 2 * 2160
+    p.skip("relabel")  # nothing to do: neither counted as work nor as time
+    assert p.scale() == 2.0 and p.left() == 2 * 2060
+
+
+def test_prior_of_the_small_replication_counts_its_work():
+    """The projection's prior counts every run's steps and every trial's updates and evaluation steps."""
+    from bex.cluster.projection import COST, collect_seconds, update_seconds
+    from bex.cluster.replicate import ReplicateConfig, prior_seconds
+
+    cfg = ReplicateConfig.from_yaml("tune_configs/replicate_small.yaml")
+    runs = cfg.grid().runs_()
+    prior = prior_seconds(cfg, runs)
+    cpus = os.cpu_count() or 1
+    assert prior["collect"] == pytest.approx(collect_seconds(runs, min(cpus, cfg.grid().max_concurrent_runs)))
+    steps = {c.explorer: c.steps for c in runs}
+    assert steps["random"] >= 100_000
+    sweep = cfg.sweep()
+    lc = sweep.learner_config["td3"]
+    per_trial = (sweep.steps * update_seconds("td3", lc["hidden_dim"], lc["batch_size"])
+                 + -(-sweep.steps // sweep.eval_every) * sweep.eval_episodes * 1000 * COST["eval_step"])
+    n = len(runs) * len(sweep.tasks) * len(sweep.seeds)
+    assert prior["offline"] == pytest.approx(n * per_trial / min(cpus, sweep.max_concurrent_trials))
+    assert update_seconds("td3", 256, 256) == COST["update_256"]["td3"]
+    assert update_seconds("td3", 128, 128) == pytest.approx(COST["update_256"]["td3"] / 8)

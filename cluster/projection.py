@@ -1,0 +1,135 @@
+"""Projected time left of a replication (``bex replicate``'s progress line).
+
+Before a stage runs, its time is a *prior*: the stage's work (env steps,
+rewards to relabel, gradient updates and evaluation steps, states to cover)
+times a per-unit cost measured on the 2-core dev machine (:data:`COST`, figures
+and method in ``docs/replication.md``), divided by the slots that work in
+parallel.  Once a stage has done 2 % of its work (and run 20 s) its own rate
+replaces the prior: left = elapsed × (1 − f) / f.  The later stages' priors are
+scaled by the ratio measured/prior of the stages already finished, so a machine
+twice as slow as the dev box projects twice the time after the first stage.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+#: Per-unit costs in seconds of one core, measured on the 2-core dev machine (docs/replication.md).
+COST = {
+    # one environment step of a collection run, updates included (small preset; paper preset ×PAPER_FACTOR)
+    "env_step": {"random": 1 / 1500, "apt": 1 / 120, "apt/recent": 1 / 45, "apt/window": 1 / 60,
+                 "rnd": 1 / 130, "smm": 1 / 110},
+    "paper_factor": 30.0,
+    # one gradient update at hidden 256, batch 256; other sizes scale with hidden² × batch (floor 1 ms)
+    "update_256": {"td3": 0.017, "td3_bst": 0.020, "crr": 0.044, "cql": 0.117, "bc": 0.006, "iql": 0.020,
+                   "distill": 0.05},
+    "update_floor": 0.001,
+    "eval_step": 1 / 900,        # one evaluation env step with the policy's forward pass
+    "relabel_row": 1 / 4000,     # one physics state relabelled for one task
+    "coverage_state": 5e-4,      # one state through the coverage figures and maps
+}
+STAGES = ("collect", "relabel", "offline", "coverage + report", "results")
+
+
+def _fmt(seconds: float) -> str:
+    s = int(max(0.0, seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def collect_seconds(runs, slots: int) -> float:
+    """Prior of a collection grid: each run's steps × its per-step cost, spread over ``slots`` parallel runs."""
+    total = 0.0
+    for c in runs:
+        kind = c.explorer
+        if kind == "apt":
+            mode = c.explorer_settings().get("knn_mode", "batch")
+            kind = "apt" if mode == "batch" else f"apt/{mode}"
+        per = COST["env_step"].get(kind, COST["env_step"]["apt"])
+        if c.preset == "paper" and c.explorer != "random":
+            per *= COST["paper_factor"]
+        total += c.steps * per
+    return total / max(1, slots)
+
+
+def update_seconds(learner: str, hidden: int, batch: int) -> float:
+    """One gradient update: the hidden-256/batch-256 measurement scaled by FLOPs (hidden² × batch)."""
+    ref = COST["update_256"].get(learner, COST["update_256"]["td3"])
+    return max(COST["update_floor"], ref * (hidden / 256) ** 2 * (batch / 256))
+
+
+def offline_seconds(trials, slots: int) -> float:
+    """Prior of the offline sweep: updates and evaluation episodes of every trial over ``slots`` parallel trials."""
+    from bex.learners import LEARNERS, make_config
+
+    total = 0.0
+    for t in trials:
+        lc = make_config(t.learner, t.learner_config, t.preset) if t.learner in LEARNERS else None
+        hidden, batch = getattr(lc, "hidden_dim", 256), getattr(lc, "batch_size", 256)
+        evals = t.steps // t.eval_every + (t.steps % t.eval_every > 0)
+        total += t.steps * update_seconds(t.learner, hidden, batch) + evals * t.eval_episodes * 1000 * COST["eval_step"]
+    return total / max(1, slots)
+
+
+class Projection:
+    """Stage-by-stage progress and projected time left; ``line()`` is what ``bex replicate`` prints."""
+
+    def __init__(self, prior: dict[str, float], say: Callable[[str], None] = print, every: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic):
+        self.prior = {s: float(prior.get(s, 0.0)) for s in STAGES}
+        self.say, self.every, self.clock = say, every, clock
+        self.done: dict[str, float] = {}  # finished stages: measured seconds
+        self.current: str | None = None
+        self.fraction = 0.0
+        self.started = self._said = 0.0
+
+    def start(self, stage: str) -> None:
+        self.current, self.fraction, self.started = stage, 0.0, self.clock()
+
+    def finish(self) -> float:
+        wall = self.clock() - self.started
+        if self.current is not None:
+            self.done[self.current] = wall
+        self.current = None
+        return wall
+
+    def skip(self, stage: str) -> None:
+        """A stage with nothing to do (complete before this run)."""
+        self.done[stage] = 0.0
+
+    def update(self, done: float, total: float) -> None:
+        """The current stage has done ``done`` of ``total`` units; prints the line at most every ``every`` s."""
+        self.fraction = min(1.0, done / total) if total > 0 else 1.0
+        now = self.clock()
+        if now - self._said >= self.every:
+            self._said = now
+            self.say(self.line())
+
+    def scale(self) -> float:
+        """measured / prior over the finished stages that had work (1 before any)."""
+        meas = sum(w for s, w in self.done.items() if w > 0)
+        pri = sum(self.prior[s] for s, w in self.done.items() if w > 0)
+        return meas / pri if meas > 0 and pri > 0 else 1.0
+
+    def stage_left(self) -> float:
+        if self.current is None:
+            return 0.0
+        elapsed = self.clock() - self.started
+        f = self.fraction
+        if f >= 0.02 and elapsed >= 20:
+            return elapsed * (1 - f) / f
+        return max(0.0, self.prior[self.current] * self.scale() * (1 - f))
+
+    def left(self) -> float:
+        """Projected seconds to the end of the replication."""
+        later = [s for s in STAGES if s not in self.done and s != self.current]
+        return self.stage_left() + self.scale() * sum(self.prior[s] for s in later)
+
+    def line(self) -> str:
+        name = self.current or "-"
+        i = STAGES.index(self.current) + 1 if self.current in STAGES else 0
+        elapsed = self.clock() - self.started if self.current else 0.0
+        return (f"[replicate {i}/{len(STAGES)}] {name} {100 * self.fraction:.1f}% ({_fmt(elapsed)} in stage) · "
+                f"projected left: stage {_fmt(self.stage_left())}, all {_fmt(self.left())}")
+
+
+__all__ = ["COST", "STAGES", "Projection", "collect_seconds", "offline_seconds", "update_seconds"]
