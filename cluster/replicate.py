@@ -19,8 +19,12 @@ whose partition holds its steps are skipped; others resume from their
 checkpoints), 2. relabel every task (cached rewards are kept), 3. the offline
 sweep (a Tune experiment restored with ``resume_errored``; finished trials are
 not rerun), 4. coverage and the report page, 5. ``results.md``.
-Every collection seed's partition is its own dataset row, so collection seeds
-and training seeds both count as runs of a row.
+By default (``train_on: pooled``) a dataset row (explorer, objective, parameter)
+pools its collection seeds into one training dataset and its runs are the
+training seeds; ``train_on: each_seed`` trains every collection seed on its own
+(runs = collection seeds × training seeds).  The ``coverage`` settings may change
+between runs of one root, and so may ``offline``/``train_on`` until the offline
+stage has started; anything else is refused.
 """
 from __future__ import annotations
 
@@ -54,6 +58,9 @@ class ReplicateConfig(ConfigBase):
     offline: dict = param(doc="an offline sweep without name/datasets/storage (tune_configs/offline_*.yaml keys)")
     storage: str = param("bex_runs/replicate", "storage root")
     coverage: dict = param(doc="coverage settings (CoverageConfig keys)", default_factory=dict)
+    train_on: str = param("pooled", "'pooled': a dataset row's collection seeds form one training dataset (runs of "
+                          "a row = training seeds); 'each_seed': every collection seed is trained on alone (runs = "
+                          "collection seeds × training seeds)", choices=("pooled", "each_seed"))
 
     def check(self) -> None:
         check_experiment_name(self.name, "ReplicateConfig.name")
@@ -76,7 +83,7 @@ class ReplicateConfig(ConfigBase):
 
     def sweep(self) -> SweepConfig:
         return SweepConfig.from_dict({**self.offline, "name": "offline", "storage": str(self.root()),
-                                      "datasets": [{"path": str(self.root() / "datasets"), "split": False}]},
+                                      "datasets": [{"path": str(self.root() / "datasets"), "split": True}]},
                                      where="offline")
 
     def coverage_config(self) -> CoverageConfig:
@@ -118,12 +125,19 @@ def claim_root(cfg: ReplicateConfig, resume: bool) -> Path:
             theirs = json.loads(marker.read_text())
         except (OSError, ValueError):
             raise ValueError(f"{str(marker)!r} is unreadable; remove {str(root)!r} or choose another name") from None
-        if theirs != mine:
-            diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        # what a stage has not used yet may still change: coverage (cached by its settings) always, the
+        # offline sweep and how it trains until the sweep has started
+        free = {"coverage"} | (set() if (root / "offline").exists() else {"offline", "train_on"})
+        if not set(diff) <= free:
             raise ValueError(f"storage {str(root)!r} already holds a different replication (its {diff} differ); "
                              f"choose another name or storage root")
         if not resume:
             raise ValueError(f"{str(root)!r} already holds this replication; pass --resume to continue it")
+        if diff:
+            from bex.replay import atomic_write_bytes
+
+            atomic_write_bytes(marker, json.dumps(mine, indent=2, sort_keys=True).encode())
         return root
     if root.exists() and any(root.iterdir()):
         raise ValueError(f"{str(root)!r} exists and is not a bex replication (no {MARKER}); choose another name")
@@ -192,7 +206,7 @@ def run_replication(cfg: ReplicateConfig, resume: bool = False,
         proj.update(i + 1, len(sweep.tasks))
     proj.finish()
 
-    trials = per_partition_trials(sweep)
+    trials = per_partition_trials(sweep) if cfg.train_on == "each_seed" else sweep.trials()
     exp = root / "offline"
     from ray import tune
 
@@ -233,7 +247,10 @@ def prior_seconds(cfg: ReplicateConfig, todo) -> dict[str, float]:
         combos = math.prod(len(v) for v in sweep.grid.get(learner, {}).values() if isinstance(v, list)) or 1
         one = SimpleNamespace(learner=learner, preset=sweep.preset, steps=sweep.steps, eval_every=sweep.eval_every,
                               eval_episodes=sweep.eval_episodes, learner_config=sweep.learner_config.get(learner, {}))
-        trials += [one] * (len(grid.runs_()) * len(sweep.tasks) * len(sweep.seeds) * combos)
+        runs = grid.runs_()
+        datasets = len(runs) if cfg.train_on == "each_seed" else len({(c.domain, c.partition_objective,
+                                                                          c.partition_param) for c in runs})
+        trials += [one] * (datasets * len(sweep.tasks) * len(sweep.seeds) * combos)
     cov = cfg.coverage_config()
     slots = min(cpus, grid.max_concurrent_runs or len(todo) or 1)
     rows = sum(c.steps for c in grid.runs_())

@@ -90,12 +90,12 @@ def test_bex_replicate_bad_configs_are_one_line_before_anything_runs(tmp_path):
         assert not (tmp_path / "s").exists()
     first = _config(tmp_path / "first.yaml", tmp_path / "s", name="r0")
     claim_root(ReplicateConfig.from_yaml(first), resume=False)  # as the first stage of a run does
-    other = _config(tmp_path / "other.yaml", tmp_path / "s", name="r0", offline={"seeds": [0, 1, 2]})
+    other = _config(tmp_path / "other.yaml", tmp_path / "s", name="r0", collect={"steps": 500})
     p = subprocess.run([BEX, "replicate", "--config", str(other), "--resume"], capture_output=True, text=True,
                        timeout=300)
     lines = [x for x in p.stderr.splitlines() if x.strip()]
     assert p.returncode == 2 and len(lines) == 1 and "already holds a different replication" in lines[0]
-    assert "offline" in lines[0]
+    assert "['collect']" in lines[0]
 
 
 def test_projected_time_left_uses_priors_then_measured_rates():
@@ -136,9 +136,35 @@ def test_prior_of_the_small_replication_counts_its_work():
     assert steps["random"] >= 100_000
     sweep = cfg.sweep()
     lc = sweep.learner_config["td3"]
-    per_trial = (sweep.steps * update_seconds("td3", lc["hidden_dim"], lc["batch_size"])
+    assert lc["variant"] == "exorl"  # ExORL's TD3 (the paper's), costed as such
+    per_trial = (sweep.steps * update_seconds("td3/exorl", lc["hidden_dim"], lc["batch_size"])
                  + -(-sweep.steps // sweep.eval_every) * sweep.eval_episodes * 1000 * COST["eval_step"])
-    n = len(runs) * len(sweep.tasks) * len(sweep.seeds)
+    rows = {(c.partition_objective, c.partition_param) for c in runs}  # collection seeds pooled per row
+    assert len(rows) == 12 and len(runs) == 24
+    n = len(rows) * len(sweep.tasks) * len(sweep.seeds)
     assert prior["offline"] == pytest.approx(n * per_trial / min(cpus, sweep.max_concurrent_trials))
     assert update_seconds("td3", 256, 256) == COST["update_256"]["td3"]
-    assert update_seconds("td3", 128, 128) == pytest.approx(COST["update_256"]["td3"] / 8)
+    assert update_seconds("td3", 128, 128) == pytest.approx(COST["update_256"]["td3"] * (0.2 + 0.8 / 8))
+
+
+def test_offline_settings_may_change_until_the_offline_stage_starts(tmp_path):
+    """Collection settings are fixed once a root exists; offline ones until the sweep has started."""
+    from bex.cluster.replicate import MARKER, ReplicateConfig, claim_root
+
+    first = ReplicateConfig.from_yaml(_config(tmp_path / "a.yaml", tmp_path / "s"))
+    root = claim_root(first, resume=False)
+    longer = ReplicateConfig.from_yaml(_config(tmp_path / "b.yaml", tmp_path / "s", offline={"steps": 300}))
+    with pytest.raises(ValueError, match="pass --resume"):
+        claim_root(longer, resume=False)
+    claim_root(longer, resume=True)  # accepted: the marker now holds the new offline settings
+    assert yaml.safe_load((root / MARKER).read_text())["offline"]["steps"] == 300
+    more_steps = ReplicateConfig.from_yaml(_config(tmp_path / "c.yaml", tmp_path / "s", collect={"steps": 500},
+                                                   offline={"steps": 300}))
+    with pytest.raises(ValueError, match=r"different replication \(its \['collect'\] differ\)"):
+        claim_root(more_steps, resume=True)
+    (root / "offline").mkdir()  # the sweep has started: its settings are fixed too
+    with pytest.raises(ValueError, match=r"its \['offline'\] differ"):
+        claim_root(first, resume=True)
+    other_cov = ReplicateConfig.from_yaml(_config(tmp_path / "d.yaml", tmp_path / "s", offline={"steps": 300},
+                                                  coverage={"max_states": 200}))
+    claim_root(other_cov, resume=True)  # coverage is cached by its settings: always free
