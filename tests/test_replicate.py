@@ -168,3 +168,25 @@ def test_offline_settings_may_change_until_the_offline_stage_starts(tmp_path):
     other_cov = ReplicateConfig.from_yaml(_config(tmp_path / "d.yaml", tmp_path / "s", offline={"steps": 300},
                                                   coverage={"max_states": 200}))
     claim_root(other_cov, resume=True)  # coverage is cached by its settings: always free
+
+
+@pytest.mark.parametrize("name,domain,rows,tasks,learners", [
+    ("replicate_small", "walker", 12, 3, ["td3"]), ("replicate_quadruped", "quadruped", 12, 2, ["td3"]),
+    ("replicate_paper", None, 34, 5, ["td3", "cql", "crr", "td3_bst"])])
+def test_the_shipped_replication_configs_validate(name, domain, rows, tasks, learners):
+    """Each shipped config validates, collects both k-NN modes in separate partitions, and trains every row."""
+    from bex.cluster.replicate import ReplicateConfig
+
+    cfg = ReplicateConfig.from_yaml(f"tune_configs/{name}.yaml")
+    plan = cfg.validate()
+    runs = cfg.grid().runs_()
+    assert len({(c.domain, c.partition_objective, c.partition_param) for c in runs}) == rows
+    assert plan["tasks"] == tasks and cfg.sweep().learners == learners
+    objectives = {c.partition_objective for c in runs}
+    assert {"shannon", "shannon-recent", "be", "be-recent", "renyi", "rnd", "smm", "random"} <= objectives
+    for c in runs:
+        mode = c.explorer_settings().get("knn_mode", "batch") if c.explorer == "apt" else None
+        assert (mode == "recent") == c.partition_objective.endswith("-recent")
+    if domain:
+        assert {c.domain for c in runs} == {domain} and {c.steps for c in runs} == {100_000}
+        assert {c.seed for c in runs} == {0, 1}
