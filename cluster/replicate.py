@@ -11,6 +11,7 @@ A replication config (``tune_configs/replicate_*.yaml``) holds a collection grid
     datasets/             the collected datasets (hive-partitioned, one partition per run)
     offline/              the Tune experiment of the offline sweep (coverage cached in offline/coverage/)
     results.md            Table 1 (copied from offline/results.md)
+    analysis.md/.json     every claim of the paper with its verdict and evidence (bex.cluster.claims)
     report.html           the report page (bex report)
 
 Stages, each skipping what is complete so that ``--resume`` continues where a
@@ -223,14 +224,59 @@ def run_replication(cfg: ReplicateConfig, resume: bool = False,
     rep = build_report([exp], root / "report.html", cfg.coverage_config(), random_episodes=5)
     proj.finish()
 
-    stage(4, "Table 1")
+    stage(4, "Table 1 and the paper's claims")
     out = write_results(exp)
     shutil.copyfile(out["md"], root / "results.md")
+    write_analysis(root, exp, rep)
     proj.finish()
     say(f"[replicate] done in {time.perf_counter() - t_all:.0f} s: {root / 'results.md'}, {root / 'report.html'}")
     return {"root": str(root), "plan": plan, "trials": len(trials), "complete": out["complete"],
             "stage_wall_s": {k: round(v, 1) for k, v in proj.done.items()}, "report": rep["out"],
             "markdown": out["markdown"]}
+
+
+def write_analysis(root: Path, exp: Path, rep: dict) -> dict:
+    """``analysis.md``/``analysis.json``: every claim's verdict (:mod:`.claims`), rliable aggregates, the rank
+    correlation of coverage and return (open question 3) and whether a statistic picks α (open question 4)."""
+    from bex.replay import atomic_write_bytes
+
+    from .claims import claims, claims_markdown, statistic_picks_alpha
+    from .report import COVERAGE_DIR, read_coverage_json
+    from .results import results_table
+
+    tab = results_table(exp)
+    cache = exp / COVERAGE_DIR / "coverage.json"
+    cov_rows = read_coverage_json(cache)["datasets"] if cache.is_file() else []
+    res = claims(tab, cov_rows)
+    cov = {r["dataset"]: r for r in cov_rows}
+    figures = [k for k in (cov_rows[0] if cov_rows else {}) if isinstance(cov_rows[0][k], dict)]
+    picks = {fam: statistic_picks_alpha(tab, cov, fam, figures) for fam in ("be", "be-recent")}
+    corr = rep.get("rank_correlation")
+    lines = ["# Claims of the BE paper on this replication", "",
+             "Verdict rules: `bex.cluster.claims` (module docstring). Returns are final evaluation returns; "
+             "coverage figures are `bex coverage`'s with 95 % intervals.", "", claims_markdown(res, tab),
+             "## rliable aggregates (return / 1000, 95 % stratified bootstrap)", "",
+             "| dataset | IQM | mean |", "|---|---|---|"]
+    for d, a in sorted((rep.get("aggregates") or {}).items(), key=lambda kv: -kv[1]["iqm"]["value"]):
+        lines.append(f"| {d} | {a['iqm']['value']:.3f} [{a['iqm']['lo']:.3f}, {a['iqm']['hi']:.3f}] | "
+                     f"{a['mean']['value']:.3f} [{a['mean']['lo']:.3f}, {a['mean']['hi']:.3f}] |")
+    lines += ["", "## Open question 3: does coverage predict return?", ""]
+    if corr and corr.get("rho") is not None:
+        lines.append(f"Spearman's rho of {corr['figure']} and mean return over {corr['n']} datasets: "
+                     f"{corr['rho']:.2f} [{corr['lo']:.2f}, {corr['hi']:.2f}] (95 % bootstrap over datasets).")
+    else:
+        lines.append("Not computed (fewer than 3 datasets with coverage).")
+    lines += ["", "## Open question 4: does a pre-training statistic pick a good α?", "",
+              "| BE mode | figure | task | α it picks | α with the best return | agree |", "|---|---|---|---|---|---|"]
+    for fam, rows in picks.items():
+        lines += [f"| {fam} | {p['figure']} | {p['task']} | {p['picked']:g} | {p['best']:g} | "
+                  f"{'yes' if p['agree'] else 'no'} |" for p in rows]
+    md = "\n".join(lines) + "\n"
+    atomic_write_bytes(root / "analysis.md", md.encode())
+    data = {"claims": [{k: v for k, v in c.items() if k != "detail"} for c in res["claims"]], "ranks": res["ranks"],
+            "aggregates": rep.get("aggregates"), "rank_correlation": corr, "alpha_picks": picks}
+    atomic_write_bytes(root / "analysis.json", json.dumps(data, indent=1, default=str).encode())
+    return data
 
 
 def prior_seconds(cfg: ReplicateConfig, todo) -> dict[str, float]:
