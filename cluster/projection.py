@@ -39,19 +39,21 @@ def _fmt(seconds: float) -> str:
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
+def step_seconds(c) -> float:
+    """The prior cost of one environment step of collection run ``c`` (a CollectConfig), updates included."""
+    kind = c.explorer
+    if kind == "apt":
+        mode = c.explorer_settings().get("knn_mode", "batch")
+        kind = "apt" if mode == "batch" else f"apt/{mode}"
+    per = COST["env_step"].get(kind, COST["env_step"]["apt"])
+    if c.preset == "paper" and c.explorer != "random":
+        per *= COST["paper_factor"]
+    return per
+
+
 def collect_seconds(runs, slots: int) -> float:
     """Prior of a collection grid: each run's steps × its per-step cost, spread over ``slots`` parallel runs."""
-    total = 0.0
-    for c in runs:
-        kind = c.explorer
-        if kind == "apt":
-            mode = c.explorer_settings().get("knn_mode", "batch")
-            kind = "apt" if mode == "batch" else f"apt/{mode}"
-        per = COST["env_step"].get(kind, COST["env_step"]["apt"])
-        if c.preset == "paper" and c.explorer != "random":
-            per *= COST["paper_factor"]
-        total += c.steps * per
-    return total / max(1, slots)
+    return sum(c.steps * step_seconds(c) for c in runs) / max(1, slots)
 
 
 def update_seconds(learner: str, hidden: int, batch: int) -> float:
@@ -141,4 +143,4 @@ class Projection:
                 f"projected left: stage {_fmt(self.stage_left())}, all {_fmt(self.left())}")
 
 
-__all__ = ["COST", "STAGES", "Projection", "collect_seconds", "offline_seconds", "update_seconds"]
+__all__ = ["COST", "STAGES", "Projection", "collect_seconds", "step_seconds", "offline_seconds", "update_seconds"]

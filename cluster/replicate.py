@@ -42,7 +42,7 @@ from bex.core import ConfigBase, param
 from bex.replay.coverage import CoverageConfig
 
 from .collect_grid import CollectGrid
-from .projection import COST, STAGES, Projection, _fmt, collect_seconds, offline_seconds
+from .projection import COST, STAGES, Projection, _fmt, collect_seconds, offline_seconds, step_seconds
 from .sweep import SweepConfig
 from .train import check_experiment_name
 from .yamlconf import load_yaml
@@ -191,10 +191,12 @@ def run_replication(cfg: ReplicateConfig, resume: bool = False,
     stage(0, f"{len(todo)} of {len(runs)} runs to collect -> {grid.out}")
     if todo:
         show = print_progress()
+        weight = [step_seconds(c) for c in todo]  # a recent-mode step costs ~3 batch-mode steps
 
         def progress(rows: list[dict]) -> None:
-            show(rows)
-            proj.update(sum(r["steps"] for r in rows), sum(r["total"] for r in rows))
+            show(rows)  # one row per run of `todo`, in order: the stage's fraction weighs steps by their cost
+            proj.update(sum(w * r["steps"] for w, r in zip(weight, rows)),
+                        sum(w * r["total"] for w, r in zip(weight, rows)))
 
         run_collections(todo, resume=True, progress=progress, max_concurrent_runs=grid.max_concurrent_runs)
     proj.finish()
