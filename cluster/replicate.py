@@ -12,6 +12,7 @@ A replication config (``tune_configs/replicate_*.yaml``) holds a collection grid
     offline/              the Tune experiment of the offline sweep (coverage cached in offline/coverage/)
     results.md            Table 1 (copied from offline/results.md)
     analysis.md/.json     every claim of the paper with its verdict and evidence (bex.cluster.claims)
+    _bex_replicate_times.json   seconds spent in each stage, summed over every run (and resume) of the root
     report.html           the report page (bex report)
 
 Stages, each skipping what is complete so that ``--resume`` continues where a
@@ -199,7 +200,7 @@ def run_replication(cfg: ReplicateConfig, resume: bool = False,
                         sum(w * r["total"] for w, r in zip(weight, rows)))
 
         run_collections(todo, resume=True, progress=progress, max_concurrent_runs=grid.max_concurrent_runs)
-    proj.finish()
+    _finish(proj, root)
     if TERMINATED.is_set():  # the collection stopped on SIGTERM (checkpointed): --resume continues
         return stopped
 
@@ -207,7 +208,7 @@ def run_replication(cfg: ReplicateConfig, resume: bool = False,
     for i, task in enumerate(sweep.tasks):
         relabel(grid.out, task, map_fn=ray_map())
         proj.update(i + 1, len(sweep.tasks))
-    proj.finish()
+    _finish(proj, root)
 
     trials = per_partition_trials(sweep) if cfg.train_on == "each_seed" else sweep.trials()
     exp = root / "offline"
@@ -218,23 +219,49 @@ def run_replication(cfg: ReplicateConfig, resume: bool = False,
     with _watch(lambda: proj.update(*offline_progress(exp, trials))):
         run_trials(trials, name="offline", storage=str(root), resources=sweep.resources,
                    max_concurrent=sweep.max_concurrent_trials, max_failures=sweep.max_failures, resume=restore)
-    proj.finish()
+    _finish(proj, root)
     if TERMINATED.is_set():  # Tune stopped on SIGTERM and saved its state: stop here, --resume continues
         return stopped
 
     stage(3, "coverage of every dataset row (cached) and the page")
     rep = build_report([exp], root / "report.html", cfg.coverage_config(), random_episodes=5)
-    proj.finish()
+    _finish(proj, root)
 
     stage(4, "Table 1 and the paper's claims")
     out = write_results(exp)
     shutil.copyfile(out["md"], root / "results.md")
     write_analysis(root, exp, rep)
-    proj.finish()
-    say(f"[replicate] done in {time.perf_counter() - t_all:.0f} s: {root / 'results.md'}, {root / 'report.html'}")
+    _finish(proj, root)
+    total = stage_times(root)
+    say(f"[replicate] done in {time.perf_counter() - t_all:.0f} s: {root / 'results.md'}, {root / 'report.html'}; "
+        f"time in each stage over every run of this root: "
+        + ", ".join(f"{k} {_fmt(v)}" for k, v in total.items()))
     return {"root": str(root), "plan": plan, "trials": len(trials), "complete": out["complete"],
-            "stage_wall_s": {k: round(v, 1) for k, v in proj.done.items()}, "report": rep["out"],
+            "stage_wall_s": {k: round(v, 1) for k, v in proj.done.items()},
+            "stage_wall_total_s": {k: round(v, 1) for k, v in total.items()}, "report": rep["out"],
             "markdown": out["markdown"]}
+
+
+TIMES = "_bex_replicate_times.json"
+
+
+def stage_times(root: Path) -> dict[str, float]:
+    """Seconds spent in each stage, summed over every ``bex replicate`` run of this root (pauses excluded)."""
+    try:
+        return {k: float(v) for k, v in json.loads((root / TIMES).read_text()).items()}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def _finish(proj: Projection, root: Path) -> None:
+    """End the current stage and add its wall time to the root's running total (``_bex_replicate_times.json``)."""
+    from bex.replay import atomic_write_bytes
+
+    stage = proj.current
+    wall = proj.finish()
+    total = stage_times(root)
+    total[stage] = total.get(stage, 0.0) + wall
+    atomic_write_bytes(root / TIMES, json.dumps(total, indent=1).encode())
 
 
 def write_analysis(root: Path, exp: Path, rep: dict) -> dict:

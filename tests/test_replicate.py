@@ -1,6 +1,7 @@
 """``bex replicate``: an interrupted replication resumes to the same table; bad configs are one line."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -60,6 +61,12 @@ def test_an_interrupted_replication_resumes_to_the_table_of_an_uninterrupted_one
                            timeout=900, env=env)
         assert p.returncode == 0, p.stderr[-3000:]
         assert "0 of 2 runs to collect" in p.stderr and "resuming" in p.stderr
+        summary = json.loads(p.stdout.strip().splitlines()[-1])
+        # the root's stage times add the interrupted run's to the resumed one's
+        total, this = summary["stage_wall_total_s"], summary["stage_wall_s"]
+        assert set(total) == {"collect", "relabel", "offline", "coverage + report", "results"}
+        assert total["collect"] > this["collect"] and total["offline"] > this["offline"] > 0
+        assert (tmp_path / "b" / "tiny" / "analysis.md").is_file()
         _, err = uninterrupted.communicate(timeout=900)
     finally:
         if uninterrupted.poll() is None:
