@@ -80,7 +80,7 @@ class _Run:
 
     def row(self) -> dict:
         el = self.elapsed()
-        return dict(run=self.label, steps=self.steps, total=int(self.cfg.steps),
+        return dict(run=self.label, steps=self.steps, total=int(self.cfg.steps), resumed_from=self.steps_at_start,
                     env_steps_per_s=(self.steps - self.steps_at_start) / el, updates_per_s=self.updates / el,
                     intr_reward_mean=self.intr, knn_ms=self.knn_ms, restarts=self.restarts + self.recovered)
 

@@ -194,10 +194,14 @@ def run_replication(cfg: ReplicateConfig, resume: bool = False,
         show = print_progress()
         weight = [step_seconds(c) for c in todo]  # a recent-mode step costs ~3 batch-mode steps
 
+        before: list[float] = []  # steps a resumed run had already collected: not this run's rate
+
         def progress(rows: list[dict]) -> None:
             show(rows)  # one row per run of `todo`, in order: the stage's fraction weighs steps by their cost
-            proj.update(sum(w * r["steps"] for w, r in zip(weight, rows)),
-                        sum(w * r["total"] for w, r in zip(weight, rows)))
+            done = sum(w * r["steps"] for w, r in zip(weight, rows))
+            if not before:
+                before.append(sum(w * r.get("resumed_from", 0) for w, r in zip(weight, rows)))
+            proj.update(done - before[0], sum(w * r["total"] for w, r in zip(weight, rows)) - before[0])
 
         run_collections(todo, resume=True, progress=progress, max_concurrent_runs=grid.max_concurrent_runs)
     _finish(proj, root)
