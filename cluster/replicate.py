@@ -183,68 +183,71 @@ def run_replication(cfg: ReplicateConfig, resume: bool = False,
     runs = grid.runs_()
     todo = [c for c in runs if not _complete(c)]
     proj = Projection(prior_seconds(cfg, todo), say=say)
+    try:
+        def stage(i: int, detail: str) -> None:
+            proj.start(STAGES[i])
+            say(f"[replicate {i + 1}/{len(STAGES)}] {STAGES[i]}: {detail} "
+                f"({sum(proj.done.values()):.0f} s so far; projected left {_fmt(proj.left())})")
 
-    def stage(i: int, detail: str) -> None:
-        proj.start(STAGES[i])
-        say(f"[replicate {i + 1}/{len(STAGES)}] {STAGES[i]}: {detail} "
-            f"({sum(proj.done.values()):.0f} s so far; projected left {_fmt(proj.left())})")
+        stage(0, f"{len(todo)} of {len(runs)} runs to collect -> {grid.out}")
+        if todo:
+            show = print_progress()
+            weight = [step_seconds(c) for c in todo]  # a recent-mode step costs ~3 batch-mode steps
 
-    stage(0, f"{len(todo)} of {len(runs)} runs to collect -> {grid.out}")
-    if todo:
-        show = print_progress()
-        weight = [step_seconds(c) for c in todo]  # a recent-mode step costs ~3 batch-mode steps
+            before: list[float] = []  # steps a resumed run had already collected: not this run's rate
 
-        before: list[float] = []  # steps a resumed run had already collected: not this run's rate
+            def progress(rows: list[dict]) -> None:
+                show(rows)  # one row per run of `todo`, in order: the stage's fraction weighs steps by their cost
+                done = sum(w * r["steps"] for w, r in zip(weight, rows))
+                if not before:
+                    before.append(sum(w * r.get("resumed_from", 0) for w, r in zip(weight, rows)))
+                proj.update(done - before[0], sum(w * r["total"] for w, r in zip(weight, rows)) - before[0])
 
-        def progress(rows: list[dict]) -> None:
-            show(rows)  # one row per run of `todo`, in order: the stage's fraction weighs steps by their cost
-            done = sum(w * r["steps"] for w, r in zip(weight, rows))
-            if not before:
-                before.append(sum(w * r.get("resumed_from", 0) for w, r in zip(weight, rows)))
-            proj.update(done - before[0], sum(w * r["total"] for w, r in zip(weight, rows)) - before[0])
+            run_collections(todo, resume=True, progress=progress, max_concurrent_runs=grid.max_concurrent_runs)
+        _finish(proj, root)
+        if TERMINATED.is_set():  # the collection stopped on SIGTERM (checkpointed): --resume continues
+            return stopped
 
-        run_collections(todo, resume=True, progress=progress, max_concurrent_runs=grid.max_concurrent_runs)
-    _finish(proj, root)
-    if TERMINATED.is_set():  # the collection stopped on SIGTERM (checkpointed): --resume continues
-        return stopped
+        stage(1, f"tasks {sweep.tasks}")
+        for i, task in enumerate(sweep.tasks):
+            relabel(grid.out, task, map_fn=ray_map())
+            proj.update(i + 1, len(sweep.tasks))
+        _finish(proj, root)
 
-    stage(1, f"tasks {sweep.tasks}")
-    for i, task in enumerate(sweep.tasks):
-        relabel(grid.out, task, map_fn=ray_map())
-        proj.update(i + 1, len(sweep.tasks))
-    _finish(proj, root)
+        trials = per_partition_trials(sweep) if cfg.train_on == "each_seed" else sweep.trials()
+        exp = root / "offline"
+        from ray import tune
 
-    trials = per_partition_trials(sweep) if cfg.train_on == "each_seed" else sweep.trials()
-    exp = root / "offline"
-    from ray import tune
+        restore = tune.Tuner.can_restore(str(exp.resolve()))
+        stage(2, f"{len(trials)} trials ({'resuming' if restore else 'new'}) -> {exp}")
+        with _watch(lambda: proj.update(*offline_progress(exp, trials))):
+            run_trials(trials, name="offline", storage=str(root), resources=sweep.resources,
+                       max_concurrent=sweep.max_concurrent_trials, max_failures=sweep.max_failures, resume=restore)
+        _finish(proj, root)
+        if TERMINATED.is_set():  # Tune stopped on SIGTERM and saved its state: stop here, --resume continues
+            return stopped
 
-    restore = tune.Tuner.can_restore(str(exp.resolve()))
-    stage(2, f"{len(trials)} trials ({'resuming' if restore else 'new'}) -> {exp}")
-    with _watch(lambda: proj.update(*offline_progress(exp, trials))):
-        run_trials(trials, name="offline", storage=str(root), resources=sweep.resources,
-                   max_concurrent=sweep.max_concurrent_trials, max_failures=sweep.max_failures, resume=restore)
-    _finish(proj, root)
-    if TERMINATED.is_set():  # Tune stopped on SIGTERM and saved its state: stop here, --resume continues
-        return stopped
+        stage(3, "coverage of every dataset row (cached) and the page")
+        rep = build_report([exp], root / "report.html", cfg.coverage_config(), random_episodes=5)
+        _finish(proj, root)
 
-    stage(3, "coverage of every dataset row (cached) and the page")
-    rep = build_report([exp], root / "report.html", cfg.coverage_config(), random_episodes=5)
-    _finish(proj, root)
+        stage(4, "Table 1 and the paper's claims")
+        out = write_results(exp)
+        shutil.copyfile(out["md"], root / "results.md")
+        write_analysis(root, exp, rep)
+        _finish(proj, root)
+        total = stage_times(root)
+        say(f"[replicate] done in {time.perf_counter() - t_all:.0f} s: {root / 'results.md'}, {root / 'report.html'}; "
+            f"time in each stage over every run of this root: "
+            + ", ".join(f"{k} {_fmt(v)}" for k, v in total.items()))
+        return {"root": str(root), "plan": plan, "trials": len(trials), "complete": out["complete"],
+                "stage_wall_s": {k: round(v, 1) for k, v in proj.done.items()},
+                "stage_wall_total_s": {k: round(v, 1) for k, v in total.items()}, "report": rep["out"],
+                "markdown": out["markdown"]}
 
-    stage(4, "Table 1 and the paper's claims")
-    out = write_results(exp)
-    shutil.copyfile(out["md"], root / "results.md")
-    write_analysis(root, exp, rep)
-    _finish(proj, root)
-    total = stage_times(root)
-    say(f"[replicate] done in {time.perf_counter() - t_all:.0f} s: {root / 'results.md'}, {root / 'report.html'}; "
-        f"time in each stage over every run of this root: "
-        + ", ".join(f"{k} {_fmt(v)}" for k, v in total.items()))
-    return {"root": str(root), "plan": plan, "trials": len(trials), "complete": out["complete"],
-            "stage_wall_s": {k: round(v, 1) for k, v in proj.done.items()},
-            "stage_wall_total_s": {k: round(v, 1) for k, v in total.items()}, "report": rep["out"],
-            "markdown": out["markdown"]}
-
+    finally:  # a stage left by SIGTERM (SystemExit) or an error still adds its time to the root's total
+        if proj.current is not None:
+            _finish(proj, root)
 
 TIMES = "_bex_replicate_times.json"
 
