@@ -44,7 +44,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import torch
 
 from bex.core import PRESET_NAMES as PRESETS
 from bex.core import ConfigBase
@@ -309,6 +308,8 @@ def save_checkpoint(path: Path, state: dict) -> None:
 def explorer_state(explorer, knn_reward, **counters) -> dict:
     """A run's checkpoint: the explorer (networks, optimisers, replay, RNGs), its k-NN reward state,
     torch's RNG, and the caller's ``counters``."""
+    import torch
+
     return {"explorer": explorer.state_dict(), "torch_rng": torch.get_rng_state(),
             "knn": None if knn_reward is None else knn_reward.state_dict(), **counters}
 
@@ -320,6 +321,8 @@ def load_explorer_state(path: Path, explorer, knn_reward) -> dict | None:
     ``weights_only`` unpickler (:func:`bex.core.state.load_state`), and one that
     does not load is a one-line ``ValueError`` naming it.
     """
+    import torch
+
     if not path.exists():
         return None
     state = load_state(path)
@@ -337,6 +340,8 @@ def checkpoint_path(cfg: CollectConfig, run_key: str) -> Path:
 
 def build_explorer(cfg: CollectConfig, run_key: str, spec: EnvSpec, make_knn_reward: KnnRewardFactory | None = None):
     """The run's explorer and its k-NN reward (built by ``make_knn_reward`` when given, else in process)."""
+    import torch  # here, not at import: validating a CollectConfig needs no torch
+
     settings = cfg.explorer_settings()
     knn_reward = None
     if make_knn_reward is not None:

@@ -3,11 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
-from .apt import APTExplorer
-from .base import RandomExplorer
 from .config import APTConfig, RNDConfig, SMMConfig
-from .rnd import RNDExplorer
-from .smm import SMMExplorer
 
 EXPLORERS = ("random", "apt", "rnd", "smm")
 
@@ -20,6 +16,11 @@ def make_explorer(name: str, obs_dim: int, action_dim: int, config: Mapping[str,
     a ``"preset"`` key selects ``small``/``paper``); ``knn_reward`` is only
     accepted by ``apt``.
     """
+    from .apt import APTExplorer  # the agents (torch) load here, not when the names are imported
+    from .base import RandomExplorer
+    from .rnd import RNDExplorer
+    from .smm import SMMExplorer
+
     config = dict(config or {})
     if name not in EXPLORERS:
         raise ValueError(f"unknown explorer {name!r}; allowed: {', '.join(EXPLORERS)}")

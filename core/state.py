@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import io
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 _NDARRAY = "__ndarray__"
 
@@ -27,6 +29,8 @@ _NDARRAY = "__ndarray__"
 def encode(obj: Any) -> Any:
     """``obj`` with numpy arrays and scalars replaced by what ``torch.load(weights_only=True)`` accepts."""
     if isinstance(obj, np.ndarray):
+        import torch  # here, not at import: code that only validates configs starts without torch
+
         return {_NDARRAY: torch.from_numpy(np.ascontiguousarray(obj).copy())}
     if isinstance(obj, np.generic):
         return obj.item()
@@ -50,6 +54,8 @@ def decode(obj: Any) -> Any:
 
 def state_bytes(state: Any) -> bytes:
     """``state`` encoded and serialised by ``torch.save`` (to be written atomically by the caller)."""
+    import torch
+
     buf = io.BytesIO()
     torch.save(encode(state), buf)
     return buf.getvalue()
@@ -63,6 +69,8 @@ def load_state(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     ``check_only`` memory-maps the tensors instead of reading them (a cheap
     check before any process starts) and returns None.
     """
+    import torch
+
     try:
         if check_only:
             torch.load(path, map_location="cpu", weights_only=True, mmap=True)

@@ -64,7 +64,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.spatial import cKDTree
 from scipy.special import digamma, gammaln
 
 from .prelec import check_alpha, check_beta, default_beta, signed_power
@@ -118,6 +117,8 @@ def kth_neighbour_distance(x: np.ndarray, k: int) -> np.ndarray:
     k-NN density is infinite.
     """
     x = check_samples(x, k)
+    from scipy.spatial import cKDTree  # here: importing bex.entropy stays light (CLI start-up)
+
     dist, _ = cKDTree(x).query(x, k=k + 1)  # column 0 is the point itself
     r = np.asarray(dist)[:, k]
     if np.any(r <= 0.0):

@@ -1,12 +1,31 @@
-"""bex datasets: Arrow schema, partitioned writer, reader, relabelling, sampling, export (NPZ, RLlib view)."""
-from .batch import Batch
+"""bex datasets: Arrow schema, partitioned writer, reader, relabelling, sampling, export (NPZ, RLlib view).
+
+``Batch`` and ``TransitionSampler`` (torch) load on first use, so that commands which only read or check
+datasets (and every bad-input path of the CLI) start without importing torch.
+"""
+from __future__ import annotations
+
+from typing import Any
+
 from .export import export_npz
 from .reader import DataFile, Dataset, StepArrays, Transitions, transition_rows
 from .relabel import process_pool_map, relabel, rewards_for_file
 from .rllib_view import export_rllib, view_files
-from .sampler import TransitionSampler
 from .schema import SCHEMA_VERSION, Episode, format_param, step_schema
 from .writer import DatasetWriter, atomic_write_bytes, check_output_root, partition_dir
+
+_LAZY = {"Batch": ".batch", "TransitionSampler": ".sampler"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["Batch", "export_npz", "DataFile", "Dataset", "StepArrays", "Transitions", "transition_rows",
            "process_pool_map", "relabel", "rewards_for_file", "TransitionSampler", "SCHEMA_VERSION", "Episode",
