@@ -17,9 +17,9 @@ from typing import Callable
 #: Per-unit costs in seconds of one core, measured on the 2-core dev machine (docs/replication.md).
 COST = {
     # one environment step of a collection run, updates included (small preset, one core, quiet; in process:
-    # APT batch mode 215 steps/s, RND 216, SMM 136; recent mode ~21 ms more per update once its 16K-state
-    # window is full); the paper preset is ×PAPER_FACTOR
-    "env_step": {"random": 1 / 1500, "apt": 1 / 210, "apt/recent": 1 / 70, "apt/window": 1 / 75,
+    # APT batch mode 215 steps/s, RND 216, SMM 136; recent mode 50 steps/s with its 16K-state window full,
+    # two runs at once through Ray: the walker replication, 2026-12-03); the paper preset is ×PAPER_FACTOR
+    "env_step": {"random": 1 / 1500, "apt": 1 / 210, "apt/recent": 1 / 50, "apt/window": 1 / 75,
                  "rnd": 1 / 210, "smm": 1 / 135},
     "paper_factor": 30.0,
     # one gradient update at hidden 256, batch 256 (TD3 12.3 ms measured; the others scaled from the
@@ -109,7 +109,7 @@ class Projection:
 
     def update(self, done: float, total: float) -> None:
         """The current stage has done ``done`` of ``total`` units; prints the line at most every ``every`` s."""
-        self.fraction = min(1.0, done / total) if total > 0 else 1.0
+        self.fraction = min(1.0, max(0.0, done / total)) if total > 0 else 1.0
         now = self.clock()
         if now - self._said >= self.every:
             self._said = now
