@@ -24,9 +24,13 @@ not rerun), 4. coverage and the report page, 5. ``results.md``.
 By default (``train_on: pooled``) a dataset row (explorer, objective, parameter)
 pools its collection seeds into one training dataset and its runs are the
 training seeds; ``train_on: each_seed`` trains every collection seed on its own
-(runs = collection seeds × training seeds).  The ``coverage`` settings may change
-between runs of one root, and so may ``offline``/``train_on`` until the offline
-stage has started; anything else is refused.
+(runs = collection seeds × training seeds).  The collection settings are fixed
+once a root exists; ``coverage`` may always change; an offline experiment's
+settings (``offline``, ``train_on``) are fixed once it has started (recorded in
+``<experiment>/_bex_offline.json``).  A second config with the same collection
+and another ``experiment:`` name trains other learners on the same datasets:
+its files are ``results_<experiment>.md``, ``analysis_<experiment>.md`` and
+``report_<experiment>.html``.
 """
 from __future__ import annotations
 
@@ -40,6 +44,7 @@ from pathlib import Path
 from typing import Callable
 
 from bex.core import ConfigBase, param
+from bex.replay import atomic_write_bytes
 from bex.replay.coverage import CoverageConfig
 
 from .collect_grid import CollectGrid
@@ -49,6 +54,7 @@ from .train import check_experiment_name
 from .yamlconf import load_yaml
 
 MARKER = "_bex_replicate.json"
+OFFLINE_RECORD = "_bex_offline.json"  # in an experiment's directory: the offline settings it runs with
 
 
 @dataclass(frozen=True)
@@ -60,12 +66,18 @@ class ReplicateConfig(ConfigBase):
     offline: dict = param(doc="an offline sweep without name/datasets/storage (tune_configs/offline_*.yaml keys)")
     storage: str = param("bex_runs/replicate", "storage root")
     coverage: dict = param(doc="coverage settings (CoverageConfig keys)", default_factory=dict)
+    experiment: str = param("offline", "name of the offline experiment under the root; a second config with the "
+                            "same collection and another experiment name trains other learners on the same "
+                            "datasets (its files: results_<name>.md, analysis_<name>.md, report_<name>.html)")
     train_on: str = param("pooled", "'pooled': a dataset row's collection seeds form one training dataset (runs of "
                           "a row = training seeds); 'each_seed': every collection seed is trained on alone (runs = "
                           "collection seeds × training seeds)", choices=("pooled", "each_seed"))
 
     def check(self) -> None:
         check_experiment_name(self.name, "ReplicateConfig.name")
+        check_experiment_name(self.experiment, "ReplicateConfig.experiment")
+        if self.experiment in ("datasets", "coverage"):
+            raise ValueError(f"ReplicateConfig.experiment={self.experiment!r} is reserved (a directory of the root)")
         for key, bad in (("collect", ("name", "out")), ("offline", ("name", "datasets", "storage"))):
             given = sorted(set(getattr(self, key)) & set(bad))
             if given:
@@ -84,9 +96,14 @@ class ReplicateConfig(ConfigBase):
                                      where="collect")
 
     def sweep(self) -> SweepConfig:
-        return SweepConfig.from_dict({**self.offline, "name": "offline", "storage": str(self.root()),
+        return SweepConfig.from_dict({**self.offline, "name": self.experiment, "storage": str(self.root()),
                                       "datasets": [{"path": str(self.root() / "datasets"), "split": True}]},
                                      where="offline")
+
+    def output(self, stem: str, suffix: str) -> Path:
+        """``results.md`` ... for the default experiment, ``results_<experiment>.md`` ... for another."""
+        tail = "" if self.experiment == "offline" else f"_{self.experiment}"
+        return self.root() / f"{stem}{tail}{suffix}"
 
     def coverage_config(self) -> CoverageConfig:
         return CoverageConfig.from_dict(self.coverage, where="coverage")
@@ -127,24 +144,25 @@ def claim_root(cfg: ReplicateConfig, resume: bool) -> Path:
             theirs = json.loads(marker.read_text())
         except (OSError, ValueError):
             raise ValueError(f"{str(marker)!r} is unreadable; remove {str(root)!r} or choose another name") from None
-        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
-        # what a stage has not used yet may still change: coverage (cached by its settings) always, the
-        # offline sweep and how it trains until the sweep has started
-        free = {"coverage"} | (set() if (root / "offline").exists() else {"offline", "train_on"})
-        if not set(diff) <= free:
+        # the datasets fix the collection; coverage (cached by its settings) may always change; each offline
+        # experiment's settings are fixed once it has started (its record, written when its stage starts)
+        diff = sorted(k for k in ("name", "storage", "collect") if mine.get(k) != theirs.get(k))
+        record = root / cfg.experiment / OFFLINE_RECORD
+        if not diff and record.exists():
+            ran = json.loads(record.read_text())
+            diff = sorted(k for k in ("offline", "train_on") if mine.get(k) != ran.get(k))
+        if diff:
             raise ValueError(f"storage {str(root)!r} already holds a different replication (its {diff} differ); "
-                             f"choose another name or storage root")
+                             f"choose another name or storage root, or another `experiment:` for new offline "
+                             f"settings")
+        diff = mine != theirs
         if not resume:
             raise ValueError(f"{str(root)!r} already holds this replication; pass --resume to continue it")
         if diff:
-            from bex.replay import atomic_write_bytes
-
             atomic_write_bytes(marker, json.dumps(mine, indent=2, sort_keys=True).encode())
         return root
     if root.exists() and any(root.iterdir()):
         raise ValueError(f"{str(root)!r} exists and is not a bex replication (no {MARKER}); choose another name")
-    from bex.replay import atomic_write_bytes
-
     root.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(marker, json.dumps(mine, indent=2, sort_keys=True).encode())
     return root
@@ -204,7 +222,7 @@ def run_replication(cfg: ReplicateConfig, resume: bool = False,
                 proj.update(done - before[0], sum(w * r["total"] for w, r in zip(weight, rows)) - before[0])
 
             run_collections(todo, resume=True, progress=progress, max_concurrent_runs=grid.max_concurrent_runs)
-        _finish(proj, root)
+        _finish(proj, root, cfg.experiment)
         if TERMINATED.is_set():  # the collection stopped on SIGTERM (checkpointed): --resume continues
             return stopped
 
@@ -212,32 +230,37 @@ def run_replication(cfg: ReplicateConfig, resume: bool = False,
         for i, task in enumerate(sweep.tasks):
             relabel(grid.out, task, map_fn=ray_map())
             proj.update(i + 1, len(sweep.tasks))
-        _finish(proj, root)
+        _finish(proj, root, cfg.experiment)
 
         trials = per_partition_trials(sweep) if cfg.train_on == "each_seed" else sweep.trials()
-        exp = root / "offline"
+        exp = root / cfg.experiment
         from ray import tune
 
         restore = tune.Tuner.can_restore(str(exp.resolve()))
         stage(2, f"{len(trials)} trials ({'resuming' if restore else 'new'}) -> {exp}")
+        exp.mkdir(parents=True, exist_ok=True)  # its offline settings are fixed from here on (claim_root)
+        settings = json.loads(json.dumps(cfg.to_dict(), default=str))
+        atomic_write_bytes(exp / OFFLINE_RECORD, json.dumps({k: settings[k] for k in ("offline", "train_on")},
+                                                            indent=2, sort_keys=True).encode())
         with _watch(lambda: proj.update(*offline_progress(exp, trials))):
-            run_trials(trials, name="offline", storage=str(root), resources=sweep.resources,
+            run_trials(trials, name=cfg.experiment, storage=str(root), resources=sweep.resources,
                        max_concurrent=sweep.max_concurrent_trials, max_failures=sweep.max_failures, resume=restore)
-        _finish(proj, root)
+        _finish(proj, root, cfg.experiment)
         if TERMINATED.is_set():  # Tune stopped on SIGTERM and saved its state: stop here, --resume continues
             return stopped
 
         stage(3, "coverage of every dataset row (cached) and the page")
-        rep = build_report([exp], root / "report.html", cfg.coverage_config(), random_episodes=5)
-        _finish(proj, root)
+        rep = build_report([exp], cfg.output("report", ".html"), cfg.coverage_config(), random_episodes=5)
+        _finish(proj, root, cfg.experiment)
 
         stage(4, "Table 1 and the paper's claims")
         out = write_results(exp)
-        shutil.copyfile(out["md"], root / "results.md")
-        write_analysis(root, exp, rep)
-        _finish(proj, root)
+        shutil.copyfile(out["md"], cfg.output("results", ".md"))
+        write_analysis(cfg, exp, rep)
+        _finish(proj, root, cfg.experiment)
         total = stage_times(root)
-        say(f"[replicate] done in {time.perf_counter() - t_all:.0f} s: {root / 'results.md'}, {root / 'report.html'}; "
+        say(f"[replicate] done in {time.perf_counter() - t_all:.0f} s: {cfg.output('results', '.md')}, "
+            f"{cfg.output('report', '.html')}; "
             f"time in each stage over every run of this root: "
             + ", ".join(f"{k} {_fmt(v)}" for k, v in total.items()))
         return {"root": str(root), "plan": plan, "trials": len(trials), "complete": out["complete"],
@@ -247,7 +270,7 @@ def run_replication(cfg: ReplicateConfig, resume: bool = False,
 
     finally:  # a stage left by SIGTERM (SystemExit) or an error still adds its time to the root's total
         if proj.current is not None:
-            _finish(proj, root)
+            _finish(proj, root, cfg.experiment)
 
 TIMES = "_bex_replicate_times.json"
 
@@ -260,22 +283,21 @@ def stage_times(root: Path) -> dict[str, float]:
         return {}
 
 
-def _finish(proj: Projection, root: Path) -> None:
-    """End the current stage and add its wall time to the root's running total (``_bex_replicate_times.json``)."""
-    from bex.replay import atomic_write_bytes
-
+def _finish(proj: Projection, root: Path, experiment: str = "offline") -> None:
+    """End the current stage and add its wall time to the root's running total (``_bex_replicate_times.json``;
+    the stages after relabelling of an experiment other than ``offline`` are keyed ``stage [experiment]``)."""
     stage = proj.current
+    if experiment != "offline" and stage not in ("collect", "relabel"):
+        stage = f"{stage} [{experiment}]"
     wall = proj.finish()
     total = stage_times(root)
     total[stage] = total.get(stage, 0.0) + wall
     atomic_write_bytes(root / TIMES, json.dumps(total, indent=1).encode())
 
 
-def write_analysis(root: Path, exp: Path, rep: dict) -> dict:
+def write_analysis(cfg: ReplicateConfig, exp: Path, rep: dict) -> dict:
     """``analysis.md``/``analysis.json``: every claim's verdict (:mod:`.claims`), rliable aggregates, the rank
     correlation of coverage and return (open question 3) and whether a statistic picks α (open question 4)."""
-    from bex.replay import atomic_write_bytes
-
     from .claims import claims, claims_markdown, statistic_picks_alpha
     from .report import COVERAGE_DIR, read_coverage_json
     from .results import results_table
@@ -308,10 +330,10 @@ def write_analysis(root: Path, exp: Path, rep: dict) -> dict:
         lines += [f"| {fam} | {p['figure']} | {p['task']} | {p['picked']:g} | {p['best']:g} | "
                   f"{'yes' if p['agree'] else 'no'} |" for p in rows]
     md = "\n".join(lines) + "\n"
-    atomic_write_bytes(root / "analysis.md", md.encode())
+    atomic_write_bytes(cfg.output("analysis", ".md"), md.encode())
     data = {"claims": [{k: v for k, v in c.items() if k != "detail"} for c in res["claims"]], "ranks": res["ranks"],
             "aggregates": rep.get("aggregates"), "rank_correlation": corr, "alpha_picks": picks}
-    atomic_write_bytes(root / "analysis.json", json.dumps(data, indent=1, default=str).encode())
+    atomic_write_bytes(cfg.output("analysis", ".json"), json.dumps(data, indent=1, default=str).encode())
     return data
 
 

@@ -155,8 +155,9 @@ def test_prior_of_the_small_replication_counts_its_work():
 
 
 def test_offline_settings_may_change_until_the_offline_stage_starts(tmp_path):
-    """Collection settings are fixed once a root exists; offline ones until the sweep has started."""
-    from bex.cluster.replicate import MARKER, ReplicateConfig, claim_root
+    """Collection settings are fixed once a root exists; an experiment's offline settings once it has started;
+    another experiment name trains other settings on the same datasets."""
+    from bex.cluster.replicate import MARKER, OFFLINE_RECORD, ReplicateConfig, claim_root
 
     first = ReplicateConfig.from_yaml(_config(tmp_path / "a.yaml", tmp_path / "s"))
     root = claim_root(first, resume=False)
@@ -169,12 +170,23 @@ def test_offline_settings_may_change_until_the_offline_stage_starts(tmp_path):
                                                    offline={"steps": 300}))
     with pytest.raises(ValueError, match=r"different replication \(its \['collect'\] differ\)"):
         claim_root(more_steps, resume=True)
-    (root / "offline").mkdir()  # the sweep has started: its settings are fixed too
+    # the sweep has started with `longer`'s settings (as the offline stage records them)
+    (root / "offline").mkdir()
+    (root / "offline" / OFFLINE_RECORD).write_text(json.dumps({"offline": longer.offline, "train_on": "pooled"}))
     with pytest.raises(ValueError, match=r"its \['offline'\] differ"):
         claim_root(first, resume=True)
+    claim_root(longer, resume=True)
     other_cov = ReplicateConfig.from_yaml(_config(tmp_path / "d.yaml", tmp_path / "s", offline={"steps": 300},
                                                   coverage={"max_states": 200}))
     claim_root(other_cov, resume=True)  # coverage is cached by its settings: always free
+    # a second experiment: other learners on the same datasets, its own result files
+    crr = ReplicateConfig.from_yaml(_config(tmp_path / "e.yaml", tmp_path / "s", experiment="more",
+                                            offline={"learners": ["crr"], "learner_config": {}}))
+    claim_root(crr, resume=True)
+    assert crr.sweep().name == "more" and crr.output("results", ".md") == root / "results_more.md"
+    assert first.output("results", ".md") == root / "results.md"
+    with pytest.raises(ValueError, match="experiment='datasets' is reserved"):
+        ReplicateConfig.from_yaml(_config(tmp_path / "f.yaml", tmp_path / "s", experiment="datasets"))
 
 
 @pytest.mark.parametrize("name,domain,rows,tasks,learners", [
@@ -197,3 +209,13 @@ def test_the_shipped_replication_configs_validate(name, domain, rows, tasks, lea
     if domain:
         assert {c.domain for c in runs} == {domain} and {c.steps for c in runs} == {100_000}
         assert {c.seed for c in runs} == {0, 1}
+
+
+def test_the_second_walker_experiment_shares_the_first_ones_datasets():
+    """replicate_small_more.yaml trains other learners on replicate_small.yaml's collection: same root and grid."""
+    from bex.cluster.replicate import ReplicateConfig
+
+    a = ReplicateConfig.from_yaml("tune_configs/replicate_small.yaml")
+    b = ReplicateConfig.from_yaml("tune_configs/replicate_small_more.yaml")
+    assert (a.name, a.storage, a.collect) == (b.name, b.storage, b.collect)
+    assert a.experiment != b.experiment and set(b.sweep().learners) == {"crr", "cql", "td3_bst"}
