@@ -5,7 +5,7 @@ without importing torch.
 """
 from __future__ import annotations
 
-from typing import Any
+from bex.core.lazy import lazy_getattr
 
 from .base import Explorer, RandomExplorer
 from .collect import (
@@ -26,14 +26,7 @@ _LAZY = {**dict.fromkeys(["APTAgent", "APTExplorer", "BatchKnnReward", "RecentKn
          **dict.fromkeys(["RNDAgent", "RNDExplorer"], ".rnd"), **dict.fromkeys(["SMMAgent", "SMMExplorer"], ".smm")}
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())
 
 __all__ = ["Explorer", "RandomExplorer", "run_episode", "APTAgent", "APTExplorer", "APTConfig", "BatchKnnReward",
            "WindowKnnReward", "RecentKnnReward", "make_knn_reward", "DDPGConfig", "RNDConfig", "SMMConfig",

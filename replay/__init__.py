@@ -5,7 +5,7 @@ datasets (and every bad-input path of the CLI) start without importing torch.
 """
 from __future__ import annotations
 
-from typing import Any
+from bex.core.lazy import lazy_getattr
 
 from .export import export_npz
 from .reader import DataFile, Dataset, StepArrays, Transitions, transition_rows
@@ -17,14 +17,7 @@ from .writer import DatasetWriter, atomic_write_bytes, check_output_root, partit
 _LAZY = {"Batch": ".batch", "TransitionSampler": ".sampler"}
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())
 
 
 __all__ = ["Batch", "export_npz", "DataFile", "Dataset", "StepArrays", "Transitions", "transition_rows",

@@ -180,3 +180,22 @@ def test_the_wheel_installs_the_bex_namespace_only(tmp_path):
                        env={**os.environ, "PYTHONPATH": str(target)})
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip().startswith(str(target)), r.stdout  # the wheel's copy, not the checkout's
+
+
+def test_checking_a_collection_config_or_a_dataset_does_not_import_torch(tmp_path):
+    """The CLI's input checks start without torch (its agents and batches load on first use)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from bex.actors.collect import CollectConfig\n"
+            "from bex.replay import Dataset\n"
+            f"CollectConfig(out={str(tmp_path / 'd')!r}, explorer='apt', objective='be', param=0.5).validate()\n"
+            "assert 'torch' not in sys.modules, 'torch imported by a config check'\n"
+            "import bex.actors, bex.replay\n"
+            "assert bex.replay.Batch.__module__ == 'bex.replay.batch' and 'torch' in sys.modules\n"
+            "assert bex.actors.APTAgent.__name__ == 'APTAgent'\n"
+            "try:\n    bex.actors.NoSuchName\nexcept AttributeError as e:\n    print('OK', e)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "OK module 'bex.actors' has no attribute 'NoSuchName'" in r.stdout
