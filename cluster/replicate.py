@@ -339,30 +339,31 @@ def write_analysis(cfg: ReplicateConfig, exp: Path, rep: dict) -> dict:
 
 def prior_seconds(cfg: ReplicateConfig, todo) -> dict[str, float]:
     """Each stage's projected seconds before it runs (:mod:`.projection`'s measured unit costs); the offline
-    sweep has one trial per collection run (partition) × task × learner × seed × hyperparameter combination."""
+    sweep has one trial per training dataset (a dataset row, or each collection run with ``train_on:
+    each_seed``) × task × learner × seed × hyperparameter combination."""
     import math
     import os
     from types import SimpleNamespace
 
     cpus = os.cpu_count() or 1
     grid, sweep = cfg.grid(), cfg.sweep()
+    runs = grid.runs_()
+    datasets = len(runs) if cfg.train_on == "each_seed" else len({(c.domain, c.partition_objective,
+                                                                      c.partition_param) for c in runs})
     trials = []
     for learner in sweep.learners:
         combos = math.prod(len(v) for v in sweep.grid.get(learner, {}).values() if isinstance(v, list)) or 1
         one = SimpleNamespace(learner=learner, preset=sweep.preset, steps=sweep.steps, eval_every=sweep.eval_every,
                               eval_episodes=sweep.eval_episodes, learner_config=sweep.learner_config.get(learner, {}))
-        runs = grid.runs_()
-        datasets = len(runs) if cfg.train_on == "each_seed" else len({(c.domain, c.partition_objective,
-                                                                          c.partition_param) for c in runs})
         trials += [one] * (datasets * len(sweep.tasks) * len(sweep.seeds) * combos)
     cov = cfg.coverage_config()
     slots = min(cpus, grid.max_concurrent_runs or len(todo) or 1)
-    rows = sum(c.steps for c in grid.runs_())
+    rows = sum(c.steps for c in runs)
     trial_slots = min(cpus, sweep.max_concurrent_trials or cpus)
     return {"collect": collect_seconds(todo, slots),
             "relabel": rows * len(sweep.tasks) * COST["relabel_row"] / cpus,
             "offline": offline_seconds(trials, trial_slots),
-            "coverage + report": len(grid.runs_()) * min(cov.max_states or rows, rows) * COST["coverage_state"],
+            "coverage + report": len(runs) * min(cov.max_states or rows, rows) * COST["coverage_state"],
             "results": 5.0}
 
 
