@@ -34,7 +34,7 @@ COST = {
 STAGES = ("collect", "relabel", "offline", "coverage + report", "results")
 
 
-def _fmt(seconds: float) -> str:
+def fmt_duration(seconds: float) -> str:
     s = int(max(0.0, seconds))
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
@@ -139,8 +139,9 @@ class Projection:
         name = self.current or "-"
         i = STAGES.index(self.current) + 1 if self.current in STAGES else 0
         elapsed = self.clock() - self.started if self.current else 0.0
-        return (f"[replicate {i}/{len(STAGES)}] {name} {100 * self.fraction:.1f}% ({_fmt(elapsed)} in stage) · "
-                f"projected left: stage {_fmt(self.stage_left())}, all {_fmt(self.left())}")
+        return (f"[replicate {i}/{len(STAGES)}] {name} {100 * self.fraction:.1f}% ({fmt_duration(elapsed)} in stage) · "
+                f"projected left: stage {fmt_duration(self.stage_left())}, all {fmt_duration(self.left())}")
 
 
-__all__ = ["COST", "STAGES", "Projection", "collect_seconds", "step_seconds", "offline_seconds", "update_seconds"]
+__all__ = ["COST", "STAGES", "Projection", "collect_seconds", "fmt_duration", "step_seconds", "offline_seconds",
+           "update_seconds"]

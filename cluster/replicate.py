@@ -48,7 +48,7 @@ from bex.replay import atomic_write_bytes
 from bex.replay.coverage import CoverageConfig
 
 from .collect_grid import CollectGrid
-from .projection import COST, STAGES, Projection, _fmt, collect_seconds, offline_seconds, step_seconds
+from .projection import COST, STAGES, Projection, collect_seconds, fmt_duration, offline_seconds, step_seconds
 from .sweep import SweepConfig
 from .train import check_experiment_name
 from .yamlconf import load_yaml
@@ -205,7 +205,7 @@ def run_replication(cfg: ReplicateConfig, resume: bool = False,
         def stage(i: int, detail: str) -> None:
             proj.start(STAGES[i])
             say(f"[replicate {i + 1}/{len(STAGES)}] {STAGES[i]}: {detail} "
-                f"({sum(proj.done.values()):.0f} s so far; projected left {_fmt(proj.left())})")
+                f"({sum(proj.done.values()):.0f} s so far; projected left {fmt_duration(proj.left())})")
 
         stage(0, f"{len(todo)} of {len(runs)} runs to collect -> {grid.out}")
         if todo:
@@ -262,7 +262,7 @@ def run_replication(cfg: ReplicateConfig, resume: bool = False,
         say(f"[replicate] done in {time.perf_counter() - t_all:.0f} s: {cfg.output('results', '.md')}, "
             f"{cfg.output('report', '.html')}; "
             f"time in each stage over every run of this root: "
-            + ", ".join(f"{k} {_fmt(v)}" for k, v in total.items()))
+            + ", ".join(f"{k} {fmt_duration(v)}" for k, v in total.items()))
         return {"root": str(root), "plan": plan, "trials": len(trials), "complete": out["complete"],
                 "stage_wall_s": {k: round(v, 1) for k, v in proj.done.items()},
                 "stage_wall_total_s": {k: round(v, 1) for k, v in total.items()}, "report": rep["out"],
