@@ -440,13 +440,15 @@ def distill(dataset: Path = typer.Option(..., "--dataset", help="source dataset 
 def replicate(config: Path = typer.Option(..., "--config", help="tune_configs/replicate_*.yaml"),
               resume: bool = typer.Option(False, "--resume", help="continue an interrupted replication")):
     """Collect, relabel, train, measure coverage and report: the paper's comparison in one resumable command."""
-    from .replicate import ReplicateConfig, run_replication
+    from .replicate import ReplicateConfig, TrialsFailed, run_replication
 
     try:
         cfg = ReplicateConfig.from_yaml(config)
         res = run_replication(cfg, resume=resume, say=lambda m: typer.echo(m, err=True))
     except (ValueError, FileNotFoundError) as e:
         fail(str(e))
+    except TrialsFailed as e:
+        fail(str(e), code=1)
     if res.get("terminated"):
         return  # main() reports the SIGTERM (exit 143)
     typer.echo(res.pop("markdown"))

@@ -243,11 +243,13 @@ def run_replication(cfg: ReplicateConfig, resume: bool = False,
         atomic_write_bytes(exp / OFFLINE_RECORD, json.dumps({k: settings[k] for k in ("offline", "train_on")},
                                                             indent=2, sort_keys=True).encode())
         with _watch(lambda: proj.update(*offline_progress(exp, trials))):
-            run_trials(trials, name=cfg.experiment, storage=str(root), resources=sweep.resources,
-                       max_concurrent=sweep.max_concurrent_trials, max_failures=sweep.max_failures, resume=restore)
+            grid = run_trials(trials, name=cfg.experiment, storage=str(root), resources=sweep.resources,
+                              max_concurrent=sweep.max_concurrent_trials, max_failures=sweep.max_failures,
+                              resume=restore)
         _finish(proj, root, cfg.experiment)
         if TERMINATED.is_set():  # Tune stopped on SIGTERM and saved its state: stop here, --resume continues
             return stopped
+        check_trials(grid, exp)
 
         stage(3, "coverage of every dataset row (cached) and the page")
         rep = build_report([exp], cfg.output("report", ".html"), cfg.coverage_config(), random_episodes=5)
@@ -271,6 +273,21 @@ def run_replication(cfg: ReplicateConfig, resume: bool = False,
     finally:  # a stage left by SIGTERM (SystemExit) or an error still adds its time to the root's total
         if proj.current is not None:
             _finish(proj, root, cfg.experiment)
+
+class TrialsFailed(RuntimeError):
+    """Trials of the offline stage ended in an error: the replication stops before tables are made of them."""
+
+
+def check_trials(grid, exp: Path) -> None:
+    """Raise :class:`TrialsFailed` (one line: how many, the first error's last line, where to read it) when
+    any trial of the offline stage errored; ``--resume`` retries errored trials (``resume_errored``)."""
+    failed = [r for r in grid if r.error is not None]
+    if failed:
+        first = str(failed[0].error).strip().splitlines() or [type(failed[0].error).__name__]
+        where = Path(failed[0].path).name if failed[0].path else "?"
+        raise TrialsFailed(f"{len(failed)} of {len(grid)} offline trials failed (first, {where}: {first[-1]}); "
+                           f"their errors are in {exp}/*/error.txt; after a fix, --resume retries them")
+
 
 TIMES = "_bex_replicate_times.json"
 

@@ -31,8 +31,15 @@ from typing import Any
 from bex.core import PRESET_NAMES, ConfigBase, param
 from bex.learners.trial import TrialConfig
 
+from .storage import is_uri
 from .train import check_experiment_name
 from .yamlconf import load_yaml
+
+
+def _absolute(path: str | Path) -> str:
+    """A local path made absolute (URIs as they are): Tune runs each trial in its own directory, so a path
+    relative to the driver's working directory would name nothing there."""
+    return str(path) if is_uri(str(path)) else str(Path(path).resolve())
 
 
 @dataclass(frozen=True)
@@ -141,10 +148,10 @@ class SweepConfig(ConfigBase):
             keys = sorted(grid)
             for values in itertools.product(*(grid[k] if isinstance(grid[k], list) else [grid[k]] for k in keys)):
                 overrides = dict(self.learner_config.get(learner, {}), **dict(zip(keys, values)))
-                if learner == "distill" and overrides.get("teacher"):  # trials run in their own directory
-                    overrides["teacher"] = str(Path(overrides["teacher"]).resolve())
+                if learner == "distill" and overrides.get("teacher"):
+                    overrides["teacher"] = _absolute(overrides["teacher"])
                 out.append(TrialConfig.from_dict(dict(
-                    dataset=str(path), filters=filters, task=f"{d}_{t}", learner=learner, preset=self.preset,
+                    dataset=_absolute(path), filters=filters, task=f"{d}_{t}", learner=learner, preset=self.preset,
                     learner_config=overrides, steps=self.steps, eval_every=self.eval_every,
                     eval_episodes=self.eval_episodes, report_every=self.report_every, seed=int(seed),
                     device=self.device, label=label)))

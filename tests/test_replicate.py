@@ -219,3 +219,20 @@ def test_the_second_walker_experiment_shares_the_first_ones_datasets():
     b = ReplicateConfig.from_yaml("tune_configs/replicate_small_more.yaml")
     assert (a.name, a.storage, a.collect) == (b.name, b.storage, b.collect)
     assert a.experiment != b.experiment and set(b.sweep().learners) == {"crr", "cql", "td3_bst"}
+
+
+def test_failed_offline_trials_stop_the_replication_with_one_line(tmp_path):
+    """A replication whose trials errored (e.g. a dataset path they cannot see) must not tabulate them."""
+    from types import SimpleNamespace
+
+    from bex.cluster.replicate import TrialsFailed, check_trials
+
+    ok = SimpleNamespace(error=None, path=str(tmp_path / "t0"))
+    bad = SimpleNamespace(error=RuntimeError("Traceback ...\nFileNotFoundError: dataset 'x' does not exist"),
+                          path=str(tmp_path / "t1_td3_walker_stand"))
+    check_trials([ok, ok], tmp_path)  # nothing failed: no error
+    with pytest.raises(TrialsFailed) as e:
+        check_trials([ok, bad, bad], tmp_path)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("2 of 3 offline trials failed")
+    assert "t1_td3_walker_stand: FileNotFoundError: dataset 'x' does not exist" in msg and "--resume" in msg

@@ -135,7 +135,7 @@ def test_train_refuses_a_dataset_observed_differently(tmp_path):
     assert not any(store.iterdir())
 
 
-def test_sweep_yaml_validation(walker_data, tmp_path):
+def test_sweep_yaml_validation(walker_data, tmp_path, monkeypatch):
     good = dict(name="s", datasets=[str(walker_data)], tasks=["walker_stand"], learners=["td3", "bc"],
                 seeds=[0, 1], grid={"td3": {"bc_alpha": [0.0, 2.5]}})
     trials = SweepConfig.from_dict(good).trials()
@@ -143,6 +143,10 @@ def test_sweep_yaml_validation(walker_data, tmp_path):
     assert len(trials) == 2 * 3 * 2
     assert {t.label for t in trials} == {"be/0.5", "shannon"}
     assert {t.filters["objective"] for t in trials} == {"be", "shannon"}
+    # a dataset path relative to the driver's directory reaches the trials absolute (they run in their own dir)
+    monkeypatch.chdir(walker_data.parent)
+    rel = SweepConfig.from_dict(dict(good, datasets=[walker_data.name])).trials()
+    assert {t.dataset for t in rel} == {str(walker_data.resolve())}
     for bad, needle in [(dict(good, learnerz=["td3"]), "unknown key(s) ['learnerz']"),
                         (dict(good, learners=["td3", "nope"]), "unknown learner 'nope'"),
                         (dict(good, tasks=["quadruped_walk"]), "no dataset of domain 'quadruped'"),
