@@ -89,6 +89,7 @@ class Projection:
         self.prior = {s: float(prior.get(s, 0.0)) for s in STAGES}
         self.say, self.every, self.clock = say, every, clock
         self.done: dict[str, float] = {}  # finished stages: measured seconds
+        self.share: dict[str, float] = {}  # finished stages: the share of their prior's work done in this run
         self.current: str | None = None
         self.fraction = 0.0
         self.started = self._said = 0.0
@@ -96,10 +97,13 @@ class Projection:
     def start(self, stage: str) -> None:
         self.current, self.fraction, self.started = stage, 0.0, self.clock()
 
-    def finish(self) -> float:
+    def finish(self, share: float = 1.0) -> float:
+        """End the current stage; ``share``: how much of its prior's work this run did (a relabel whose reward
+        caches mostly existed did little of it), so that ``scale`` compares like with like."""
         wall = self.clock() - self.started
         if self.current is not None:
             self.done[self.current] = wall
+            self.share[self.current] = share
         self.current = None
         return wall
 
@@ -116,9 +120,11 @@ class Projection:
             self.say(self.line())
 
     def scale(self) -> float:
-        """measured / prior over the finished stages that had work (1 before any)."""
-        meas = sum(w for s, w in self.done.items() if w > 0)
-        pri = sum(self.prior[s] for s, w in self.done.items() if w > 0)
+        """measured / prior over the finished stages that had work, each prior times the share of its work done
+        in this run (1 before any)."""
+        worked = [s for s, w in self.done.items() if w > 0 and self.share.get(s, 1.0) > 0]
+        meas = sum(self.done[s] for s in worked)
+        pri = sum(self.prior[s] * self.share.get(s, 1.0) for s in worked)
         return meas / pri if meas > 0 and pri > 0 else 1.0
 
     def stage_left(self) -> float:

@@ -227,10 +227,12 @@ def run_replication(cfg: ReplicateConfig, resume: bool = False,
             return stopped
 
         stage(1, f"tasks {sweep.tasks}")
+        computed = rows = 0
         for i, task in enumerate(sweep.tasks):
-            relabel(grid.out, task, map_fn=ray_map())
+            r = relabel(grid.out, task, map_fn=ray_map())
+            computed, rows = computed + r["computed_rows"], rows + r["rows"]
             proj.update(i + 1, len(sweep.tasks))
-        _finish(proj, root, cfg.experiment)
+        _finish(proj, root, cfg.experiment, share=computed / rows if rows else 0.0)
 
         trials = per_partition_trials(sweep) if cfg.train_on == "each_seed" else sweep.trials()
         exp = root / cfg.experiment
@@ -242,11 +244,12 @@ def run_replication(cfg: ReplicateConfig, resume: bool = False,
         settings = json.loads(json.dumps(cfg.to_dict(), default=str))
         atomic_write_bytes(exp / OFFLINE_RECORD, json.dumps({k: settings[k] for k in ("offline", "train_on")},
                                                             indent=2, sort_keys=True).encode())
+        steps0, planned = offline_progress(exp, trials)  # a resumed sweep's earlier steps are not this run's work
         with _watch(lambda: proj.update(*offline_progress(exp, trials))):
             grid = run_trials(trials, name=cfg.experiment, storage=str(root), resources=sweep.resources,
                               max_concurrent=sweep.max_concurrent_trials, max_failures=sweep.max_failures,
                               resume=restore)
-        _finish(proj, root, cfg.experiment)
+        _finish(proj, root, cfg.experiment, share=1 - min(steps0, planned) / planned if planned else 0.0)
         if TERMINATED.is_set():  # Tune stopped on SIGTERM and saved its state: stop here, --resume continues
             return stopped
         check_trials(grid, exp)
@@ -300,13 +303,13 @@ def stage_times(root: Path) -> dict[str, float]:
         return {}
 
 
-def _finish(proj: Projection, root: Path, experiment: str = "offline") -> None:
+def _finish(proj: Projection, root: Path, experiment: str = "offline", share: float = 1.0) -> None:
     """End the current stage and add its wall time to the root's running total (``_bex_replicate_times.json``;
     the stages after relabelling of an experiment other than ``offline`` are keyed ``stage [experiment]``)."""
     stage = proj.current
     if experiment != "offline" and stage not in ("collect", "relabel"):
         stage = f"{stage} [{experiment}]"
-    wall = proj.finish()
+    wall = proj.finish(share)
     total = stage_times(root)
     total[stage] = total.get(stage, 0.0) + wall
     atomic_write_bytes(root / TIMES, json.dumps(total, indent=1).encode())

@@ -127,6 +127,20 @@ def test_projected_time_left_uses_priors_then_measured_rates():
     assert p.scale() == 2.0 and p.left() == 2 * 2160
     p.skip("relabel")  # nothing to do: neither counted as work nor as time
     assert p.scale() == 2.0 and p.left() == 2 * 2060
+    # a stage that did a quarter of its prior's work (resumed) in 100 s: (2100 + 100) / (1000 + 0.25 × 2000)
+    now[0] = 0.0
+    q = Projection({"collect": 1000, "relabel": 100, "offline": 2000, "coverage + report": 50, "results": 10},
+                   say=lines.append, every=30, clock=lambda: now[0])
+    q.start("collect"), q.update(1, 1)
+    now[0] = 2100.0
+    q.finish()
+    q.start("offline")
+    now[0] = 2200.0
+    q.finish(share=0.25)
+    assert q.scale() == 2200 / 1500
+    q.start("relabel")
+    q.finish(share=0.0)  # every cache existed: a few seconds that say nothing of the machine's speed
+    assert q.scale() == 2200 / 1500 and q.left() == 2200 / 1500 * 60
 
 
 def test_prior_of_the_small_replication_counts_its_work():
