@@ -92,10 +92,11 @@ class Projection:
         self.share: dict[str, float] = {}  # finished stages: the share of their prior's work done in this run
         self.current: str | None = None
         self.fraction = 0.0
+        self.base = 0.0  # the current stage's fraction done before this run (a resumed sweep)
         self.started = self._said = 0.0
 
     def start(self, stage: str) -> None:
-        self.current, self.fraction, self.started = stage, 0.0, self.clock()
+        self.current, self.fraction, self.base, self.started = stage, 0.0, 0.0, self.clock()
 
     def finish(self, share: float = 1.0) -> float:
         """End the current stage; ``share``: how much of its prior's work this run did (a relabel whose reward
@@ -110,6 +111,11 @@ class Projection:
     def skip(self, stage: str) -> None:
         """A stage with nothing to do (complete before this run)."""
         self.done[stage] = 0.0
+
+    def resumed_at(self, done: float, total: float) -> None:
+        """The current stage starts with ``done`` of ``total`` units already done (by an earlier run): its rate
+        counts only the work done after this."""
+        self.fraction = self.base = min(1.0, max(0.0, done / total)) if total > 0 else 1.0
 
     def update(self, done: float, total: float) -> None:
         """The current stage has done ``done`` of ``total`` units; prints the line at most every ``every`` s."""
@@ -131,9 +137,9 @@ class Projection:
         if self.current is None:
             return 0.0
         elapsed = self.clock() - self.started
-        f = self.fraction
-        if f >= 0.02 and elapsed >= 20:
-            return elapsed * (1 - f) / f
+        f, ran = self.fraction, self.fraction - self.base  # a resumed stage's rate counts this run's work only
+        if ran >= 0.02 and elapsed >= 20:
+            return elapsed * (1 - f) / ran
         return max(0.0, self.prior[self.current] * self.scale() * (1 - f))
 
     def left(self) -> float:

@@ -245,6 +245,7 @@ def run_replication(cfg: ReplicateConfig, resume: bool = False,
         atomic_write_bytes(exp / OFFLINE_RECORD, json.dumps({k: settings[k] for k in ("offline", "train_on")},
                                                             indent=2, sort_keys=True).encode())
         steps0, planned = offline_progress(exp, trials)  # a resumed sweep's earlier steps are not this run's work
+        proj.resumed_at(steps0, planned)
         with _watch(lambda: proj.update(*offline_progress(exp, trials))):
             grid = run_trials(trials, name=cfg.experiment, storage=str(root), resources=sweep.resources,
                               max_concurrent=sweep.max_concurrent_trials, max_failures=sweep.max_failures,

@@ -141,6 +141,13 @@ def test_projected_time_left_uses_priors_then_measured_rates():
     q.start("relabel")
     q.finish(share=0.0)  # every cache existed: a few seconds that say nothing of the machine's speed
     assert q.scale() == 2200 / 1500 and q.left() == 2200 / 1500 * 60
+    # a resumed stage that starts at 80 %: its rate counts this run's work (84 − 80 % in 40 s → 1 %/10 s), not
+    # 84 % in 40 s (which said 'stage 0:00:08' on the walker replication's resume)
+    q.start("coverage + report")
+    q.resumed_at(80, 100)
+    now[0] += 40
+    q.update(84, 100)
+    assert q.stage_left() == pytest.approx(40 * 0.16 / 0.04)
 
 
 def test_prior_of_the_small_replication_counts_its_work():
