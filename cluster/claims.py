@@ -109,8 +109,16 @@ def coverage_verdict(a: dict, b: dict) -> str:
     return "inconclusive at this scale"
 
 
+def finite_figure(cov: dict[str, dict], row: str, figure: str) -> dict | None:
+    """``row``'s coverage ``figure`` when it has a finite value (a BE estimate with alpha > 1 is -inf, stored as
+    null, when some state's k-NN density exceeds 1; a ``maps`` entry has no value)."""
+    f = cov.get(row, {}).get(figure)
+    ok = isinstance(f, dict) and isinstance(f.get("value"), (int, float)) and np.isfinite(f["value"])
+    return f if ok else None
+
+
 def best_coverage(cov: dict[str, dict], rows: Sequence[str], figure: str) -> tuple[str, dict] | None:
-    have = [r for r in rows if isinstance(cov.get(r, {}).get(figure), dict)]
+    have = [r for r in rows if finite_figure(cov, r, figure)]
     if not have:
         return None
     r = max(have, key=lambda x: cov[x][figure]["value"])
@@ -134,7 +142,7 @@ def statistic_picks_alpha(tab: dict, cov: dict[str, dict], fam: str, figures: Se
     tasks = sorted({c.split(" ", 1)[0] for c in tab["cols"]})
     out = []
     for fig in figures:
-        have = [r for r in rows if isinstance(cov.get(r, {}).get(fig), dict)]
+        have = [r for r in rows if finite_figure(cov, r, fig)]
         if len(have) < 2:
             continue
         pick = max(have, key=lambda r: cov[r][fig]["value"])
@@ -194,7 +202,7 @@ def claims(tab: dict, cov_rows: Sequence[dict], figure: str = "shannon", volume:
                             "verdict": coverage_verdict(mine[1], theirs[1]),
                             "evidence": f"{_fmt_fig(mine[0], mine[1])} vs {_fmt_fig(theirs[0], theirs[1])}"})
         alphas = sorted((r for r in be if alpha_of(r) is not None), key=alpha_of)
-        if len(alphas) >= 2 and all(isinstance(cov.get(r, {}).get(figure), dict) for r in alphas):
+        if len(alphas) >= 2 and all(finite_figure(cov, r, figure) for r in alphas):
             figs = [cov[r][figure] for r in alphas]
             ordered = all(coverage_verdict(a, b) == "held" for a, b in zip(figs, figs[1:]))
             reversed_ = any(coverage_verdict(a, b) == "not held" for a, b in zip(figs, figs[1:]))

@@ -90,3 +90,18 @@ def test_claims_over_a_small_table_and_the_alpha_questions():
     picks = statistic_picks_alpha(tab, {r["dataset"]: r for r in cov}, "be", ["shannon"])
     assert picks == [{"figure": "shannon", "task": "walker_stand", "picked": 0.5, "best": 0.5, "agree": True},
                      {"figure": "shannon", "task": "walker_walk", "picked": 0.5, "best": 0.5, "agree": True}]
+
+
+def test_figures_without_a_finite_value_are_left_out_of_the_alpha_questions():
+    """The walker replication's coverage stores BE α ≥ 2 as null (−∞: some states' k-NN density exceeds 1) and a
+    ``maps`` entry without a value; open question 4 skips them instead of comparing None with None."""
+    tab = _tab({("be/0.5", A): [500, 520], ("be/5.0", A): [200, 210]})
+    cov = {"be/0.5": {"shannon": _fig(3.0), "be_alpha5": {"value": None, "lo": None, "hi": None},
+                      "maps": {"tsne": "x"}},
+           "be/5.0": {"shannon": _fig(1.0), "be_alpha5": {"value": None, "lo": None, "hi": None},
+                      "maps": {"tsne": "y"}}}
+    picks = statistic_picks_alpha(tab, cov, "be", ["shannon", "be_alpha5", "maps"])
+    assert picks == [{"figure": "shannon", "task": "walker_stand", "picked": 0.5, "best": 0.5, "agree": True}]
+    cov["be/5.0"]["be_alpha5"] = _fig(float("-inf"))  # −∞ is not a coverage figure either
+    cov["be/0.5"]["be_alpha5"] = _fig(2.0)
+    assert [p["figure"] for p in statistic_picks_alpha(tab, cov, "be", ["be_alpha5"])] == []
