@@ -109,6 +109,9 @@ def coverage_verdict(a: dict, b: dict) -> str:
     return "inconclusive at this scale"
 
 
+LOWER_IS_BETTER = frozenset({"near_static"})  # coverage figures where a smaller value means broader data
+
+
 def finite_figure(cov: dict[str, dict], row: str, figure: str) -> dict | None:
     """``row``'s coverage ``figure`` when it has a finite value (a BE estimate with alpha > 1 is -inf, stored as
     null, when some state's k-NN density exceeds 1; a ``maps`` entry has no value)."""
@@ -135,7 +138,8 @@ def alpha_of(row: str) -> float | None:
 def statistic_picks_alpha(tab: dict, cov: dict[str, dict], fam: str, figures: Sequence[str]) -> list[dict]:
     """Open question 4: per task, does the α that maximises a pre-training statistic have the best return?
 
-    For each figure and task: the α of family ``fam`` with the highest figure, the α with the highest mean
+    For each figure and task: the α of family ``fam`` with the highest figure (lowest for the near-static
+    fraction, where less is broader), the α with the highest mean
     return over the task's columns, and whether they agree.
     """
     rows = [r for r in rows_of(tab, fam) if alpha_of(r) is not None]
@@ -145,7 +149,8 @@ def statistic_picks_alpha(tab: dict, cov: dict[str, dict], fam: str, figures: Se
         have = [r for r in rows if finite_figure(cov, r, fig)]
         if len(have) < 2:
             continue
-        pick = max(have, key=lambda r: cov[r][fig]["value"])
+        better = min if fig in LOWER_IS_BETTER else max
+        pick = better(have, key=lambda r: cov[r][fig]["value"])
         for t in tasks:
             cols = [c for c in full_columns(tab, have) if c.startswith(t + " ")]
             if not cols:

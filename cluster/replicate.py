@@ -346,10 +346,17 @@ def write_analysis(cfg: ReplicateConfig, exp: Path, rep: dict) -> dict:
     else:
         lines.append("Not computed (fewer than 3 datasets with coverage).")
     lines += ["", "## Open question 4: does a pre-training statistic pick a good α?", "",
-              "| BE mode | figure | task | α it picks | α with the best return | agree |", "|---|---|---|---|---|---|"]
+              "Per BE mode and coverage figure: the α whose dataset has the broadest figure, against the α "
+              "whose dataset has the best mean return on each task.", ""]
+    tasks = sorted({p["task"] for rows in picks.values() for p in rows})
+    lines += ["| BE mode | figure | α it picks | " + " | ".join(f"best α: {t}" for t in tasks) + " | agree |",
+              "|---|---|---|" + "---|" * len(tasks) + "---|"]
     for fam, rows in picks.items():
-        lines += [f"| {fam} | {p['figure']} | {p['task']} | {p['picked']:g} | {p['best']:g} | "
-                  f"{'yes' if p['agree'] else 'no'} |" for p in rows]
+        for fig in dict.fromkeys(p["figure"] for p in rows):
+            mine = {p["task"]: p for p in rows if p["figure"] == fig}
+            lines.append(f"| {fam} | {fig} | {next(iter(mine.values()))['picked']:g} | "
+                         + " | ".join(f"{mine[t]['best']:g}" if t in mine else "–" for t in tasks)
+                         + f" | {sum(p['agree'] for p in mine.values())}/{len(mine)} |")
     md = "\n".join(lines) + "\n"
     atomic_write_bytes(cfg.output("analysis", ".md"), md.encode())
     data = {"claims": [{k: v for k, v in c.items() if k != "detail"} for c in res["claims"]], "ranks": res["ranks"],

@@ -105,3 +105,9 @@ def test_figures_without_a_finite_value_are_left_out_of_the_alpha_questions():
     cov["be/5.0"]["be_alpha5"] = _fig(float("-inf"))  # −∞ is not a coverage figure either
     cov["be/0.5"]["be_alpha5"] = _fig(2.0)
     assert [p["figure"] for p in statistic_picks_alpha(tab, cov, "be", ["be_alpha5"])] == []
+
+
+def test_the_near_static_fraction_picks_the_alpha_with_the_fewest_held_poses():
+    tab = _tab({("be/0.5", A): [500, 520], ("be/5.0", A): [200, 210]})
+    cov = {"be/0.5": {"near_static": _fig(0.01, 0.001)}, "be/5.0": {"near_static": _fig(0.2, 0.01)}}
+    assert statistic_picks_alpha(tab, cov, "be", ["near_static"])[0]["picked"] == 0.5
