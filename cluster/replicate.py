@@ -200,7 +200,13 @@ def run_replication(cfg: ReplicateConfig, resume: bool = False,
     grid, sweep = cfg.grid(), cfg.sweep()
     runs = grid.runs_()
     todo = [c for c in runs if not _complete(c)]
-    proj = Projection(prior_seconds(cfg, todo), say=say)
+    _fold_interrupted(root)
+
+    def tick(line: str) -> None:  # every progress line (at most every 30 s) also records the stage's time so far
+        say(line)
+        _checkpoint_time(proj, root, cfg.experiment)
+
+    proj = Projection(prior_seconds(cfg, todo), say=tick)
     try:
         def stage(i: int, detail: str) -> None:
             proj.start(STAGES[i])
@@ -294,26 +300,59 @@ def check_trials(grid, exp: Path) -> None:
 
 
 TIMES = "_bex_replicate_times.json"
+RUNNING = "_running"  # the stage in progress and its seconds so far, rewritten at every progress line
 
 
-def stage_times(root: Path) -> dict[str, float]:
-    """Seconds spent in each stage, summed over every ``bex replicate`` run of this root (pauses excluded)."""
+def _read_times(root: Path) -> dict:
     try:
-        return {k: float(v) for k, v in json.loads((root / TIMES).read_text()).items()}
-    except (OSError, ValueError, AttributeError):
+        raw = json.loads((root / TIMES).read_text())
+        return raw if isinstance(raw, dict) else {}
+    except (OSError, ValueError):
         return {}
 
 
+def stage_times(root: Path) -> dict[str, float]:
+    """Seconds spent in each stage, summed over every ``bex replicate`` run of this root (pauses excluded); a
+    run killed without a chance to finish its stage (SIGKILL, a session's end) counts up to its last progress
+    line (``_running``)."""
+    raw = _read_times(root)
+    total = {k: float(v) for k, v in raw.items() if isinstance(v, (int, float))}
+    run = raw.get(RUNNING)
+    if isinstance(run, dict) and isinstance(run.get("seconds"), (int, float)):
+        total[run["stage"]] = total.get(run["stage"], 0.0) + float(run["seconds"])
+    return total
+
+
+def _stage_key(stage: str, experiment: str) -> str:
+    """The stages after relabelling of an experiment other than ``offline`` are keyed ``stage [experiment]``."""
+    return stage if experiment == "offline" or stage in ("collect", "relabel") else f"{stage} [{experiment}]"
+
+
+def _checkpoint_time(proj: Projection, root: Path, experiment: str) -> None:
+    """Record the current stage's seconds so far, so that a killed run's time is not lost."""
+    if proj.current is None:
+        return
+    raw = _read_times(root)
+    raw[RUNNING] = {"stage": _stage_key(proj.current, experiment), "seconds": proj.clock() - proj.started}
+    atomic_write_bytes(root / TIMES, json.dumps(raw, indent=1).encode())
+
+
 def _finish(proj: Projection, root: Path, experiment: str = "offline", share: float = 1.0) -> None:
-    """End the current stage and add its wall time to the root's running total (``_bex_replicate_times.json``;
-    the stages after relabelling of an experiment other than ``offline`` are keyed ``stage [experiment]``)."""
-    stage = proj.current
-    if experiment != "offline" and stage not in ("collect", "relabel"):
-        stage = f"{stage} [{experiment}]"
+    """End the current stage and add its wall time to the root's running total (``_bex_replicate_times.json``);
+    this run's ``_running`` record is superseded by the stage's wall time."""
+    stage = _stage_key(proj.current, experiment)
     wall = proj.finish(share)
-    total = stage_times(root)
+    raw = _read_times(root)
+    raw.pop(RUNNING, None)
+    total = {k: float(v) for k, v in raw.items() if isinstance(v, (int, float))}
     total[stage] = total.get(stage, 0.0) + wall
     atomic_write_bytes(root / TIMES, json.dumps(total, indent=1).encode())
+
+
+def _fold_interrupted(root: Path) -> None:
+    """At the start of a run: a ``_running`` record left by a killed run becomes part of its stage's total."""
+    if RUNNING in _read_times(root):
+        atomic_write_bytes(root / TIMES, json.dumps(stage_times(root), indent=1).encode())
 
 
 def write_analysis(cfg: ReplicateConfig, exp: Path, rep: dict) -> dict:

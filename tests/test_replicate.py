@@ -257,3 +257,32 @@ def test_failed_offline_trials_stop_the_replication_with_one_line(tmp_path):
     msg = str(e.value)
     assert "\n" not in msg and msg.startswith("2 of 3 offline trials failed")
     assert "t1_td3_walker_stand: FileNotFoundError: dataset 'x' does not exist" in msg and "--resume" in msg
+
+
+def test_a_killed_runs_stage_time_counts_up_to_its_last_progress_line(tmp_path):
+    """The walker replication's first offline run was killed at a session's end after 48 min and its time was
+    lost: progress lines now record the stage's seconds so far, and the next run folds them into the total."""
+    from bex.cluster.projection import Projection
+    from bex.cluster.replicate import _checkpoint_time, _finish, _fold_interrupted, stage_times
+
+    now = [0.0]
+    p = Projection({"offline": 100}, say=lambda _: None, clock=lambda: now[0])
+    p.start("collect")
+    now[0] = 50.0
+    _finish(p, tmp_path)
+    p.start("offline")
+    now[0] = 80.0
+    _checkpoint_time(p, tmp_path, "offline")
+    now[0] = 120.0
+    _checkpoint_time(p, tmp_path, "offline")  # killed here: 70 s of offline recorded
+    assert stage_times(tmp_path) == {"collect": 50.0, "offline": 70.0}
+    _fold_interrupted(tmp_path)  # the next run starts
+    assert json.loads((tmp_path / "_bex_replicate_times.json").read_text()) == {"collect": 50.0, "offline": 70.0}
+    q = Projection({"offline": 100}, say=lambda _: None, clock=lambda: now[0])
+    q.start("offline")
+    now[0] = 130.0
+    _checkpoint_time(q, tmp_path, "more")  # another experiment's stage is keyed apart
+    assert stage_times(tmp_path)["offline [more]"] == 10.0
+    now[0] = 150.0
+    _finish(q, tmp_path, "more")  # the finished stage's wall time replaces its running record
+    assert stage_times(tmp_path) == {"collect": 50.0, "offline": 70.0, "offline [more]": 30.0}
