@@ -365,7 +365,7 @@ def coverage(dirs: List[Path] = typer.Argument(..., help="bex datasets or partit
              out: Path = typer.Option(..., "--out", help="output directory (coverage.json, tsne.png, phate.png)")):
     """k-NN entropies (Shannon, Rényi, BE), volumes and the near-static fraction of datasets, comparable."""
     from bex.replay import atomic_write_bytes
-    from bex.replay.coverage import CoverageConfig, load_state_sets
+    from bex.replay.coverage import CoverageConfig, load_state_sets, null_figures_note
     from bex.replay.coverage import coverage as measure
     from bex.replay.schema import dumps
 
@@ -384,6 +384,9 @@ def coverage(dirs: List[Path] = typer.Argument(..., help="bex datasets or partit
     atomic_write_bytes(out_dir / "coverage.json", dumps({"config": cfg.to_dict(), "datasets": rows}).encode())
     for row in rows:
         typer.echo(json.dumps(row))
+    note = null_figures_note(rows)
+    if note:
+        typer.echo(f"bex: note: {note}", err=True)
 
 
 

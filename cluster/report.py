@@ -43,7 +43,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from bex.replay import atomic_write_bytes
-from bex.replay.coverage import CoverageConfig, figure_names
+from bex.replay.coverage import CoverageConfig, figure_names, null_figures_note
 
 from .results import curve_pngs, read_trials, results_table
 
@@ -282,10 +282,12 @@ def coverage_section(cov: list[dict], maps: dict[str, bytes]) -> str:
                     f'{html.escape(row["dataset"])}</td><td>{row["states"]}</td>{cells}</tr>')
     imgs = "".join(_img(png, f"shared {m} map") for m, png in sorted(maps.items()))
     space = html.escape(str(cov[0].get("space", "?")))
+    note = null_figures_note(cov)
+    nulls = f'<p class="note">–: {html.escape(note)}.</p>' if note else ""
     return (f'<h2>Coverage</h2><p class="note">k-NN figures of equal-size samples ({cov[0]["states"]} states '
             f'each) z-scored with statistics pooled over the compared datasets, in {space} space; '
             f'value [95 % subsampling interval]. Definitions: docs/coverage.md.</p>'
-            f'<table id="coverage-table"><tr>{head}</tr>{"".join(body)}</table>{imgs}')
+            f'<table id="coverage-table"><tr>{head}</tr>{"".join(body)}</table>{nulls}{imgs}')
 
 
 def results_section(tab: dict, random_ret: dict, curves: dict[str, bytes], agg: dict, agg_png: bytes | None) -> str:

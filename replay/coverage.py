@@ -146,6 +146,30 @@ def _figures(z: np.ndarray, cfg: CoverageConfig, cells: Callable[[np.ndarray], f
     return out
 
 
+def null_figures_note(rows: Sequence[dict]) -> str | None:
+    """One sentence naming the figures that are null (non-finite) for some datasets, and why, or None.
+
+    In a high-dimensional space some states' k-NN density exceeds 1, where differential BE is not real-valued
+    and the plug-in with the odd extension overflows for alpha > 1 (the walker replication: every APT dataset
+    in 18-D physics space); a singular covariance makes ``volume_logdet`` null.
+    """
+    nulls = {}
+    for row in rows:
+        for k, v in row.items():
+            if isinstance(v, dict) and "value" in v and v["value"] is None:
+                nulls[k] = nulls.get(k, 0) + 1
+    if not nulls:
+        return None
+    names = ", ".join(f"{k} ({c} of {len(rows)})" for k, c in nulls.items())
+    why = []
+    if any(k.startswith("be_alpha") for k in nulls):
+        why.append("a BE estimate overflows where some states' k-NN density exceeds 1 (BE is real-valued only "
+                   "where f <= 1)")
+    if "volume_logdet" in nulls:
+        why.append("a singular covariance has no log-determinant")
+    return f"null figures: {names}" + (f"; {'; '.join(why)}" if why else "") + " (docs/coverage.md)"
+
+
 def _interval(value: float, dev: np.ndarray) -> dict:
     """``{"value", "lo", "hi"}``; a non-finite figure (a degenerate covariance) is ``None`` throughout."""
     if not math.isfinite(value) or not np.all(np.isfinite(dev)):

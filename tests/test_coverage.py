@@ -63,6 +63,26 @@ def test_near_static_fraction_counts_held_states():
     assert row["near_static"]["value"] == pytest.approx(0.3, abs=0.01)
 
 
+def test_be_figures_of_tightly_packed_states_are_null_and_named_in_one_note():
+    """Held poses (k-NN density far above 1 after z-scoring) make BE at α 5 overflow to a null figure, as on the
+    walker replication's physics states; a spread-out set keeps it finite, and the note names the figure, how
+    many datasets it is null for, and why."""
+    from bex.replay.coverage import null_figures_note
+
+    rng = np.random.default_rng(5)
+    spread = rng.normal(size=(600, 6))
+    held = np.concatenate([rng.normal(size=(500, 6)),
+                           np.repeat(rng.normal(size=(2, 6)), 50, axis=0) + rng.normal(scale=1e-5, size=(100, 6))])
+    rows = coverage([StateSet("spread", spread), StateSet("held", held)],
+                    CoverageConfig(qs=(), alphas=(0.9, 5.0), replicates=3))
+    by = {r["dataset"]: r for r in rows}
+    assert by["held"]["be_alpha5"]["value"] is None and math.isfinite(by["spread"]["be_alpha5"]["value"])
+    assert by["held"]["be_alpha0.9"]["value"] is not None  # α < 1 stays finite (if large)
+    note = null_figures_note(rows)
+    assert note.startswith("null figures: be_alpha5 (1 of 2)") and "k-NN density exceeds 1" in note
+    assert null_figures_note([by["spread"]]) is None
+
+
 def _dataset(root, domain, task, objective="random"):
     from bex.replay import DatasetWriter
     from tests.helpers import collect_episode
