@@ -35,7 +35,7 @@ its files are ``results_<experiment>.md``, ``analysis_<experiment>.md`` and
 from __future__ import annotations
 
 import json
-import shutil
+import math
 import threading
 import time
 from contextlib import contextmanager
@@ -117,6 +117,9 @@ class ReplicateConfig(ConfigBase):
         runs = self.grid().runs_()
         sweep = self.sweep()
         domains = {r.domain for r in runs}
+        if len(domains) > 1:  # rows are labelled objective[/param]: a row would pool two domains' coverage
+            raise ValueError(f"collect.domains {sorted(domains)}: a replication compares datasets of one domain "
+                             f"(its rows, coverage and claims are per dataset); write one config per domain")
         for t in sweep.tasks:
             d, _ = parse_task(t)
             if d not in domains:
@@ -219,16 +222,21 @@ def run_replication(cfg: ReplicateConfig, resume: bool = False,
             weight = [step_seconds(c) for c in todo]  # a recent-mode step costs ~3 batch-mode steps
 
             before: list[float] = []  # steps a resumed run had already collected: not this run's rate
+            work = [0.0]  # the stage's whole cost (weighted steps), the prior's unit
 
             def progress(rows: list[dict]) -> None:
                 show(rows)  # one row per run of `todo`, in order: the stage's fraction weighs steps by their cost
                 done = sum(w * r["steps"] for w, r in zip(weight, rows))
+                work[0] = sum(w * r["total"] for w, r in zip(weight, rows))
                 if not before:
                     before.append(sum(w * r.get("resumed_from", 0) for w, r in zip(weight, rows)))
-                proj.update(done - before[0], sum(w * r["total"] for w, r in zip(weight, rows)) - before[0])
+                proj.update(done - before[0], work[0] - before[0])
 
             run_collections(todo, resume=True, progress=progress, max_concurrent_runs=grid.max_concurrent_runs)
-        _finish(proj, root, cfg.experiment)
+            # the prior counted every step of the unfinished runs; this run did those after `before`
+            _finish(proj, root, cfg.experiment, share=1 - before[0] / work[0] if before and work[0] else 1.0)
+        else:
+            _finish(proj, root, cfg.experiment)
         if TERMINATED.is_set():  # the collection stopped on SIGTERM (checkpointed): --resume continues
             return stopped
 
@@ -267,7 +275,7 @@ def run_replication(cfg: ReplicateConfig, resume: bool = False,
 
         stage(4, "Table 1 and the paper's claims")
         out = write_results(exp)
-        shutil.copyfile(out["md"], cfg.output("results", ".md"))
+        atomic_write_bytes(cfg.output("results", ".md"), Path(out["md"]).read_bytes())
         write_analysis(cfg, exp, rep)
         _finish(proj, root, cfg.experiment)
         total = stage_times(root)
@@ -400,15 +408,26 @@ def write_analysis(cfg: ReplicateConfig, exp: Path, rep: dict) -> dict:
     atomic_write_bytes(cfg.output("analysis", ".md"), md.encode())
     data = {"claims": [{k: v for k, v in c.items() if k != "detail"} for c in res["claims"]], "ranks": res["ranks"],
             "aggregates": rep.get("aggregates"), "rank_correlation": corr, "alpha_picks": picks}
-    atomic_write_bytes(cfg.output("analysis", ".json"), json.dumps(data, indent=1, default=str).encode())
+    atomic_write_bytes(cfg.output("analysis", ".json"),
+                       json.dumps(_finite_json(data), indent=1, default=str, allow_nan=False).encode())
     return data
+
+
+def _finite_json(x):
+    """``x`` with every non-finite float as None (strict JSON: a bootstrap over one dataset gives NaN)."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _finite_json(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite_json(v) for v in x]
+    return x
 
 
 def prior_seconds(cfg: ReplicateConfig, todo) -> dict[str, float]:
     """Each stage's projected seconds before it runs (:mod:`.projection`'s measured unit costs); the offline
     sweep has one trial per training dataset (a dataset row, or each collection run with ``train_on:
     each_seed``) × task × learner × seed × hyperparameter combination."""
-    import math
     import os
     from types import SimpleNamespace
 

@@ -111,3 +111,30 @@ def test_the_near_static_fraction_picks_the_alpha_with_the_fewest_held_poses():
     tab = _tab({("be/0.5", A): [500, 520], ("be/5.0", A): [200, 210]})
     cov = {"be/0.5": {"near_static": _fig(0.01, 0.001)}, "be/5.0": {"near_static": _fig(0.2, 0.01)}}
     assert statistic_picks_alpha(tab, cov, "be", ["near_static"])[0]["picked"] == 0.5
+
+
+def test_a_claim_that_holds_only_by_picking_alpha_per_cell_is_repeated_with_alpha_fixed():
+    """Best-of-family: α 0.5 wins stand, α 5 wins walk, so 'BE' beats Shannon in both cells; α 0.5 alone loses
+    walk clearly (−100 ± ~7), so the fixed-α claim is not held."""
+    tab = _tab({("be/0.5", A): [500, 510, 505], ("be/5.0", A): [300, 310, 305], ("shannon", A): [400, 410, 405],
+                ("be/0.5", B): [200, 210, 205], ("be/5.0", B): [400, 410, 405], ("shannon", B): [300, 310, 305]})
+    by = {c["claim"]: c["verdict"] for c in claims(tab, [], reps=300)["claims"]}
+    assert by["BE datasets give higher returns than shannon datasets in every cell"] == "held"
+    assert by["BE α 0.5 alone (no pick) gives higher returns than shannon datasets in every cell"] == "not held"
+    # one BE row: nothing is picked, no repeat
+    one = _tab({k: v for k, v in tab["cells"].items() if k[0] != "be/5.0"})
+    assert not any("alone" in c["claim"] for c in claims(one, [], reps=50)["claims"])
+
+
+def test_alpha_questions_judge_by_evidence_and_consider_every_alpha():
+    tab = _tab({("be/0.5", A): [500, 520], ("be/5.0", A): [200, 210], ("be/1.5", A): [600, 610]})
+    # the largest α covers least, but within the intervals of the others, and returns worst: not rejected
+    cov = [{"dataset": "be/0.5", "shannon": _fig(3.0, 1.0)}, {"dataset": "be/1.5", "shannon": _fig(2.9, 1.0)},
+           {"dataset": "be/5.0", "shannon": _fig(2.5, 1.0)}]
+    by = {c["claim"]: c["verdict"] for c in claims(tab, cov, reps=50)["claims"]}
+    assert by["the largest α (5) has the best coverage but the worst returns"] == "inconclusive at this scale"
+    # α 1.5 has the best return though its figure is null: the pick (α 0.5) does not agree with it
+    cov2 = {"be/0.5": {"shannon": _fig(3.0)}, "be/5.0": {"shannon": _fig(1.0)},
+            "be/1.5": {"shannon": {"value": None, "lo": None, "hi": None}}}
+    (p,) = statistic_picks_alpha(tab, cov2, "be", ["shannon"])
+    assert (p["picked"], p["best"], p["agree"]) == (0.5, 1.5, False)

@@ -81,7 +81,8 @@ def test_an_interrupted_replication_resumes_to_the_table_of_an_uninterrupted_one
 def test_bex_replicate_bad_configs_are_one_line_before_anything_runs(tmp_path):
     cases = [({"offline": {"tasks": ["cheetah_run"]}}, "of domain 'cheetah'"),
              ({"collect": {"runs": [{"explorer": "icm"}]}}, "icm"),
-             ({"offline": {"learners": ["td4"]}}, "td4")]
+             ({"offline": {"learners": ["td4"]}}, "td4"),
+             ({"collect": {"domains": ["walker", "quadruped"]}}, "one config per domain")]
     from bex.cluster.replicate import ReplicateConfig, claim_root, run_replication
 
     for i, (change, needle) in enumerate(cases):
@@ -212,7 +213,8 @@ def test_offline_settings_may_change_until_the_offline_stage_starts(tmp_path):
 
 @pytest.mark.parametrize("name,domain,rows,tasks,learners", [
     ("replicate_small", "walker", 12, 3, ["td3"]), ("replicate_quadruped", "quadruped", 12, 2, ["td3"]),
-    ("replicate_paper", None, 34, 5, ["td3", "cql", "crr", "td3_bst"])])
+    ("replicate_paper", "walker", 17, 3, ["td3", "cql", "crr", "td3_bst"]),
+    ("replicate_paper_quadruped", "quadruped", 17, 2, ["td3", "cql", "crr", "td3_bst"])])
 def test_the_shipped_replication_configs_validate(name, domain, rows, tasks, learners):
     """Each shipped config validates, collects both k-NN modes in separate partitions, and trains every row."""
     from bex.cluster.replicate import ReplicateConfig
@@ -227,9 +229,11 @@ def test_the_shipped_replication_configs_validate(name, domain, rows, tasks, lea
     for c in runs:
         mode = c.explorer_settings().get("knn_mode", "batch") if c.explorer == "apt" else None
         assert (mode == "recent") == c.partition_objective.endswith("-recent")
-    if domain:
-        assert {c.domain for c in runs} == {domain} and {c.steps for c in runs} == {100_000}
-        assert {c.seed for c in runs} == {0, 1}
+    assert {c.domain for c in runs} == {domain}
+    if "paper" in name:
+        assert {c.steps for c in runs} == {500_000} and {c.seed for c in runs} == {0}
+    else:
+        assert {c.steps for c in runs} == {100_000} and {c.seed for c in runs} == {0, 1}
 
 
 def test_the_second_walker_experiment_shares_the_first_ones_datasets():
