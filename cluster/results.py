@@ -50,7 +50,23 @@ def read_trials(run_dir: str | Path) -> list[dict]:
         trials.append({"config": cfg, "rows": rows, "dir": str(params.parent)})
     if not trials:
         raise ValueError(f"{str(run_dir)!r} holds no bex trials (no */params.json)")
-    return trials
+    return _one_per_config(trials)
+
+
+def _one_per_config(trials: list[dict]) -> list[dict]:
+    """One trial per configuration (seed included): a sweep started afresh over a killed one whose Tune state
+    could not be restored leaves two folders of one trial; the one that got further counts."""
+    def key(tr: dict) -> str:
+        return json.dumps(tr["config"], sort_keys=True, default=str)
+
+    def reached(tr: dict) -> float:
+        return tr["rows"][-1].get("steps", 0) if tr["rows"] else -1
+
+    best: dict[str, dict] = {}
+    for tr in trials:
+        if key(tr) not in best or reached(tr) > reached(best[key(tr)]):
+            best[key(tr)] = tr
+    return [tr for tr in trials if best[key(tr)] is tr]
 
 
 def _text(path: Path) -> str:

@@ -246,6 +246,12 @@ def test_results_table_uses_only_real_evaluations(tmp_path):
     (steps, values), _ = tab["curves"]["walker_stand td3"]["be/0.5"]
     assert steps == [100, 200, 300] and values == [10.0, 20.0, 40.0]
     assert tab["incomplete_trials"] == 0
+    # a fresh sweep over a killed one whose Tune state was lost: a second folder of seed 0's trial, less far
+    trial("c", "be/0.5", 0, {100: 99.0})
+    rows = [json.loads(x) for x in (tmp_path / "c" / "result.json").read_text().splitlines()][:1]
+    (tmp_path / "c" / "result.json").write_text(json.dumps(rows[0]) + "\n")
+    tab = results_table(tmp_path)
+    assert tab["cells"][("be/0.5", "walker_stand td3")] == [40.0, 20.0] and tab["incomplete_trials"] == 0
 
 
 def test_paper_sweep_uses_exorl_variants_and_accepts_the_optional_learners():
