@@ -137,6 +137,33 @@ class ReplicateConfig(ConfigBase):
                 "seeds": len(sweep.seeds)}
 
 
+LOCK = "_bex_replicate.lock"
+
+
+def hold_root(root: Path):
+    """An exclusive lock on ``root`` for one ``bex replicate`` run (released when the returned file is closed,
+    or the process ends): two runs on one root would collect the same unfinished partitions and double-count
+    the stage times.  ``fcntl.flock``: reliable on a local disk; on shared storage only where the file system
+    supports it (NFS v4, Lustre with flock), so runs on several machines must still take turns."""
+    import fcntl
+    import os
+
+    f = open(root / LOCK, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip() or "?"
+        f.close()
+        raise ValueError(f"{str(root)!r} is in use by another bex replicate ({holder}); wait for it to end "
+                         f"or stop it, then --resume") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()} on {os.uname().nodename}")
+    f.flush()
+    return f
+
+
 def claim_root(cfg: ReplicateConfig, resume: bool) -> Path:
     """Create ``STORAGE/NAME`` with its marker, or check that an existing one holds this very replication."""
     root = cfg.root()
@@ -198,6 +225,7 @@ def run_replication(cfg: ReplicateConfig, resume: bool = False,
 
     plan = cfg.validate()
     root = claim_root(cfg, resume)
+    lock = hold_root(root)
     stopped = {"root": str(root), "terminated": True, "markdown": ""}
     t_all = time.perf_counter()
     grid, sweep = cfg.grid(), cfg.sweep()
@@ -291,6 +319,7 @@ def run_replication(cfg: ReplicateConfig, resume: bool = False,
     finally:  # a stage left by SIGTERM (SystemExit) or an error still adds its time to the root's total
         if proj.current is not None:
             _finish(proj, root, cfg.experiment)
+        lock.close()
 
 class TrialsFailed(RuntimeError):
     """Trials of the offline stage ended in an error: the replication stops before tables are made of them."""

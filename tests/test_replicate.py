@@ -290,3 +290,21 @@ def test_a_killed_runs_stage_time_counts_up_to_its_last_progress_line(tmp_path):
     now[0] = 150.0
     _finish(q, tmp_path, "more")  # the finished stage's wall time replaces its running record
     assert stage_times(tmp_path) == {"collect": 50.0, "offline": 70.0, "offline [more]": 30.0}
+
+
+def test_a_second_replication_on_a_root_in_use_is_refused_in_one_line(tmp_path):
+    """Two runs on one root would collect the same partitions and double-count stage times: the second is
+    refused while the first holds the root, and may start once it has let go."""
+    from bex.cluster.replicate import ReplicateConfig, claim_root, hold_root
+
+    cfg = _config(tmp_path / "c.yaml", tmp_path / "s", name="busy")
+    root = claim_root(ReplicateConfig.from_yaml(cfg), resume=False)
+    held = hold_root(root)  # as a running `bex replicate` does
+    p = subprocess.run([BEX, "replicate", "--config", str(cfg), "--resume"], capture_output=True, text=True,
+                       timeout=300)
+    lines = [x for x in p.stderr.splitlines() if x.strip()]
+    assert p.returncode == 2 and len(lines) == 1, p.stderr[-2000:]
+    assert "is in use by another bex replicate (pid" in lines[0] and f"pid {os.getpid()} " in lines[0]
+    assert not (root / "datasets").exists()  # nothing ran
+    held.close()
+    hold_root(root).close()  # free again
