@@ -64,6 +64,10 @@ from .registry import EXPLORERS, make_explorer
 KnnRewardFactory = Callable[[APTConfig, str], Any]
 
 
+#: The entropy an APT run explores with when none is given (URLB's APT: Shannon).
+DEFAULT_APT_OBJECTIVE = "shannon"
+
+
 @dataclass(frozen=True)
 class CollectConfig(ConfigBase):
     """One collection run (one dataset partition)."""
@@ -85,6 +89,18 @@ class CollectConfig(ConfigBase):
     tag: str | None = field_(None, "a suffix of the partition's objective (``objective=<objective>-<tag>``, e.g. "
                         "``shannon-recent``) so that runs differing in other settings (the k-NN mode) write "
                         "separate partitions; lower-case letters, digits and _")
+
+    @classmethod
+    def from_options(cls, explorer: str = "random", objective: str | None = None, alpha: float | None = None,
+                     q: float | None = None, **fields: Any) -> "CollectConfig":
+        """A run from ``bex collect``'s options: ``alpha`` is BE's parameter and ``q`` Rényi's (giving the other
+        objective's is an error); an APT run without an objective explores with :data:`DEFAULT_APT_OBJECTIVE`."""
+        if explorer == "apt" and objective is None:
+            objective = DEFAULT_APT_OBJECTIVE
+        if objective == "be" and q is not None or objective == "renyi" and alpha is not None:
+            raise ValueError(f"objective {objective} takes {'--alpha' if objective == 'be' else '--q'} only")
+        param = alpha if objective == "be" else q if objective == "renyi" else None
+        return cls(explorer=explorer, objective=objective, param=param, **fields)
 
     def check(self) -> None:
         if self.tag is not None and not re.fullmatch(r"[a-z0-9_]+", self.tag):

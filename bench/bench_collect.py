@@ -374,8 +374,8 @@ def end_to_end(preset: str, actors: int, seed_frames: int, steps: int, out: Path
     samples: list[tuple[float, int, float | None]] = []
     t_start = time.perf_counter()
 
-    def progress(rows):
-        r = rows[0]
+    def progress(event):
+        r = event.rows[0]
         samples.append((time.perf_counter(), r["steps"], r["knn_ms"]))
 
     cfg = CollectConfig(out=str(out / f"{preset}-E{actors}"), domain=DOMAIN, explorer="apt", objective=OBJECTIVE,

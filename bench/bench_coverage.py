@@ -20,10 +20,10 @@ import time
 import numpy as np
 from scipy.special import digamma, gammaln
 
+from bex.analysis.coverage import CoverageConfig, StateSet, coverage, figures
 from bex.entropy.estimators import behavioral_entropy_from_log_density, log_unit_ball_volume
 from bex.entropy.knn_index import KnnIndex
 from bex.entropy.prelec import default_beta
-from bex.replay.coverage import CoverageConfig, StateSet, coverage, figures
 
 
 def plain(z: np.ndarray, k: int, qs, alphas) -> dict[str, float]:

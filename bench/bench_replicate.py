@@ -49,7 +49,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=2, help="training seeds per dataset (trials = 2 × seeds)")
     ap.add_argument("--quick", action="store_true", help="2000 steps per trial")
     a = ap.parse_args()
-    from bex.cluster.replicate import ReplicateConfig
+    from bex.pipelines.replicate import ReplicateConfig
 
     cfg = ReplicateConfig.from_yaml(a.config)
     off = cfg.sweep()

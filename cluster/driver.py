@@ -21,13 +21,14 @@ intrinsic reward and k-NN latency per run.
 """
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from bex.actors.collect import ChunkCollector, CollectConfig, EnvWorkerCore, LearnedRunner, LearnerCore, prepare_output
+from bex.core.errors import RunFailed
+from bex.core.progress import Progress, Reporter, report
 from bex.replay import atomic_write_bytes
 from bex.replay.schema import dumps
 
@@ -40,7 +41,7 @@ SEGMENT_STEPS = 100
 MAX_EXTRA_FAILURES = 5
 
 
-class CollectionError(RuntimeError):
+class CollectionError(RunFailed):
     """A collection run that cannot go on (its actors keep dying); the message is one line."""
 
 
@@ -259,9 +260,12 @@ def _make_run(cfg: CollectConfig, resume: bool) -> _Run:
 
 
 def run_collections(cfgs: list[CollectConfig], resume: bool = False,
-                    progress: Callable[[list[dict]], None] | None = None, max_concurrent_runs: int = 0,
+                    progress: Reporter | None = None, max_concurrent_runs: int = 0,
                     knn: dict | None = None, worker_options: dict | None = None) -> list[dict]:
-    """Run every collection (validated up front, before any actor starts); returns their summaries."""
+    """Run every collection (validated up front, before any actor starts); returns their summaries.
+
+    ``progress`` gets ``Progress("collect", steps done, steps planned, rows=...)`` at most once a second and at
+    the end, with one row per run (``run``, ``steps``, ``total``, ``resumed_from``, rates, ``restarts``)."""
     runs = [_make_run(c, resume) for c in cfgs]  # raises on bad input before Ray starts
     import ray
 
@@ -273,7 +277,7 @@ def run_collections(cfgs: list[CollectConfig], resume: bool = False,
 
     for out in sorted({c.out for c in cfgs}):  # a node-local --out on a multi-node cluster fails here
         check_storage_for_cluster(out, ray, root="")
-    progress = publishing(progress)  # rows also go to `bex status`
+    progress = publishing(report(progress))  # rows also go to `bex status`
     opts = dict(num_cpus=1, max_restarts=-1)
     opts.update(worker_options or {})
     knn = dict(knn or {})
@@ -320,29 +324,9 @@ def run_collections(cfgs: list[CollectConfig], resume: bool = False,
             active.remove(run)
             launch()
         now = time.perf_counter()
-        if progress and (now - last > 1.0 or not owner):
-            progress([r.row() for r in runs])
+        if now - last > 1.0 or not owner:
+            rows = tuple(r.row() for r in runs)
+            progress(Progress("collect", sum(r["steps"] for r in rows), sum(r["total"] for r in rows), rows=rows))
             last = now
     del services
     return [r.summary() for r in runs]
-
-
-def print_progress(stream=sys.stderr) -> Callable[[list[dict]], None]:
-    """A progress callback: one line per run (a refreshed table on a terminal)."""
-    tty = stream.isatty()
-
-    def show(rows: list[dict]) -> None:
-        lines = [f"{'run':<28} {'steps':>16} {'env st/s':>9} {'upd/s':>7} {'intr':>9} {'knn ms':>7} {'restarts':>8}"]
-        for r in rows:
-            intr = "-" if r["intr_reward_mean"] is None else f"{r['intr_reward_mean']:.4g}"
-            knn = "-" if r["knn_ms"] is None else f"{r['knn_ms']:.1f}"
-            lines.append(f"{r['run']:<28} {r['steps']:>7}/{r['total']:<8} {r['env_steps_per_s']:>9.0f} "
-                         f"{r['updates_per_s']:>7.1f} {intr:>9} {knn:>7} {r['restarts']:>8}")
-        text = "\n".join(lines)
-        if tty:
-            stream.write("\x1b[2J\x1b[H" + text + "\n")
-        else:
-            stream.write(text + "\n")
-        stream.flush()
-
-    return show

@@ -21,7 +21,7 @@ import os
 import signal
 import sys
 import threading
-from typing import Any
+from typing import Any, Callable
 
 NODE_IP_ENV = "BEX_NODE_IP"
 #: Node IPs for which Ray 2.60 binds every listener to loopback (``IsLocalhost`` in its C++ core).
@@ -98,6 +98,16 @@ def import_ray():
     return ray
 
 
+_START_HOOKS: list[Callable[[], None]] = []
+
+
+def on_ray_start(fn: Callable[[], None]) -> Callable[[], None]:
+    """Call ``fn`` just before this process starts or joins Ray (the command line sends Ray's own output to a log
+    from there); returns a function that removes the hook."""
+    _START_HOOKS.append(fn)
+    return lambda: _START_HOOKS.remove(fn) if fn in _START_HOOKS else None
+
+
 def init_ray(address: str | None = None, node_ip: str | None = None, num_cpus: int | None = None,
              namespace: str = "bex", **kwargs: Any):
     """Start or join Ray once per process and return ``ray`` (idempotent).
@@ -125,6 +135,8 @@ def init_ray(address: str | None = None, node_ip: str | None = None, num_cpus: i
         opts["address"] = address
     opts.update(kwargs)
     os.environ.setdefault("MUJOCO_GL", "disable")
+    for hook in list(_START_HOOKS):
+        hook()
     ray_output_to_stderr()
     ray.init(**opts)
     if _SIGTERM_WANTED:

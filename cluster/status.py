@@ -31,7 +31,8 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Callable
+
+from bex.core.progress import Progress, Reporter
 
 KV_NAMESPACE = "bex_status"
 PROBE_TIMEOUT_S = 5.0
@@ -145,20 +146,19 @@ def publish(ray, key: str, record: dict) -> None:
         pass
 
 
-def publishing(progress: Callable[[list[dict]], None] | None, kind: str = "collect",
-               every_s: float = 2.0) -> Callable[[list[dict]], None]:
-    """Wrap a collection ``progress`` callback so the rows are also published for ``bex status``."""
+def publishing(progress: Reporter, kind: str = "collect", every_s: float = 2.0) -> Reporter:
+    """Wrap a collection's ``progress`` callback so the rows of its events are also published for ``bex status``."""
     import ray
 
     last = [0.0]
 
-    def show(rows: list[dict]) -> None:
+    def show(event: Progress) -> None:
+        rows = list(event.rows)
         now = time.monotonic()
         if now - last[0] >= every_s or all(r.get("steps", 0) >= r.get("total", 1) for r in rows):
             last[0] = now
             publish(ray, kind, {"kind": kind, "rows": rows})
-        if progress is not None:
-            progress(rows)
+        progress(event)
 
     return show
 

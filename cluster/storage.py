@@ -1,18 +1,4 @@
-"""The storage root: where datasets and Tune results live, and whether a cluster can share it.
-
-A storage root is given once - ``bex --storage ROOT``, ``BEX_STORAGE=ROOT``, or a
-sweep config's ``storage:`` - and is either
-
-* a local path: right on one machine (the embedded Ray), and on a cluster only
-  when every node sees the same files there (NFS, Lustre, EFS, a FUSE mount of
-  a bucket, or - in the loopback tests - one machine with several nodes);
-* a pyarrow-supported URI (``s3://``, ``gs://``, ``abfs://``, ``hdfs://``...):
-  always fine for Tune results (Tune writes through ``pyarrow.fs``).
-  ``file://`` URIs are treated as local paths.
-
-``resolve_storage`` turns a relative path into one under ``$BEX_STORAGE`` (when
-set) or the current directory, so a ``ray job submit`` entrypoint - which runs
-in a temporary copy of the working dir - never writes into that copy.
+"""Whether a storage root can be shared by the nodes of a Ray cluster (the path rules: :mod:`bex.core.storage`).
 
 ``check_storage_for_cluster`` decides whether a *local* path is shared by the
 nodes of a multi-node cluster.  The rule, in order:
@@ -34,39 +20,7 @@ import os
 import uuid
 from pathlib import Path
 
-STORAGE_ENV = "BEX_STORAGE"
-URI_SCHEMES = {"s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss", "az", "mock"}
-SHARED_FS_ENV = "BEX_SHARED_FS"
-
-
-def is_uri(p: str) -> bool:
-    return "://" in str(p) and not str(p).startswith("file://")
-
-
-def resolve_storage(path_or_uri: str | os.PathLike, root: str | None = None) -> str:
-    """An absolute local path or a validated URI (see module doc); relative paths go under the storage root."""
-    s = str(path_or_uri).strip()
-    if not s:
-        raise ValueError("storage path is empty")
-    if s.startswith("file://"):
-        s = s[len("file://"):]
-    if is_uri(s):
-        # only the scheme is checked: resolving a bucket would contact the network at parse time
-        scheme = s.split("://", 1)[0].lower()
-        if scheme not in URI_SCHEMES:
-            raise ValueError(f"storage URI {s!r} has scheme {scheme!r}; pyarrow file systems: "
-                             f"{', '.join(sorted(URI_SCHEMES))}")
-        return s.rstrip("/")
-    p = Path(s).expanduser()
-    if not p.is_absolute():
-        base = root if root is not None else os.environ.get(STORAGE_ENV) or None
-        if base and is_uri(base):
-            return f"{base.rstrip('/')}/{p.as_posix()}"
-        p = Path(base).expanduser() / p if base else p
-    p = p.resolve()
-    if p.exists() and not p.is_dir():
-        raise ValueError(f"storage path {str(p)!r} is a file, not a directory")
-    return str(p)
+from bex.core.storage import SHARED_FS_ENV, STORAGE_ENV, is_uri, resolve_storage
 
 
 def _sees_marker(path: str, content: str) -> tuple[str, bool]:

@@ -17,7 +17,8 @@ module is its Tune side:
   ``eval_every`` steps with ``eval_episodes`` deterministic episodes, and save
   a checkpoint (learner, optimisers, sampler RNG, step) with each evaluation.
   A restarted trial resumes from ``tune.get_checkpoint()`` at the step it reached.
-* ``run_trials`` runs a list of ``TrialConfig`` as one Tune experiment.
+* ``run_trials`` runs a list of ``TrialConfig`` as one Tune experiment; ``can_restore`` says whether an
+  experiment directory holds one to continue.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bex.core.storage import check_experiment_name
 from bex.learners.distill_trial import run_distill_trial
 from bex.learners.trial import (
     DISTILL,
@@ -107,13 +109,11 @@ def _trial_dirname(trial) -> str:
     return f"{trial.trial_id}_{t.get('learner')}_{t.get('task')}_{label}_s{t.get('seed')}"
 
 
-def check_experiment_name(name: str, what: str = "experiment name") -> str:
-    """An experiment (sweep) name is one plain directory name: it cannot leave the storage root."""
-    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name \
-            or name != name.strip() or "\0" in name:
-        raise ValueError(f"{what} {name!r} is not allowed: use one directory name (no '/', '..' or absolute "
-                         f"paths); experiments are written under the storage root")
-    return name
+def can_restore(path: str) -> bool:
+    """Whether ``path`` holds a Tune experiment that ``run_trials(..., resume=True)`` can continue."""
+    from ray import tune
+
+    return tune.Tuner.can_restore(path)
 
 
 def run_trials(trials: list[TrialConfig], name: str, storage: str, resources: dict | None = None,
@@ -141,7 +141,7 @@ def run_trials(trials: list[TrialConfig], name: str, storage: str, resources: di
     storage = str(Path(storage).resolve()) if "://" not in storage else storage
     path = f"{storage.rstrip('/')}/{name}"
     if resume:
-        if not tune.Tuner.can_restore(path):
+        if not can_restore(path):
             raise ValueError(f"no interrupted sweep to resume at {path!r}")
         if "://" not in path:
             check_checkpoints(path)  # trial state is untrusted: weights_only, before any trial restores it

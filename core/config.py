@@ -187,5 +187,42 @@ class ConfigBase:
         return cls(**{k: cls.check_value(k, v) for k, v in {**base, **overrides}.items()})
 
     @classmethod
+    def default(cls, key: str) -> Any:
+        """Field ``key``'s default value (a command-line option left unset takes it from here)."""
+        f = cls._field(key)
+        if f.default_factory is not dataclasses.MISSING:
+            return f.default_factory()
+        if f.default is dataclasses.MISSING:
+            raise ValueError(f"{cls.__name__}.{key} has no default")
+        return f.default
+
+    @classmethod
     def field_docs(cls) -> dict[str, str]:
         return {f.name: f.metadata.get("doc", "") for f in dataclasses.fields(cls)}
+
+
+def load_yaml(path, what: str) -> Any:
+    """Parse a YAML config file; a path that is missing, a directory, unreadable, empty or not YAML is one line
+    naming it (keys are checked by the configs' own :meth:`ConfigBase.from_dict`)."""
+    from pathlib import Path
+
+    import yaml
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{what} {str(path)!r} does not exist")
+    if path.is_dir():
+        raise ValueError(f"{what} {str(path)!r} is a directory; give a YAML file")
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise ValueError(f"{what} {str(path)!r} is not a text file (not UTF-8)") from None
+    except OSError as e:
+        raise ValueError(f"{what} {str(path)!r} cannot be read: {e.strerror or type(e).__name__}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ValueError(f"{what} {str(path)!r} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if data is None:
+        raise ValueError(f"{what} {str(path)!r} is empty")
+    return data

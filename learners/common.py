@@ -12,19 +12,19 @@ Deliberate differences from ExORL, none of which changes the maths:
   counts (CQL evaluates 10 x batch rows) the elementwise passes over the
   (rows x hidden) activations cost as much as the matmuls, and this path makes
   the fewest (a batched ``baddbmm`` version with a separate affine step was
-  1.2x slower per CQL update).  Q1 alone can be evaluated (``TwinCritic.q1``)
+  slower per CQL update; docs/learners.md, "Choices").  Q1 alone can be evaluated (``TwinCritic.q1``)
   for the actor step.  One optimizer covers both.
 * ``tanh`` after the LayerNorm of every trunk is computed as ``2 sigmoid(2x) - 1``
   (:func:`fast_tanh`, absolute difference <= 2.4e-7, its gradient from the
-  output as ``tanh``'s): torch 2.13's CPU ``tanh`` kernel is 6x slower than
-  ``sigmoid`` on this machine's AVX-512 build.
+  output as ``tanh``'s): torch's CPU ``tanh`` kernel is several times slower
+  than ``sigmoid`` on AVX-512 builds (docs/learners.md, "Choices").
 * Soft target updates are one in-place ``torch._foreach_lerp_`` call.
 * Adam uses the fused CPU/GPU kernel when the installed torch has it.
 * Building the first learner of a process raises glibc's ``mmap``/trim
   thresholds (:func:`keep_freed_memory`): an update allocates and frees tens of
   MiB of activations, which glibc by default hands back to the kernel, so the
-  next update page-faults them in again (2,000 faults, ~4 ms, of a 60 ms
-  small-preset CQL update on this machine).  ``BEX_KEEP_HEAP=0`` turns it off.
+  next update page-faults them in again (the cost: docs/learners.md,
+  "Choices").  ``BEX_KEEP_HEAP=0`` turns it off.
 
 Config convention: a learner's config is a frozen dataclass derived from
 :class:`LearnerConfig` (:class:`bex.core.ConfigBase` with the learners' presets);

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
+from bex.core.progress import Progress, Reporter
+from bex.core.progress import report as report_to
 from bex.replay import Episode
 
 from .distill import DistillConfig, Distiller, Teacher, init_student, inner_train, student_policy
@@ -196,12 +197,13 @@ def pair_episode(i: int, s: np.ndarray, a: np.ndarray) -> Episode:
 
 
 def run_distill(trial, out: str | Path, resume: bool = False,
-                progress: Callable[[dict], None] | None = None) -> dict:
+                progress: Reporter | None = None) -> dict:
     """``bex distill``: run the distillation ``trial`` (a :class:`~bex.learners.trial.TrialConfig` with learner
     ``distill``) here, checkpointing to ``OUT/_distill/<name>/`` at every evaluation (``resume`` continues from
     it), then write the synthetic set as partition ``objective=distill/param=<weighting>-n<size>/seed=<seed>``
     of the bex dataset ``OUT`` (no physics; its metadata flags it synthetic and holds the distillation config,
-    the final evaluation and the baselines).  Returns a summary."""
+    the final evaluation and the baselines).  ``progress`` gets ``Progress("distill", step, steps, rows=(row,))``
+    after every reported outer step (``row``: the trial's metrics).  Returns a summary."""
     import json
     import shutil
     import tempfile
@@ -209,7 +211,6 @@ def run_distill(trial, out: str | Path, resume: bool = False,
     from bex.envs import env_spec
     from bex.replay import DatasetWriter, atomic_write_bytes
     from bex.replay.writer import partition_dir
-
 
     out = Path(out)
     dcfg = DistillConfig.from_dict(trial.resolved_learner_config())
@@ -226,6 +227,7 @@ def run_distill(trial, out: str | Path, resume: bool = False,
     od = load_offline_data(trial.dataset, trial.filters, [trial.task])
     trainee = DistillTrainee(trial, od)  # loads and checks the teacher, sizes: errors before anything is written
     rows: list[dict] = []
+    tick = report_to(progress)
 
     def report(row: dict, write=None) -> None:
         rows.append(row)
@@ -238,8 +240,7 @@ def run_distill(trial, out: str | Path, resume: bool = False,
                 ckpt.rename(old)
             tmp.rename(ckpt)
             shutil.rmtree(old, ignore_errors=True)
-        if progress:
-            progress(row)
+        tick(Progress("distill", row["steps"], trial.steps, rows=(row,)))
 
     history = run_trial(trial, trainee, report, checkpoint=ckpt if (resume and (ckpt / STATE_FILE).exists())
                         else None)

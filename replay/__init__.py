@@ -8,7 +8,7 @@ from __future__ import annotations
 from bex.core.lazy import lazy_getattr
 
 from .export import export_npz
-from .reader import DataFile, Dataset, StepArrays, Transitions, transition_rows
+from .reader import DataFile, Dataset, StepArrays, Transitions, dataset_root_of, dataset_selection, transition_rows
 from .relabel import process_pool_map, relabel, rewards_for_file
 from .rllib_view import export_rllib, view_files
 from .schema import SCHEMA_VERSION, Episode, format_param, step_schema
@@ -21,7 +21,6 @@ __getattr__ = lazy_getattr(__name__, _LAZY, globals())
 
 
 __all__ = ["Batch", "export_npz", "DataFile", "Dataset", "StepArrays", "Transitions", "transition_rows",
-           "process_pool_map", "relabel", "rewards_for_file", "TransitionSampler", "SCHEMA_VERSION", "Episode",
-           "format_param",
-           "step_schema", "DatasetWriter", "atomic_write_bytes", "check_output_root", "partition_dir", "export_rllib",
-           "view_files"]
+           "dataset_root_of", "dataset_selection", "process_pool_map", "relabel", "rewards_for_file",
+           "TransitionSampler", "SCHEMA_VERSION", "Episode", "format_param", "step_schema", "DatasetWriter",
+           "atomic_write_bytes", "check_output_root", "partition_dir", "export_rllib", "view_files"]

@@ -310,3 +310,26 @@ class Dataset:
         return Transitions(obs=steps.observation[idx - 1], action=steps.action[idx],
                            reward=np.asarray(reward, dtype=np.float32)[idx], next_obs=steps.observation[idx],
                            discount=steps.discount[idx], is_last=steps.is_last[idx])
+
+
+def dataset_root_of(path: Path) -> Path:
+    """The dataset root holding ``path`` (itself, or the nearest parent with ``_bex_dataset.json``)."""
+    for p in (path, *path.parents):
+        if (p / DATASET_META_FILE).is_file():
+            return p
+    raise ValueError(f"{str(path)!r} is not a bex dataset or a partition of one (no {DATASET_META_FILE} in it "
+                     f"or above it)")
+
+
+def dataset_selection(path: str | Path) -> tuple[Path, dict[str, str]]:
+    """``(root, partition filters)`` of a dataset root or a partition directory (``.../objective=be/param=0.5``);
+    a missing path or a path that is not one is a one-line error."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"dataset {str(path)!r} does not exist")
+    root = dataset_root_of(path.resolve())
+    fixed = dict(c.split("=", 1) for c in path.resolve().relative_to(root).parts if "=" in c)
+    unknown = sorted(set(fixed) - set(PARTITION_KEYS))
+    if unknown:
+        raise ValueError(f"{str(path)!r} is not a partition directory (unknown key(s) {unknown})")
+    return root, fixed

@@ -15,6 +15,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import pyarrow as pa
 
+from bex.core.progress import Progress, Reporter, report
 from bex.envs import TaskReward, parse_task, relabel_exact
 
 from .reader import Dataset, has_physics, no_physics_error, read_parquet
@@ -72,7 +73,7 @@ def write_reward_cache(ds: Dataset, f, domain: str, task: str, rewards: np.ndarr
 
 
 def relabel(root: str | os.PathLike, task: str, map_fn: MapFn | None = None, chunk_rows: int = 20_000,
-            force: bool = False, progress: Callable[[int, int], None] | None = None, **filters) -> dict:
+            force: bool = False, progress: Reporter | None = None, **filters) -> dict:
     """Compute and cache ``task``'s rewards for every selected file lacking them.
 
     Returns ``{"task", "files", "rows", "computed_rows"}``.  ``force`` recomputes.
@@ -90,12 +91,12 @@ def relabel(root: str | os.PathLike, task: str, map_fn: MapFn | None = None, chu
     by_file: dict[str, list[np.ndarray]] = {}
     for (path, *_), r in zip(chunks, results):
         by_file.setdefault(path, []).append(np.asarray(r, dtype=np.float64))
-    for f in todo:
+    tick = report(progress)
+    for i, f in enumerate(todo):
         rewards = np.concatenate(by_file.get(str(f.path), [np.zeros(0)]))
         if len(rewards) != f.num_rows:
             raise RuntimeError(f"relabel of {f.path} produced {len(rewards)} rewards for {f.num_rows} rows")
         write_reward_cache(ds, f, domain, task, rewards)
-        if progress:
-            progress(1, len(todo))
+        tick(Progress(f"relabel {domain}_{task}", i + 1, len(todo)))
     return {"task": f"{domain}_{task}", "files": len(ds.files), "rows": ds.num_rows,
             "computed_rows": sum(f.num_rows for f in todo), "exact": relabel_exact(domain, task)}

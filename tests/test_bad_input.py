@@ -52,6 +52,11 @@ def _grid(tmp: Path, **changes) -> Path:
     return p
 
 
+def _file(tmp: Path, name: str, data: bytes) -> Path:
+    (tmp / name).write_bytes(data)
+    return tmp / name
+
+
 def _broken_meta(tmp: Path, name: str, text: str) -> Path:
     ds = tmp / "ds"
     target = next(ds.rglob(name)) if name != "_bex_dataset.json" else ds / name
@@ -139,6 +144,15 @@ CASES = [
     ("export-task", lambda t: ["export", t / "ds", "--task", "walker_fly", "--out", t / "x.npz"], "'walker_fly'"),
     ("export-missing", lambda t: ["export", t / "nowhere", "--task", T, "--out", t / "x.npz"], "nowhere"),
     ("relabel-domain", lambda t: ["relabel", t / "ds", "--task", "quadruped_walk"], "'quadruped_walk'"),
+    # a config path that is a directory, an empty file or not text: one line for every command that takes one
+    ("collect-config-dir", lambda t: ["collect", "--config", t], "is a directory"),
+    ("sweep-config-dir", lambda t: ["sweep", t], "is a directory"),
+    ("replicate-config-dir", lambda t: ["replicate", "--config", t], "is a directory"),
+    ("sweep-config-empty", lambda t: ["sweep", _file(t, "empty.yaml", b"")], "is empty"),
+    ("collect-config-empty", lambda t: ["collect", "--config", _file(t, "blank.yaml", b"\n# nothing\n")],
+     "is empty"),
+    ("replicate-config-binary", lambda t: ["replicate", "--config", _file(t, "bin.yaml", b"\xff\xfe\x00\x81")],
+     "not a text file"),
     # demo and the command line itself
     ("demo-steps", lambda t: ["demo", "--root", t / "d", "--steps", "0"], "--steps 0"),
     ("demo-train-steps", lambda t: ["demo", "--root", t / "d", "--train-steps", "2"], "--train-steps 2"),

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from bex.cluster.claims import (
+from bex.analysis.claims import (
     claims,
     claims_markdown,
     compare,

@@ -106,3 +106,46 @@ def test_collect_random_with_two_actors_exact_steps(tmp_path):
     p = bex("relabel", out, "--task", "walker_walk")
     assert p.returncode == 0, p.stderr
     assert last_json(p.stdout)["computed_rows"] == len(arr)
+
+
+def test_the_progress_printer_draws_every_kind_of_event():
+    """One printer for every command: bars at the start, each quarter and the end of a stage (not on a
+    terminal), message lines, the collection's run table, a distillation's step lines."""
+    import io
+
+    from bex.cli.progress import printer
+    from bex.core.progress import Progress
+
+    buf = io.StringIO()
+    show = printer("x", stream=buf)
+    for i in range(9):
+        show(Progress("load", i, 8))
+    bars = buf.getvalue().splitlines()
+    assert [b.split("|")[2].split()[0] for b in bars] == ["0/8", "2/8", "4/8", "6/8", "8/8"], bars
+    assert bars[-1].startswith("[x] load") and "#" * 24 in bars[-1]
+    show(Progress("demo", 1, 4, message="[2/4] relabel"))
+    assert buf.getvalue().splitlines()[-1] == "[2/4] relabel"
+    row = {"run": "walker/be=0.5/s0", "steps": 10, "total": 10, "env_steps_per_s": 5.0, "updates_per_s": 1.0,
+           "intr_reward_mean": None, "knn_ms": None, "restarts": 0}
+    show(Progress("collect", 10, 10, rows=(row,)))
+    assert buf.getvalue().splitlines()[-1].startswith("walker/be=0.5/s0") and "10/10" in buf.getvalue()
+    show(Progress("distill", 3, 4, rows=({"steps": 3, "distill/loss": 0.5, "distill/s_per_step": 2.0},)))
+    assert buf.getvalue().splitlines()[-1].startswith("[distill] step 3/4 loss 0.5 2.00 s/step")
+    lines = []
+    printer("demo", stream=buf, messages=lines.append)(Progress("demo", 0, 4, message="hello"))
+    assert lines == ["hello"]
+    assert Progress("s", 3, 4).fraction == 0.75 and Progress("s", 3, 0).fraction is None
+
+
+def test_command_defaults_live_in_the_configs():
+    from bex.actors.collect import DEFAULT_APT_OBJECTIVE, CollectConfig
+    from bex.learners.trial import TrialConfig
+
+    assert CollectConfig.from_options(explorer="apt", out="x").objective == DEFAULT_APT_OBJECTIVE == "shannon"
+    assert CollectConfig.from_options(explorer="apt", objective="be", alpha=0.5, out="x").param == 0.5
+    assert CollectConfig.from_options(explorer="random", out="x").objective is None
+    with pytest.raises(ValueError, match="objective renyi takes --q only"):
+        CollectConfig.from_options(explorer="apt", objective="renyi", alpha=0.5, out="x")
+    assert TrialConfig.default("steps") == 10_000 and TrialConfig.default("filters") == {}
+    with pytest.raises(ValueError, match="unknown key 'stepz'"):
+        TrialConfig.default("stepz")

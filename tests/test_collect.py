@@ -66,19 +66,19 @@ def test_grid_yaml_validation(tmp_path):
 
 
 def test_grid_expands_the_paper_configs():
-    from bex.cluster.collect_grid import load_grid
+    from bex.pipelines.grids import load_grid
 
-    paper = load_grid("tune_configs/collect_paper.yaml").runs()
+    paper = load_grid("tune_configs/collect_paper.yaml").runs_()
     # alpha x8, q x2, shannon, rnd, smm = 13 datasets per domain, walker and quadruped
     assert len(paper) == 26
     assert {c.steps for c in paper} == {500_000} and {c.preset for c in paper} == {"paper"}
-    small = load_grid("tune_configs/collect_small.yaml").runs()
+    small = load_grid("tune_configs/collect_small.yaml").runs_()
     assert {c.partition_objective for c in small} >= {"random", "shannon", "be"}
 
 
 def test_a_tag_keeps_runs_that_differ_in_knn_mode_apart(tmp_path):
     """Batch- and recent-mode runs of one objective: without a tag they would share a partition (refused)."""
-    from bex.cluster.collect_grid import CollectGrid
+    from bex.pipelines.grids import CollectGrid
 
     runs = [{"explorer": "apt", "objective": "be", "alpha": [0.5, 5]},
             {"explorer": "apt", "objective": "be", "alpha": [5], "explorer_config": {"knn_mode": "recent"}}]

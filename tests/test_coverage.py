@@ -8,8 +8,8 @@ import subprocess
 import numpy as np
 import pytest
 
+from bex.analysis.coverage import CoverageConfig, StateSet, coverage
 from bex.entropy import knn_behavioral_entropy, knn_renyi_entropy, knn_shannon_entropy
-from bex.replay.coverage import CoverageConfig, StateSet, coverage
 from tests.conftest import BEX
 
 
@@ -67,7 +67,7 @@ def test_be_figures_of_tightly_packed_states_are_null_and_named_in_one_note():
     """Held poses (k-NN density far above 1 after z-scoring) make BE at α 5 overflow to a null figure, as on the
     walker replication's physics states; a spread-out set keeps it finite, and the note names the figure, how
     many datasets it is null for, and why."""
-    from bex.replay.coverage import null_figures_note
+    from bex.analysis.coverage import null_figures_note
 
     rng = np.random.default_rng(5)
     spread = rng.normal(size=(600, 6))
@@ -172,8 +172,8 @@ def test_bex_import_of_an_exorl_folder_round_trips_through_export(tmp_path):
     assert sorted(y.files) == sorted(x.files)
     for key in x.files:
         assert np.array_equal(x[key], y[key]), key
+    from bex.analysis.coverage import load_state_sets
     from bex.replay import relabel
-    from bex.replay.coverage import load_state_sets
 
     for refuse in (lambda: relabel(d4, "walker_walk"), lambda: load_state_sets([d4], "physics")):
         with pytest.raises(ValueError, match="has no physics state") as e:  # the CLI prints it as its one line

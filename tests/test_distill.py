@@ -201,8 +201,8 @@ def test_an_interrupted_distillation_resumes_to_the_same_synthetic_set(tmp_path)
     class Killed(Exception):
         pass
 
-    def die_after_step_3(row):
-        if row["steps"] == 3:
+    def die_after_step_3(event):
+        if event.stage == "distill" and event.done == 3:
             raise Killed
 
     with pytest.raises(Killed):  # killed after the checkpoint of step 2
@@ -210,7 +210,8 @@ def test_an_interrupted_distillation_resumes_to_the_same_synthetic_set(tmp_path)
     with pytest.raises(ValueError, match="pass --resume"):
         dmod.run_distill(_trial(data, teacher, 4), tmp_path / "cut")
     rows = []
-    dmod.run_distill(_trial(data, teacher, 4), tmp_path / "cut", resume=True, progress=rows.append)
+    dmod.run_distill(_trial(data, teacher, 4), tmp_path / "cut", resume=True,
+                     progress=lambda event: rows.extend(event.rows))
     assert [r["steps"] for r in rows] == [3, 4] and rows[0]["resumed_from"] == 2
     a = Dataset(tmp_path / "whole").load(["observation", "action"])
     b = Dataset(tmp_path / "cut").load(["observation", "action"])
@@ -279,7 +280,7 @@ def test_a_sweep_as_teacher_picks_the_cql_trial_of_the_same_dataset_selection_an
 def test_results_tabulate_distillations_by_weighting_and_size_with_their_baselines_once_per_seed(tmp_path):
     import json
 
-    from bex.cluster.results import results_table
+    from bex.analysis.results import results_table
 
     for i, (w, seed, ret, rp, bc) in enumerate([("none", 0, 100.0, 80.0, 300.0), ("sdw", 0, 120.0, 80.0, 300.0),
                                                 ("none", 1, 110.0, 90.0, 310.0), ("sdw", 1, 140.0, 90.0, 310.0)]):

@@ -263,7 +263,7 @@ def test_sigterm_stops_a_sweep_cleanly_and_resume_completes_it(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     results = sorted(exp.glob("*/result.json"))
     assert len(results) == 2
-    from bex.cluster.results import read_trials
+    from bex.analysis.results import read_trials
 
     for r in results:
         steps = [json.loads(line)["steps"] for line in r.read_text().splitlines() if line.strip()]

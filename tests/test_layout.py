@@ -1,10 +1,10 @@
-"""The package layout holds: imports flow one way, nothing imports in a circle, Ray stays in cluster/.
+"""The package layout holds: imports flow one way, nothing imports in a circle, cluster/ holds Ray and nothing else.
 
-The order (README, "Layout"): ``core <- entropy, envs <- replay <- actors, learners <- cluster``.
-A module may import its own package and packages of a lower rank, never one of
-the same rank (``entropy`` and ``envs`` are independent leaves, as are
-``actors`` and ``learners``) nor one to its right.  Every import counts, the
-ones inside functions too: a lazy import is still a dependency.
+The order (README, "Layout"): ``core <- entropy, envs <- replay <- actors, learners <- analysis | cluster <-
+pipelines <- cli``.  A module may import its own package and packages of a lower rank, never one of the same rank
+(``entropy`` and ``envs`` are independent leaves, as are ``actors`` and ``learners``; ``analysis`` never gains a
+Ray dependency and ``cluster`` never gains reporting) nor one to its right.  Every import counts, the ones inside
+functions too: a lazy import is still a dependency.
 """
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-RANK = {"core": 0, "entropy": 1, "envs": 1, "replay": 2, "actors": 3, "learners": 3, "cluster": 4}
+RANK = {"core": 0, "entropy": 1, "envs": 1, "replay": 2, "actors": 3, "learners": 3, "analysis": 4, "cluster": 4,
+        "pipelines": 5, "cli": 6}
 
 
 def _modules() -> dict[str, Path]:
@@ -120,16 +121,35 @@ def test_the_cycle_finder_finds_cycles():
     assert _cycles({"a": {"b"}, "b": set()}) == []
 
 
+def _ray_imports(path: Path) -> list[str]:
+    """The ``ray`` modules a file imports anywhere (inside functions too)."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        mods = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+            [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+        out += [m for m in mods if m == "ray" or m.startswith("ray.")]
+    return out
+
+
 def test_ray_is_imported_in_cluster_only():
-    bad = []
-    for name, path in _modules().items():
-        if _package(name) == "cluster":
-            continue
-        for node in ast.walk(ast.parse(path.read_text())):
-            mods = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
-            bad += [f"{name} imports {m}" for m in mods if m == "ray" or m.startswith("ray.")]
+    bad = [f"{name} imports {m}" for name, path in _modules().items() if _package(name) != "cluster"
+           for m in _ray_imports(path)]
     assert not bad, "\n".join(bad)
+
+
+def test_every_cluster_module_imports_ray():
+    """cluster/ holds Ray and nothing else: a Ray-free helper belongs in the package of what it does."""
+    bad = [name for name, path in _modules().items()
+           if _package(name) == "cluster" and path.stem != "__init__" and not _ray_imports(path)]
+    assert not bad, f"modules of cluster/ that never import ray: {bad}"
+
+
+def test_the_ray_checks_can_fail(tmp_path):
+    ray_free = tmp_path / "helpers.py"
+    ray_free.write_text("import os\n\ndef f():\n    return os.sep\n")
+    lazy = tmp_path / "lazy.py"
+    lazy.write_text("def f():\n    from ray import tune\n    return tune\n")
+    assert _ray_imports(ray_free) == [] and _ray_imports(lazy) == ["ray"]
 
 
 @pytest.mark.parametrize("pkg", ["envs", "replay"])
@@ -174,7 +194,7 @@ def test_the_wheel_installs_the_bex_namespace_only(tmp_path):
     assert not any("/tests/" in n or n.startswith("bex/__init__") for n in names)
     target = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(target)
-    code = ("import bex.replay, bex.cluster.cli, bex.actors.collect\n"
+    code = ("import bex.replay, bex.cli.main, bex.actors.collect\n"
             "print(bex.replay.__file__)\n")
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
                        env={**os.environ, "PYTHONPATH": str(target)})

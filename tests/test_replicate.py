@@ -83,7 +83,7 @@ def test_bex_replicate_bad_configs_are_one_line_before_anything_runs(tmp_path):
              ({"collect": {"runs": [{"explorer": "icm"}]}}, "icm"),
              ({"offline": {"learners": ["td4"]}}, "td4"),
              ({"collect": {"domains": ["walker", "quadruped"]}}, "one config per domain")]
-    from bex.cluster.replicate import ReplicateConfig, claim_root, run_replication
+    from bex.pipelines.replicate import ReplicateConfig, claim_root, run_replication
 
     for i, (change, needle) in enumerate(cases):
         cfg = _config(tmp_path / f"c{i}.yaml", tmp_path / "s", name=f"r{i}", **change)
@@ -109,12 +109,12 @@ def test_bex_replicate_bad_configs_are_one_line_before_anything_runs(tmp_path):
 def test_projected_time_left_uses_priors_then_measured_rates():
     """Hand-computed: a prior before a stage runs, elapsed × (1 − f)/f once it runs, later priors scaled by the
     measured/prior ratio of finished stages."""
-    from bex.cluster.projection import Projection
+    from bex.pipelines.time_left import TimeLeft
 
     now = [0.0]
     lines = []
-    p = Projection({"collect": 1000, "relabel": 100, "offline": 2000, "coverage + report": 50, "results": 10},
-                   say=lines.append, every=30, clock=lambda: now[0])
+    p = TimeLeft({"collect": 1000, "relabel": 100, "offline": 2000, "coverage + report": 50, "results": 10},
+                 progress=lambda e: lines.append(e.message), every=30, clock=lambda: now[0])
     assert p.left() == 3160
     p.start("collect")
     p.update(1, 100)  # 1 %: below 2 %, still the prior: 1000 × 0.99 + the rest
@@ -130,8 +130,8 @@ def test_projected_time_left_uses_priors_then_measured_rates():
     assert p.scale() == 2.0 and p.left() == 2 * 2060
     # a stage that did a quarter of its prior's work (resumed) in 100 s: (2100 + 100) / (1000 + 0.25 × 2000)
     now[0] = 0.0
-    q = Projection({"collect": 1000, "relabel": 100, "offline": 2000, "coverage + report": 50, "results": 10},
-                   say=lines.append, every=30, clock=lambda: now[0])
+    q = TimeLeft({"collect": 1000, "relabel": 100, "offline": 2000, "coverage + report": 50, "results": 10},
+                 progress=lambda e: lines.append(e.message), every=30, clock=lambda: now[0])
     q.start("collect"), q.update(1, 1)
     now[0] = 2100.0
     q.finish()
@@ -153,8 +153,8 @@ def test_projected_time_left_uses_priors_then_measured_rates():
 
 def test_prior_of_the_small_replication_counts_its_work():
     """The projection's prior counts every run's steps and every trial's updates and evaluation steps."""
-    from bex.cluster.projection import COST, collect_seconds, update_seconds
-    from bex.cluster.replicate import ReplicateConfig, prior_seconds
+    from bex.pipelines.replicate import ReplicateConfig, prior_seconds
+    from bex.pipelines.time_left import COST, collect_seconds, update_seconds
 
     cfg = ReplicateConfig.from_yaml("tune_configs/replicate_small.yaml")
     runs = cfg.grid().runs_()
@@ -179,7 +179,7 @@ def test_prior_of_the_small_replication_counts_its_work():
 def test_offline_settings_may_change_until_the_offline_stage_starts(tmp_path):
     """Collection settings are fixed once a root exists; an experiment's offline settings once it has started;
     another experiment name trains other settings on the same datasets."""
-    from bex.cluster.replicate import MARKER, OFFLINE_RECORD, ReplicateConfig, claim_root
+    from bex.pipelines.replicate import MARKER, OFFLINE_RECORD, ReplicateConfig, claim_root
 
     first = ReplicateConfig.from_yaml(_config(tmp_path / "a.yaml", tmp_path / "s"))
     root = claim_root(first, resume=False)
@@ -217,7 +217,7 @@ def test_offline_settings_may_change_until_the_offline_stage_starts(tmp_path):
     ("replicate_paper_quadruped", "quadruped", 17, 2, ["td3", "cql", "crr", "td3_bst"])])
 def test_the_shipped_replication_configs_validate(name, domain, rows, tasks, learners):
     """Each shipped config validates, collects both k-NN modes in separate partitions, and trains every row."""
-    from bex.cluster.replicate import ReplicateConfig
+    from bex.pipelines.replicate import ReplicateConfig
 
     cfg = ReplicateConfig.from_yaml(f"tune_configs/{name}.yaml")
     plan = cfg.validate()
@@ -238,7 +238,7 @@ def test_the_shipped_replication_configs_validate(name, domain, rows, tasks, lea
 
 def test_the_second_walker_experiment_shares_the_first_ones_datasets():
     """replicate_small_more.yaml trains other learners on replicate_small.yaml's collection: same root and grid."""
-    from bex.cluster.replicate import ReplicateConfig
+    from bex.pipelines.replicate import ReplicateConfig
 
     a = ReplicateConfig.from_yaml("tune_configs/replicate_small.yaml")
     b = ReplicateConfig.from_yaml("tune_configs/replicate_small_more.yaml")
@@ -250,7 +250,7 @@ def test_failed_offline_trials_stop_the_replication_with_one_line(tmp_path):
     """A replication whose trials errored (e.g. a dataset path they cannot see) must not tabulate them."""
     from types import SimpleNamespace
 
-    from bex.cluster.replicate import TrialsFailed, check_trials
+    from bex.pipelines.replicate import TrialsFailed, check_trials
 
     ok = SimpleNamespace(error=None, path=str(tmp_path / "t0"))
     bad = SimpleNamespace(error=RuntimeError("Traceback ...\nFileNotFoundError: dataset 'x' does not exist"),
@@ -266,11 +266,11 @@ def test_failed_offline_trials_stop_the_replication_with_one_line(tmp_path):
 def test_a_killed_runs_stage_time_counts_up_to_its_last_progress_line(tmp_path):
     """The walker replication's first offline run was killed at a session's end after 48 min and its time was
     lost: progress lines now record the stage's seconds so far, and the next run folds them into the total."""
-    from bex.cluster.projection import Projection
-    from bex.cluster.replicate import _checkpoint_time, _finish, _fold_interrupted, stage_times
+    from bex.pipelines.replicate import _checkpoint_time, _finish, _fold_interrupted, stage_times
+    from bex.pipelines.time_left import TimeLeft
 
     now = [0.0]
-    p = Projection({"offline": 100}, say=lambda _: None, clock=lambda: now[0])
+    p = TimeLeft({"offline": 100}, clock=lambda: now[0])
     p.start("collect")
     now[0] = 50.0
     _finish(p, tmp_path)
@@ -282,7 +282,7 @@ def test_a_killed_runs_stage_time_counts_up_to_its_last_progress_line(tmp_path):
     assert stage_times(tmp_path) == {"collect": 50.0, "offline": 70.0}
     _fold_interrupted(tmp_path)  # the next run starts
     assert json.loads((tmp_path / "_bex_replicate_times.json").read_text()) == {"collect": 50.0, "offline": 70.0}
-    q = Projection({"offline": 100}, say=lambda _: None, clock=lambda: now[0])
+    q = TimeLeft({"offline": 100}, clock=lambda: now[0])
     q.start("offline")
     now[0] = 130.0
     _checkpoint_time(q, tmp_path, "more")  # another experiment's stage is keyed apart
@@ -295,7 +295,7 @@ def test_a_killed_runs_stage_time_counts_up_to_its_last_progress_line(tmp_path):
 def test_a_second_replication_on_a_root_in_use_is_refused_in_one_line(tmp_path):
     """Two runs on one root would collect the same partitions and double-count stage times: the second is
     refused while the first holds the root, and may start once it has let go."""
-    from bex.cluster.replicate import ReplicateConfig, claim_root, hold_root
+    from bex.pipelines.replicate import ReplicateConfig, claim_root, hold_root
 
     cfg = _config(tmp_path / "c.yaml", tmp_path / "s", name="busy")
     root = claim_root(ReplicateConfig.from_yaml(cfg), resume=False)

@@ -133,7 +133,7 @@ def test_the_page_check_catches_script_errors_remote_resources_and_blank_plots(t
 
 
 def test_aggregates_equal_iqm_and_mean_by_hand_and_the_rank_correlation():
-    from bex.cluster.report import aggregates, rank_correlation
+    from bex.analysis.report import aggregates, rank_correlation
 
     rng = np.random.default_rng(0)
     cells = {(r, c): list(rng.uniform(0, 1000, 5)) for r in ("a", "b") for c in ("t1 td3", "t2 td3", "t1 cql")}

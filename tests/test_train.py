@@ -1,6 +1,7 @@
 """Offline training: the Ray-free trial loop; on Ray Tune: bad input before Tune starts, checkpoint resume,
 sweep + results table."""
 import json
+import os
 import subprocess
 import tempfile
 import time
@@ -9,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bex.cluster.sweep import SweepConfig
 from bex.learners.trial import TrialConfig
+from bex.pipelines.grids import SweepConfig
 from bex.replay import DatasetWriter
 from tests.conftest import BEX
 from tests.helpers import collect_episode, kill_descendant, last_json
@@ -201,8 +202,15 @@ report_every: 100
 max_concurrent_trials: 2
 """)
     leaked_before = set(Path(tempfile.gettempdir()).glob("bex-ckpt-*"))
-    p = bex("sweep", cfg)
+    logs = tmp_path / "logs"
+    p = subprocess.run([BEX, "sweep", str(cfg)], capture_output=True, text=True, timeout=240,
+                       env={**os.environ, "BEX_LOG_DIR": str(logs)})
     assert p.returncode == 0, p.stderr[-3000:]
+    # bex's own lines only: Ray's and Tune's output (trial tables, banners) went to the log the command names
+    (log,) = logs.glob("bex-*.log")
+    assert f"bex: Ray's and Tune's own output goes to {log}\n" in p.stderr
+    assert all(line.startswith(("[sweep", "bex: ")) for line in p.stderr.strip().splitlines()), p.stderr
+    assert "Trial status" in log.read_text() and "Trial status" not in p.stderr + p.stdout
     run = tmp_path / "runs" / "tiny"
     assert len(list(run.glob("*/checkpoint_*"))) == 4 * 2  # 2 datasets x 2 seeds, 2 evaluations each
     # each checkpoint went through a temporary directory, removed once Tune had copied it
@@ -225,7 +233,7 @@ max_concurrent_trials: 2
 
 def test_results_table_uses_only_real_evaluations(tmp_path):
     """Reports between evaluations carry the last one forward; the table and curves must not count them."""
-    from bex.cluster.results import results_table
+    from bex.analysis.results import results_table
 
     def trial(name, label, seed, evals):
         d = tmp_path / name

@@ -240,8 +240,12 @@ class TwoNodeCluster:
             self.worker.wait(timeout=10)
 
     def ensure_worker(self, timeout: float = 120.0) -> None:
-        """Restart the worker node if it was stopped (a failed test must not take the next test's node)."""
+        """Restart the worker node if it was stopped (a failed test must not take the next test's node).  A killed
+        worker stays "alive" in the GCS until its health checks time out: the new one starts after that, or the
+        cluster would count a dead node (which sees no file) beside the new one."""
         if self.worker is None or self.worker.poll() is not None:
+            self.worker = None  # stopped: not a process to watch while the GCS notices
+            self.wait_nodes(1, timeout)
             self.start_worker()
             self.wait_nodes(2, timeout)
 

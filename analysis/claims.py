@@ -1,6 +1,6 @@
 """The BE paper's claims checked on a replication's results: ranks, pairwise comparisons, verdicts.
 
-Input: the results table of a sweep (:func:`bex.cluster.results.results_table`:
+Input: the results table of a sweep (:func:`bex.analysis.results.results_table`:
 rows = datasets labelled ``objective[/param]``, e.g. ``be/0.5``, ``be-recent/5.0``,
 ``shannon``, ``rnd``; columns = task × learner; cells = final returns, one per
 seed) and the coverage rows of the same datasets (``bex coverage`` figures with

@@ -5,11 +5,11 @@ output directory of ``bex coverage`` (holding ``coverage.json``), or bex
 datasets / partitions (their coverage is computed).  The page holds:
 
 * **Coverage**: the coverage table (every figure ``value [lo, hi]``, see
-  :mod:`bex.replay.coverage`) and the shared t-SNE/PHATE maps.  For a sweep, the
+  :mod:`bex.analysis.coverage`) and the shared t-SNE/PHATE maps.  For a sweep, the
   coverage of each results row (the union of the dataset selections its trials
   trained on) is computed once and cached in ``RUN/coverage/`` (reused while the
   coverage settings and the selections are unchanged).
-* **Table 1** (:func:`bex.cluster.results.results_table`), learning curves (mean
+* **Table 1** (:func:`bex.analysis.results.results_table`), learning curves (mean
   ± one std over seeds) with the uniform random policy's return on each task as a
   dashed reference line (``random_episodes`` episodes, seeds 0..n-1).
 * **Aggregates** with rliable (Agarwal et al., 2021): the interquartile mean and
@@ -38,13 +38,14 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
+from bex.core.progress import Progress, Reporter, report
 from bex.replay import atomic_write_bytes
-from bex.replay.coverage import CoverageConfig, figure_names, null_figures_note
 
+from .coverage import CoverageConfig, figure_names, null_figures_note
 from .results import curve_pngs, read_trials, results_table
 
 #: dm_control's episode returns lie in [0, 1000] (1000 steps, rewards in [0, 1]).
@@ -63,7 +64,7 @@ class Inputs:
 
 def classify(paths: Sequence[str | Path]) -> Inputs:
     """Sort the inputs into sweeps, coverage outputs and datasets; anything else is one ``ValueError`` line."""
-    from bex.replay.coverage import dataset_root_of
+    from bex.replay import dataset_root_of
 
     inp = Inputs()
     for p in map(Path, paths):
@@ -111,10 +112,11 @@ def row_selections(trials: list[dict]) -> dict[str, list[tuple[str, dict]]]:
 
 
 def sweep_coverage(run_dir: Path, trials: list[dict], cfg: CoverageConfig,
-                   progress: Callable[[str, int, int], None] | None = None) -> dict:
+                   progress: Reporter | None = None) -> dict:
     """Coverage per results row of a sweep, cached in ``RUN/coverage/coverage.json`` (with its maps)."""
-    from bex.replay.coverage import coverage, selection_state_set
     from bex.replay.schema import dumps
+
+    from .coverage import coverage, selection_state_set
 
     sels = row_selections(trials)
     key = {"config": cfg.to_dict(), "selections": {r: [[d, f] for d, f in v] for r, v in sorted(sels.items())}}
@@ -341,9 +343,9 @@ def render(title: str, sections: list[str], inputs: list[str]) -> str:
 
 def build_report(paths: Sequence[str | Path], out: str | Path, cov_cfg: CoverageConfig | None = None,
                  figure: str = "shannon", with_coverage: bool = True, random_episodes: int = 5,
-                 progress: Callable[[str, int, int], None] | None = None) -> dict:
+                 progress: Reporter | None = None) -> dict:
     """Write the report page to ``out``; returns a summary (what the page holds)."""
-    from bex.replay.coverage import coverage, load_state_sets
+    from .coverage import coverage, load_state_sets
 
     cov_cfg = cov_cfg or CoverageConfig()
     out = Path(out)
@@ -356,7 +358,7 @@ def build_report(paths: Sequence[str | Path], out: str | Path, cov_cfg: Coverage
     inp = classify(paths)
     if len(inp.sweeps) > 1:
         raise ValueError(f"one sweep per report; got {len(inp.sweeps)}: {[str(s) for s in inp.sweeps]}")
-    tick = progress or (lambda stage, done, total: None)
+    tick = report(progress)
     cov_rows: list[dict] = []
     maps: dict[str, bytes] = {}
     sections: list[str] = []
@@ -394,15 +396,15 @@ def build_report(paths: Sequence[str | Path], out: str | Path, cov_cfg: Coverage
         summary["plots"] += len(maps)
     if tab is not None:
         tasks = sorted({c.split(" ", 1)[0] for c in tab["cols"]})
-        tick("random policy", 0, len(tasks))
+        tick(Progress("random policy", 0, len(tasks)))
         random_ret = {}
         for i, t in enumerate(tasks):
             random_ret.update(random_policy_returns([t], random_episodes))
-            tick("random policy", i + 1, len(tasks))
+            tick(Progress("random policy", i + 1, len(tasks)))
         curves = curve_pngs(tab["curves"], {t: v["mean"] for t, v in random_ret.items()})
-        tick("rliable", 0, 1)
+        tick(Progress("rliable", 0, 1))
         agg = aggregates(tab)
-        tick("rliable", 1, 1)
+        tick(Progress("rliable", 1, 1))
         agg_png = aggregate_png(agg) if agg["datasets"] else None
         sections.append(results_section(tab, random_ret, curves, agg, agg_png))
         summary.update(results_rows=tab["rows"], random_policy=random_ret,

@@ -4,14 +4,14 @@ A replication config (``tune_configs/replicate_*.yaml``) holds a collection grid
 (``collect:``, the keys of ``tune_configs/collect_*.yaml`` except ``name`` and
 ``out``), an offline sweep (``offline:``, the keys of a sweep config except
 ``name``, ``datasets`` and ``storage``) and coverage settings (``coverage:``,
-:class:`bex.replay.coverage.CoverageConfig`).  Everything lives under
+:class:`bex.analysis.coverage.CoverageConfig`).  Everything lives under
 ``STORAGE/NAME/``::
 
     _bex_replicate.json   the config this root belongs to (another config is refused)
     datasets/             the collected datasets (hive-partitioned, one partition per run)
     offline/              the Tune experiment of the offline sweep (coverage cached in offline/coverage/)
     results.md            Table 1 (copied from offline/results.md)
-    analysis.md/.json     every claim of the paper with its verdict and evidence (bex.cluster.claims)
+    analysis.md/.json     every claim of the paper with its verdict and evidence (bex.analysis.claims)
     _bex_replicate_times.json   seconds spent in each stage, summed over every run (and resume) of the root
     report.html           the report page (bex report)
 
@@ -43,15 +43,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from bex.analysis.coverage import CoverageConfig
 from bex.core import ConfigBase, param
+from bex.core.config import load_yaml
+from bex.core.errors import RunFailed
+from bex.core.progress import Progress, Reporter, report
+from bex.core.storage import check_experiment_name
 from bex.replay import atomic_write_bytes
-from bex.replay.coverage import CoverageConfig
 
-from .collect_grid import CollectGrid
-from .projection import COST, STAGES, Projection, collect_seconds, fmt_duration, offline_seconds, step_seconds
-from .sweep import SweepConfig
-from .train import check_experiment_name
-from .yamlconf import load_yaml
+from .grids import CollectGrid, SweepConfig
+from .time_left import COST, STAGES, TimeLeft, collect_seconds, fmt_duration, offline_seconds, step_seconds
 
 MARKER = "_bex_replicate.json"
 OFFLINE_RECORD = "_bex_offline.json"  # in an experiment's directory: the offline settings it runs with
@@ -211,17 +212,19 @@ def _complete(c) -> bool:
     return len(first) - int(first.sum()) >= c.steps
 
 
-def run_replication(cfg: ReplicateConfig, resume: bool = False,
-                    say: Callable[[str], None] = print) -> dict:
-    """Run (or continue) every stage; returns a summary with each stage's wall time."""
-    from bex.replay import relabel
+def run_replication(cfg: ReplicateConfig, resume: bool = False, progress: Reporter | None = None) -> dict:
+    """Run (or continue) every stage; returns a summary with each stage's wall time.
 
-    from .driver import print_progress, run_collections
-    from .relabel import ray_map
-    from .report import build_report
-    from .results import write_results
-    from .runtime import TERMINATED
-    from .train import run_trials
+    ``progress`` gets a :class:`~bex.core.progress.Progress` event with a ``message`` line when a stage starts,
+    the time-left line (:class:`~.time_left.TimeLeft`) at most every 30 s, and the collection's own events (one
+    row per run) during the collect stage."""
+    from bex.analysis.report import build_report
+    from bex.analysis.results import write_results
+    from bex.cluster.driver import run_collections
+    from bex.cluster.raymap import ray_map
+    from bex.cluster.runtime import TERMINATED
+    from bex.cluster.train import can_restore, run_trials
+    from bex.replay import relabel
 
     plan = cfg.validate()
     root = claim_root(cfg, resume)
@@ -233,34 +236,37 @@ def run_replication(cfg: ReplicateConfig, resume: bool = False,
     todo = [c for c in runs if not _complete(c)]
     _fold_interrupted(root)
 
-    def tick(line: str) -> None:  # every progress line (at most every 30 s) also records the stage's time so far
-        say(line)
+    say = report(progress)
+
+    def tick(event: Progress) -> None:  # every time-left line (at most every 30 s) also records the stage's time
+        say(event)
         _checkpoint_time(proj, root, cfg.experiment)
 
-    proj = Projection(prior_seconds(cfg, todo), say=tick)
+    proj = TimeLeft(prior_seconds(cfg, todo), progress=tick)
     try:
         def stage(i: int, detail: str) -> None:
             proj.start(STAGES[i])
-            say(f"[replicate {i + 1}/{len(STAGES)}] {STAGES[i]}: {detail} "
-                f"({sum(proj.done.values()):.0f} s so far; projected left {fmt_duration(proj.left())})")
+            say(Progress(STAGES[i], i, len(STAGES), message=f"[replicate {i + 1}/{len(STAGES)}] {STAGES[i]}: "
+                         f"{detail} ({sum(proj.done.values()):.0f} s so far; projected left "
+                         f"{fmt_duration(proj.left())})"))
 
         stage(0, f"{len(todo)} of {len(runs)} runs to collect -> {grid.out}")
         if todo:
-            show = print_progress()
             weight = [step_seconds(c) for c in todo]  # a recent-mode step costs ~3 batch-mode steps
 
             before: list[float] = []  # steps a resumed run had already collected: not this run's rate
             work = [0.0]  # the stage's whole cost (weighted steps), the prior's unit
 
-            def progress(rows: list[dict]) -> None:
-                show(rows)  # one row per run of `todo`, in order: the stage's fraction weighs steps by their cost
+            def collecting(event: Progress) -> None:
+                say(event)  # one row per run of `todo`, in order: the stage's fraction weighs steps by their cost
+                rows = event.rows
                 done = sum(w * r["steps"] for w, r in zip(weight, rows))
                 work[0] = sum(w * r["total"] for w, r in zip(weight, rows))
                 if not before:
                     before.append(sum(w * r.get("resumed_from", 0) for w, r in zip(weight, rows)))
                 proj.update(done - before[0], work[0] - before[0])
 
-            run_collections(todo, resume=True, progress=progress, max_concurrent_runs=grid.max_concurrent_runs)
+            run_collections(todo, resume=True, progress=collecting, max_concurrent_runs=grid.max_concurrent_runs)
             # the prior counted every step of the unfinished runs; this run did those after `before`
             _finish(proj, root, cfg.experiment, share=1 - before[0] / work[0] if before and work[0] else 1.0)
         else:
@@ -278,9 +284,7 @@ def run_replication(cfg: ReplicateConfig, resume: bool = False,
 
         trials = per_partition_trials(sweep) if cfg.train_on == "each_seed" else sweep.trials()
         exp = root / cfg.experiment
-        from ray import tune
-
-        restore = tune.Tuner.can_restore(str(exp.resolve()))
+        restore = can_restore(str(exp.resolve()))
         stage(2, f"{len(trials)} trials ({'resuming' if restore else 'new'}) -> {exp}")
         exp.mkdir(parents=True, exist_ok=True)  # its offline settings are fixed from here on (claim_root)
         settings = json.loads(json.dumps(cfg.to_dict(), default=str))
@@ -307,10 +311,10 @@ def run_replication(cfg: ReplicateConfig, resume: bool = False,
         write_analysis(cfg, exp, rep)
         _finish(proj, root, cfg.experiment)
         total = stage_times(root)
-        say(f"[replicate] done in {time.perf_counter() - t_all:.0f} s: {cfg.output('results', '.md')}, "
-            f"{cfg.output('report', '.html')}; "
-            f"time in each stage over every run of this root: "
-            + ", ".join(f"{k} {fmt_duration(v)}" for k, v in total.items()))
+        say(Progress(STAGES[-1], len(STAGES), len(STAGES), message=(
+            f"[replicate] done in {time.perf_counter() - t_all:.0f} s: {cfg.output('results', '.md')}, "
+            f"{cfg.output('report', '.html')}; time in each stage over every run of this root: "
+            + ", ".join(f"{k} {fmt_duration(v)}" for k, v in total.items()))))
         return {"root": str(root), "plan": plan, "trials": len(trials), "complete": out["complete"],
                 "stage_wall_s": {k: round(v, 1) for k, v in proj.done.items()},
                 "stage_wall_total_s": {k: round(v, 1) for k, v in total.items()}, "report": rep["out"],
@@ -321,7 +325,7 @@ def run_replication(cfg: ReplicateConfig, resume: bool = False,
             _finish(proj, root, cfg.experiment)
         lock.close()
 
-class TrialsFailed(RuntimeError):
+class TrialsFailed(RunFailed):
     """Trials of the offline stage ended in an error: the replication stops before tables are made of them."""
 
 
@@ -365,7 +369,7 @@ def _stage_key(stage: str, experiment: str) -> str:
     return stage if experiment == "offline" or stage in ("collect", "relabel") else f"{stage} [{experiment}]"
 
 
-def _checkpoint_time(proj: Projection, root: Path, experiment: str) -> None:
+def _checkpoint_time(proj: TimeLeft, root: Path, experiment: str) -> None:
     """Record the current stage's seconds so far, so that a killed run's time is not lost."""
     if proj.current is None:
         return
@@ -374,7 +378,7 @@ def _checkpoint_time(proj: Projection, root: Path, experiment: str) -> None:
     atomic_write_bytes(root / TIMES, json.dumps(raw, indent=1).encode())
 
 
-def _finish(proj: Projection, root: Path, experiment: str = "offline", share: float = 1.0) -> None:
+def _finish(proj: TimeLeft, root: Path, experiment: str = "offline", share: float = 1.0) -> None:
     """End the current stage and add its wall time to the root's running total (``_bex_replicate_times.json``);
     this run's ``_running`` record is superseded by the stage's wall time."""
     stage = _stage_key(proj.current, experiment)
@@ -395,9 +399,9 @@ def _fold_interrupted(root: Path) -> None:
 def write_analysis(cfg: ReplicateConfig, exp: Path, rep: dict) -> dict:
     """``analysis.md``/``analysis.json``: every claim's verdict (:mod:`.claims`), rliable aggregates, the rank
     correlation of coverage and return (open question 3) and whether a statistic picks α (open question 4)."""
-    from .claims import claims, claims_markdown, statistic_picks_alpha
-    from .report import COVERAGE_DIR, read_coverage_json
-    from .results import results_table
+    from bex.analysis.claims import claims, claims_markdown, statistic_picks_alpha
+    from bex.analysis.report import COVERAGE_DIR, read_coverage_json
+    from bex.analysis.results import results_table
 
     tab = results_table(exp)
     cache = exp / COVERAGE_DIR / "coverage.json"
@@ -408,7 +412,7 @@ def write_analysis(cfg: ReplicateConfig, exp: Path, rep: dict) -> dict:
     picks = {fam: statistic_picks_alpha(tab, cov, fam, figures) for fam in ("be", "be-recent")}
     corr = rep.get("rank_correlation")
     lines = ["# Claims of the BE paper on this replication", "",
-             "Verdict rules: `bex.cluster.claims` (module docstring). Returns are final evaluation returns; "
+             "Verdict rules: `bex.analysis.claims` (module docstring). Returns are final evaluation returns; "
              "coverage figures are `bex coverage`'s with 95 % intervals.", "", claims_markdown(res, tab),
              "## rliable aggregates (return / 1000, 95 % stratified bootstrap)", "",
              "| dataset | IQM | mean |", "|---|---|---|"]
@@ -454,7 +458,7 @@ def _finite_json(x):
 
 
 def prior_seconds(cfg: ReplicateConfig, todo) -> dict[str, float]:
-    """Each stage's projected seconds before it runs (:mod:`.projection`'s measured unit costs); the offline
+    """Each stage's projected seconds before it runs (:mod:`.time_left`'s unit costs); the offline
     sweep has one trial per training dataset (a dataset row, or each collection run with ``train_on:
     each_seed``) × task × learner × seed × hyperparameter combination."""
     import os

@@ -12,7 +12,8 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
-from typing import Callable
+
+from bex.core.progress import Progress, Reporter, report
 
 #: The file a demo leaves in its run root; a later demo deletes only what a root with this file holds.
 MARKER = ".bex_demo"
@@ -50,16 +51,25 @@ def _demo_layout(root: Path) -> bool:
             and names(root / "sweeps") <= {"demo"})
 
 
-def run_demo(root: Path, steps: int = 4000, train_steps: int = 2000, echo: Callable[[str], None] = print) -> dict:
+def run_demo(root: Path, steps: int = 4000, train_steps: int = 2000, progress: Reporter | None = None) -> dict:
+    """Run the demo under ``root``; its narrative (stage lines, the dataset summary, Table 1, where the outputs
+    are) comes as ``Progress("demo", stage, 4, message=...)`` events, and the collection's own events (one row
+    per run) in between.  Returns ``write_results``' summary of the sweep."""
     from bex.actors.collect import CollectConfig
+    from bex.analysis.coverage import CoverageConfig
+    from bex.analysis.info import dataset_info, format_info
+    from bex.analysis.report import build_report
+    from bex.analysis.results import write_results
+    from bex.cluster.driver import run_collections
+    from bex.cluster.raymap import ray_map
+    from bex.cluster.train import run_trials
     from bex.learners.trial import TrialConfig
     from bex.replay import relabel
 
-    from .driver import print_progress, run_collections
-    from .info import dataset_info, format_info
-    from .relabel import ray_map
-    from .results import write_results
-    from .train import run_trials
+    tick = report(progress)
+
+    def say(stage: int, line: str) -> None:
+        tick(Progress("demo", stage, 4, message=line))
 
     root = Path(root)
     data = root / "datasets" / "walker"
@@ -70,30 +80,26 @@ def run_demo(root: Path, steps: int = 4000, train_steps: int = 2000, echo: Calla
                           episodes_per_chunk=2, explorer_config=explorer_cfg),
             CollectConfig(out=str(data), explorer="apt", objective="shannon", steps=steps, preset="small",
                           episodes_per_chunk=2, explorer_config=explorer_cfg)]
-    echo(f"[1/4] collect: APT with BE (alpha 0.5) and Shannon rewards, walker, {steps} steps each -> {data}")
-    for s in run_collections(runs, progress=print_progress()):
-        echo(f"      {s['config']['objective']}: {s['steps']} steps in {s['wall_s']:.1f}s, {s['updates']} updates")
-    echo("[2/4] relabel: walker_stand (Ray tasks)")
-    echo(f"      {relabel(data, 'walker_stand', map_fn=ray_map())}")
-    echo(format_info(dataset_info(data)))
-    echo(f"[3/4] train: TD3 and CQL on each dataset, {train_steps} gradient steps (Ray Tune)")
+    say(0, f"[1/4] collect: APT with BE (alpha 0.5) and Shannon rewards, walker, {steps} steps each -> {data}")
+    for s in run_collections(runs, progress=tick):
+        say(0, f"      {s['config']['objective']}: {s['steps']} steps in {s['wall_s']:.1f}s, {s['updates']} updates")
+    say(1, "[2/4] relabel: walker_stand (Ray tasks)")
+    say(1, f"      {relabel(data, 'walker_stand', map_fn=ray_map())}")
+    say(1, format_info(dataset_info(data)))
+    say(2, f"[3/4] train: TD3 and CQL on each dataset, {train_steps} gradient steps (Ray Tune)")
     trials = [TrialConfig.from_dict(dict(dataset=str(data), filters=f, task="walker_stand", learner=learner,
                                          steps=train_steps, eval_every=train_steps // 2, eval_episodes=2,
                                          report_every=train_steps // 4, label=label))
               for learner in ("td3", "cql")
               for f, label in (({"objective": "be", "param": "0.5"}, "be/0.5"), ({"objective": "shannon"}, "shannon"))]
     run_trials(trials, name="demo", storage=str(root / "sweeps"), max_concurrent=2, verbose=0)
-    echo("[4/4] results (mean ± std of the final evaluation return)")
+    say(3, "[4/4] results (mean ± std of the final evaluation return)")
     out = write_results(root / "sweeps" / "demo")
-    echo(out["markdown"])
-    echo(f"tables: {out['md']}, {out['csv']}; curves: {len(out['plots'])} PNG")
-    from bex.replay.coverage import CoverageConfig
-
-    from .report import build_report
-
+    say(3, out["markdown"])
+    say(3, f"tables: {out['md']}, {out['csv']}; curves: {len(out['plots'])} PNG")
     page = root / "report.html"
     rep = build_report([root / "sweeps" / "demo"], page, CoverageConfig(map_states=1000), random_episodes=2)
-    echo(f"report page (coverage, Table 1, curves, rliable aggregates; opens offline): {page} "
-         f"({len(rep['datasets'])} datasets, {rep['plots']} plots)")
-    echo(f"demo finished in {time.perf_counter() - t0:.0f}s")
+    say(4, f"report page (coverage, Table 1, curves, rliable aggregates; opens offline): {page} "
+           f"({len(rep['datasets'])} datasets, {rep['plots']} plots)")
+    say(4, f"demo finished in {time.perf_counter() - t0:.0f}s")
     return out

@@ -47,6 +47,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from bex.core import ConfigBase, param
+from bex.core.progress import Progress, Reporter, report
 from bex.entropy.estimators import (
     behavioral_entropy_from_log_density,
     log_density_from_distances,
@@ -193,7 +194,7 @@ def _stdout_to_stderr():
 
 
 def shared_maps(zs: Sequence[np.ndarray], names: Sequence[str], cfg: CoverageConfig, out_dir: Path,
-                rng: np.random.Generator, progress: Callable[[str, int, int], None] | None = None) -> dict[str, str]:
+                rng: np.random.Generator, progress: Reporter | None = None) -> dict[str, str]:
     """One t-SNE (openTSNE) and one PHATE embedding of the pooled states, drawn as small multiples.
 
     ``cfg.map_states`` pooled states, an equal share from each standardised
@@ -210,7 +211,7 @@ def shared_maps(zs: Sequence[np.ndarray], names: Sequence[str], cfg: CoverageCon
     import phate
     from openTSNE import TSNE
 
-    from .writer import atomic_write_bytes
+    from bex.replay import atomic_write_bytes
 
     per = max(2, cfg.map_states // len(zs))
     parts = [z[rng.choice(len(z), min(per, len(z)), replace=False)] for z in zs]
@@ -221,14 +222,14 @@ def shared_maps(zs: Sequence[np.ndarray], names: Sequence[str], cfg: CoverageCon
     # original stream), which carries bex's JSON lines: send file descriptor 1 to stderr meanwhile
     with _stdout_to_stderr(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        tick = progress or (lambda stage, done, total: None)
-        tick("maps", 0, 2)
+        tick = report(progress)
+        tick(Progress("maps", 0, 2))
         embeddings = {"tsne": np.asarray(TSNE(n_components=2, perplexity=perplexity, random_state=cfg.seed, n_jobs=1,
                                               verbose=False).fit(pooled))}
-        tick("maps", 1, 2)
+        tick(Progress("maps", 1, 2))
         embeddings["phate"] = np.asarray(phate.PHATE(n_components=2, knn=min(5, len(pooled) - 2),
                                                      random_state=cfg.seed, n_jobs=1, verbose=0).fit_transform(pooled))
-        tick("maps", 2, 2)
+        tick(Progress("maps", 2, 2))
     out = {}
     cols = min(4, len(zs))
     rows = (len(zs) + cols - 1) // cols
@@ -258,11 +259,11 @@ def shared_maps(zs: Sequence[np.ndarray], names: Sequence[str], cfg: CoverageCon
 
 
 def coverage(sets: Sequence[StateSet], cfg: CoverageConfig | None = None,
-             progress: Callable[[str, int, int], None] | None = None, out_dir: str | Path | None = None) -> list[dict]:
+             progress: Reporter | None = None, out_dir: str | Path | None = None) -> list[dict]:
     """The coverage figures of each set, ``{"value", "lo", "hi"}`` each, on equal-size pooled-z-scored samples.
 
-    ``progress(stage, done, total)`` is called as work completes: stage ``figures`` (one unit per figure set:
-    each dataset's full sample and its replicates), then ``maps`` (t-SNE, PHATE).
+    ``progress`` gets a :class:`~bex.core.progress.Progress` event as work completes: stage ``figures`` (one
+    unit per figure set: each dataset's full sample and its replicates), then ``maps`` (t-SNE, PHATE).
 
     With ``out_dir`` and ``cfg.map_states > 0`` the shared t-SNE and PHATE maps are drawn there too
     (:func:`shared_maps`; each row then names its ``maps``).
@@ -310,16 +311,16 @@ def coverage(sets: Sequence[StateSet], cfg: CoverageConfig | None = None,
         return dist.astype(np.float64)
 
     out = []
-    tick = progress or (lambda stage, done, total: None)
+    tick = report(progress)
     total = len(sets) * (1 + cfg.replicates)
-    tick("figures", 0, total)
+    tick(Progress("figures", 0, total))
     for i, (s, z) in enumerate(zip(sets, zs)):
         value = figures(z, cfg, cells, knn)
-        tick("figures", i * (1 + cfg.replicates) + 1, total)
+        tick(Progress("figures", i * (1 + cfg.replicates) + 1, total))
         reps = []
         for j in range(cfg.replicates):
             reps.append(figures(z[rng.choice(n, n // 2, replace=False)], cfg, cells, knn))
-            tick("figures", i * (1 + cfg.replicates) + j + 2, total)
+            tick(Progress("figures", i * (1 + cfg.replicates) + j + 2, total))
         row = {"dataset": s.name, "states": n, "space": cfg.space, "dims": d, **s.meta}
         scale = math.sqrt((n // 2) / n)
         for key, v in value.items():
@@ -337,33 +338,6 @@ def coverage(sets: Sequence[StateSet], cfg: CoverageConfig | None = None,
 
 
 # ---------------------------------------------------------------------------------------------- loading
-def dataset_root_of(path: Path) -> Path:
-    """The dataset root holding ``path`` (itself, or the nearest parent with ``_bex_dataset.json``)."""
-    from .schema import DATASET_META_FILE
-
-    for p in (path, *path.parents):
-        if (p / DATASET_META_FILE).is_file():
-            return p
-    raise ValueError(f"{str(path)!r} is not a bex dataset or a partition of one (no {DATASET_META_FILE} in it "
-                     f"or above it)")
-
-
-def dataset_selection(path: str | Path) -> tuple[Path, dict[str, str]]:
-    """``(root, partition filters)`` of a dataset root or a partition directory (``.../objective=be/param=0.5``);
-    a missing path or a path that is not one is a one-line error."""
-    from .reader import PARTITION_KEYS
-
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"dataset {str(path)!r} does not exist")
-    root = dataset_root_of(path.resolve())
-    fixed = dict(c.split("=", 1) for c in path.resolve().relative_to(root).parts if "=" in c)
-    unknown = sorted(set(fixed) - set(PARTITION_KEYS))
-    if unknown:
-        raise ValueError(f"{str(path)!r} is not a partition directory (unknown key(s) {unknown})")
-    return root, fixed
-
-
 def _positions_width(domain: str) -> int:
     """``nq``: how many leading entries of the physics state are joint positions (qpos)."""
     from bex.envs import make
@@ -387,7 +361,7 @@ def dataset_states(ds, space: str) -> np.ndarray:
 def selection_state_set(name: str, selections: Sequence[tuple[str, dict]], space: str = "physics") -> StateSet:
     """One :class:`StateSet` named ``name`` from the union of dataset selections ``(root, partition filters)``
     (e.g. every dataset selection behind one row of a results table)."""
-    from .reader import Dataset
+    from bex.replay import Dataset
 
     if space not in SPACES:
         raise ValueError(f"unknown --space {space!r}; allowed: {', '.join(SPACES)}")
@@ -405,12 +379,12 @@ def selection_state_set(name: str, selections: Sequence[tuple[str, dict]], space
 
 
 def load_state_sets(dirs: Sequence[str | Path], space: str = "physics",
-                    progress: Callable[[str, int, int], None] | None = None) -> list[StateSet]:
+                    progress: Reporter | None = None) -> list[StateSet]:
     """One :class:`StateSet` per partition of each directory (a dataset root: all its partitions; a partition
     directory: that partition), in ``space``.  Every directory is checked (from metadata and file footers) before
-    any is read, so bad input is one ``ValueError`` line with no progress before it; ``progress("load", i, n)``
+    any is read, so bad input is one ``ValueError`` line with no progress before it; ``Progress("load", i, n)``
     then counts partitions read."""
-    from .reader import Dataset, has_physics, no_physics_error
+    from bex.replay.reader import Dataset, dataset_selection, has_physics, no_physics_error
 
     if space not in SPACES:
         raise ValueError(f"unknown --space {space!r}; allowed: {', '.join(SPACES)}")
@@ -432,13 +406,12 @@ def load_state_sets(dirs: Sequence[str | Path], space: str = "physics",
         raise ValueError(f"datasets of different domains {domains} cannot be compared in {space} space "
                          f"(their states mean different things)")
     out: list[StateSet] = []
+    tick = report(progress)
     for i, (root, part, sub) in enumerate(todo):
-        if progress:
-            progress("load", i, len(todo))
+        tick(Progress("load", i, len(todo)))
         states = dataset_states(sub, space)
         label = part.get("objective", "?") + ("" if part.get("param", "none") == "none" else f"={part['param']}")
         name = f"{root.name}:{label}/s{part.get('seed', '?')}"
         out.append(StateSet(name, states, {"path": str(root), "partition": part, "domain": sub.env_spec.domain}))
-    if progress:
-        progress("load", len(todo), len(todo))
+    tick(Progress("load", len(todo), len(todo)))
     return out

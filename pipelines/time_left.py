@@ -1,29 +1,31 @@
-"""Projected time left of a replication (``bex replicate``'s progress line).
+"""The time left of a replication: ``bex replicate``'s progress line.
 
 Before a stage runs, its time is a *prior*: the stage's work (env steps,
 rewards to relabel, gradient updates and evaluation steps, states to cover)
-times a per-unit cost measured on the 2-core dev machine (:data:`COST`, figures
-and method in ``docs/replication.md``), divided by the slots that work in
-parallel.  Once a stage has done 2 % of its work (and run 20 s) its own rate
-replaces the prior: left = elapsed × (1 − f) / f.  The later stages' priors are
-scaled by the ratio measured/prior of the stages already finished, so a machine
-twice as slow as the dev box projects twice the time after the first stage.
+times a per-unit cost in seconds of one CPU core (:data:`COST`; where each
+figure was measured, and how: ``docs/replication.md``, "Unit costs of the
+time-left estimate"), divided by the slots that work in parallel.  Once a
+stage has done 2 % of its work (and run 20 s) its own rate replaces the prior:
+left = elapsed × (1 − f) / f.  The later stages' priors are scaled by the ratio
+measured/prior of the stages already finished, so a machine twice as slow as
+the one the costs were measured on projects twice the time after the first
+stage.
 """
 from __future__ import annotations
 
 import time
 from typing import Callable
 
-#: Per-unit costs in seconds of one core, measured on the 2-core dev machine (docs/replication.md).
+from bex.core.progress import Progress, Reporter, report
+
+#: Per-unit costs in seconds of one CPU core (their measurements: docs/replication.md).
 COST = {
-    # one environment step of a collection run, updates included (small preset, one core, quiet; in process:
-    # APT batch mode 215 steps/s, RND 216, SMM 136; recent mode 50 steps/s with its 16K-state window full,
-    # two runs at once through Ray: the walker replication, 2026-12-03); the paper preset is ×PAPER_FACTOR
+    # one environment step of a collection run at the small preset, its explorer's updates included, by explorer
+    # and k-NN mode; the paper preset costs paper_factor times as much
     "env_step": {"random": 1 / 1500, "apt": 1 / 210, "apt/recent": 1 / 50, "apt/window": 1 / 75,
                  "rnd": 1 / 210, "smm": 1 / 135},
     "paper_factor": 30.0,
-    # one gradient update at hidden 256, batch 256 (TD3 12.3 ms measured; the others scaled from the
-    # loaded measurements of docs/learners.md by the same factor); see update_seconds for other sizes
+    # one gradient update at hidden 256, batch 256, by learner (and variant); update_seconds scales it to other sizes
     "update_256": {"td3": 0.0123, "td3/exorl": 0.0156, "td3_bst": 0.014, "crr": 0.032, "cql": 0.085,
                    "cql/exorl": 0.085, "bc": 0.005, "iql": 0.015, "distill": 0.05},
     "update_overhead": 0.2,      # the share of a 256/256 update that does not shrink with the network
@@ -57,11 +59,8 @@ def collect_seconds(runs, slots: int) -> float:
 
 
 def update_seconds(learner: str, hidden: int, batch: int) -> float:
-    """One gradient update: the hidden-256/batch-256 measurement, its FLOP part scaled by hidden² × batch.
-
-    TD3 measured (ms, one thread): 12.3 at 256/256, 5.1 at 128/256, 3.7 at 128/128, 2.2 at 64/128; the model
-    ref × (0.2 + 0.8 × ratio) gives 12.3, 4.9, 3.7, 2.8.
-    """
+    """One gradient update: the hidden-256/batch-256 cost, its FLOP part (``1 - update_overhead``) scaled by
+    hidden² × batch (how well this fits the measured sizes: docs/replication.md)."""
     ref = COST["update_256"].get(learner, COST["update_256"]["td3"])
     o = COST["update_overhead"]
     return ref * (o + (1 - o) * (hidden / 256) ** 2 * (batch / 256))
@@ -81,13 +80,17 @@ def offline_seconds(trials, slots: int) -> float:
     return total / max(1, slots)
 
 
-class Projection:
-    """Stage-by-stage progress and projected time left; ``line()`` is what ``bex replicate`` prints."""
+class TimeLeft:
+    """Stage-by-stage progress and the projected time left; ``line()`` is what ``bex replicate`` prints.
 
-    def __init__(self, prior: dict[str, float], say: Callable[[str], None] = print, every: float = 30.0,
+    ``progress`` gets ``Progress(stage, done, total, message=line())`` from :meth:`update`, at most every
+    ``every`` seconds.
+    """
+
+    def __init__(self, prior: dict[str, float], progress: Reporter | None = None, every: float = 30.0,
                  clock: Callable[[], float] = time.monotonic):
         self.prior = {s: float(prior.get(s, 0.0)) for s in STAGES}
-        self.say, self.every, self.clock = say, every, clock
+        self.progress, self.every, self.clock = report(progress), every, clock
         self.done: dict[str, float] = {}  # finished stages: measured seconds
         self.share: dict[str, float] = {}  # finished stages: the share of their prior's work done in this run
         self.current: str | None = None
@@ -118,12 +121,12 @@ class Projection:
         self.fraction = self.base = min(1.0, max(0.0, done / total)) if total > 0 else 1.0
 
     def update(self, done: float, total: float) -> None:
-        """The current stage has done ``done`` of ``total`` units; prints the line at most every ``every`` s."""
+        """The current stage has done ``done`` of ``total`` units; reports the line at most every ``every`` s."""
         self.fraction = min(1.0, max(0.0, done / total)) if total > 0 else 1.0
         now = self.clock()
         if now - self._said >= self.every:
             self._said = now
-            self.say(self.line())
+            self.progress(Progress(self.current or "-", done, total, message=self.line()))
 
     def scale(self) -> float:
         """measured / prior over the finished stages that had work, each prior times the share of its work done
@@ -155,5 +158,5 @@ class Projection:
                 f"projected left: stage {fmt_duration(self.stage_left())}, all {fmt_duration(self.left())}")
 
 
-__all__ = ["COST", "STAGES", "Projection", "collect_seconds", "fmt_duration", "step_seconds", "offline_seconds",
+__all__ = ["COST", "STAGES", "TimeLeft", "collect_seconds", "fmt_duration", "step_seconds", "offline_seconds",
            "update_seconds"]

@@ -1,0 +1,71 @@
+"""Analysis commands: ``bex coverage``, ``report``."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .app import command, err, local_path, out, seed_option
+from .progress import printer
+
+PANEL = "Analysis"
+
+
+@command(rich_help_panel=PANEL)
+def coverage(dirs: List[Path] = typer.Argument(..., help="bex datasets or partitions (each partition of a dataset "
+                                                   "is compared as its own dataset)"),
+             space: str = typer.Option("physics", "--space", help="physics | observation | positions"),
+             max_states: Optional[int] = typer.Option(None, "--max-states", help="equal sample size cap"),
+             k: int = typer.Option(5, "--k", help="neighbours of the k-NN estimators"),
+             replicates: int = typer.Option(10, "--replicates", help="half-size subsamples per interval"),
+             seed: int = seed_option("seed of the samples and maps"),
+             map_states: int = typer.Option(3000, "--map-states", help="pooled states behind the shared "
+                                            "t-SNE/PHATE maps (0: no maps)"),
+             out_dir: Path = typer.Option(..., "--out", help="output directory (coverage.json, tsne.png, phate.png)")):
+    """k-NN entropies (Shannon, Rényi, BE), volumes and the near-static fraction of datasets, comparable."""
+    from bex.analysis.coverage import CoverageConfig, load_state_sets, null_figures_note
+    from bex.analysis.coverage import coverage as measure
+    from bex.replay import atomic_write_bytes
+    from bex.replay.schema import dumps
+
+    cfg = CoverageConfig.from_dict({"space": space, "max_states": max_states, "k": k, "replicates": replicates,
+                                    "seed": seed, "map_states": map_states})
+    folder = Path(local_path(out_dir, "--out"))
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"--out {str(folder)!r} is a file, not a directory")
+    bar = printer("coverage")
+    sets = load_state_sets([local_path(d, "dataset") for d in dirs], cfg.space, progress=bar)
+    rows = measure(sets, cfg, progress=bar, out_dir=folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(folder / "coverage.json", dumps({"config": cfg.to_dict(), "datasets": rows}).encode())
+    for row in rows:
+        out(json.dumps(row))
+    note = null_figures_note(rows)
+    if note:
+        err(f"bex: note: {note}")
+
+
+@command(rich_help_panel=PANEL)
+def report(inputs: List[Path] = typer.Argument(..., help="a sweep (STORAGE/NAME), `bex coverage` outputs, or bex "
+                                               "datasets / partitions"),
+           out_file: Path = typer.Option(..., "--out", help="the page to write (.html, self-contained)"),
+           space: str = typer.Option("physics", "--space", help="coverage space: physics | observation | positions"),
+           max_states: Optional[int] = typer.Option(None, "--max-states", help="coverage: equal sample size cap"),
+           map_states: int = typer.Option(3000, "--map-states", help="coverage: states behind the shared maps"),
+           figure: str = typer.Option("shannon", "--figure", help="coverage figure plotted against return"),
+           no_coverage: bool = typer.Option(False, "--no-coverage", help="a sweep: skip its datasets' coverage"),
+           random_episodes: int = typer.Option(5, "--random-episodes", help="episodes of the random-policy "
+                                               "reference per task")):
+    """One self-contained HTML page: coverage, Table 1, learning curves, rliable aggregates, coverage vs return."""
+    from bex.analysis.coverage import CoverageConfig
+    from bex.analysis.report import build_report
+
+    cfg = CoverageConfig.from_dict({"space": space, "max_states": max_states, "map_states": map_states})
+    if random_episodes < 1:
+        raise ValueError(f"--random-episodes {random_episodes} is out of range: allowed >= 1")
+    res = build_report([local_path(p, "input") for p in inputs], local_path(out_file, "--out"), cfg,
+                       figure=figure, with_coverage=not no_coverage, random_episodes=random_episodes,
+                       progress=printer("report"))
+    out(json.dumps(res))
