@@ -9,21 +9,18 @@ datasets / partitions (their coverage is computed).  The page holds:
   coverage of each results row (the union of the dataset selections its trials
   trained on) is computed once and cached in ``RUN/coverage/`` (reused while the
   coverage settings and the selections are unchanged).
-* **Table 1** (:func:`bex.analysis.results.results_table`), learning curves (mean
-  ± one std over seeds) with the uniform random policy's return on each task as a
-  dashed reference line (``random_episodes`` episodes, seeds 0..n-1).
-* **Aggregates** with rliable (Agarwal et al., 2021): the interquartile mean and
-  the mean of normalised scores with 95 % stratified-bootstrap intervals, per
-  dataset, over tasks × learners (the strata) and seeds (the runs).  Scores are
-  ``return / 1000`` (every dm_control task's episode return lies in [0, 1000]);
-  only the columns every dataset has are used, and each column contributes the
-  same number of seeds (the smallest count; extra seeds are dropped, said on
-  the page).
+* For a sweep, everything :func:`bex.analysis.analyze.analyze` derives from its
+  ``trials.csv`` (written into the sweep): **Table 1** with the best of each
+  column and the cells below it beyond noise marked, the **primary claims**
+  with their verdicts, intervals and minimum detectable differences, learning
+  curves as small multiples per dataset family with the random policy's
+  reference return (:mod:`bex.analysis.units`) as a dashed line, and the
+  **aggregates**: per task the IQM of the normalised scores, then their mean,
+  with 95 % stratified-bootstrap intervals (every task weighs the same).
 * **Coverage against return** (the BE paper's open question 3): per dataset, a
   coverage figure (``--figure``, Shannon by default) against the mean normalised
-  return over all columns, with Spearman's rank correlation and a 95 % bootstrap
-  interval over datasets (resampling datasets; fewer than 3 datasets: no
-  correlation).
+  score over all columns, with Spearman's rank correlation and a 95 % bootstrap
+  interval over datasets (fewer than 3 datasets: no correlation).
 
 Images are embedded as ``data:`` URIs and the page has no script and no external
 reference, so it opens offline; it is written atomically.
@@ -40,16 +37,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
-
 from bex.core.progress import Progress, Reporter, report
 from bex.replay import atomic_write_bytes
 
+from .analyze import footnotes, short
 from .coverage import CoverageConfig, figure_names, null_figures_note
-from .results import curve_pngs, read_trials, results_table
+from .results import curve_pngs, read_trials, sweep_rows
+from .trials import curves
 
-#: dm_control's episode returns lie in [0, 1000] (1000 steps, rewards in [0, 1]).
-RETURN_SCALE = 1000.0
 COVERAGE_DIR = "coverage"
 
 
@@ -137,62 +132,6 @@ def sweep_coverage(run_dir: Path, trials: list[dict], cfg: CoverageConfig,
     return json.loads(dumps(d))
 
 
-def random_policy_returns(tasks: Sequence[str], episodes: int = 5) -> dict[str, dict]:
-    """The uniform random policy's return on each task: ``{task: {"mean", "std", "episodes"}}``."""
-    from bex.envs import env_spec, parse_task
-    from bex.envs.evaluate import evaluate, random_policy
-
-    out = {}
-    for task in sorted(set(tasks)):
-        domain, name = parse_task(task)
-        res = evaluate(random_policy(env_spec(domain, name).action_dim, seed=0), domain, name, episodes=episodes)
-        out[task] = {"mean": res.mean, "std": res.std, "episodes": episodes}
-    return out
-
-
-def aggregates(tab: dict, reps: int = 2000, seed: int = 0) -> dict:
-    """rliable IQM and mean of normalised scores with 95 % stratified-bootstrap intervals, per dataset."""
-    from rliable import library as rly
-    from rliable import metrics
-
-    rows, cells = tab["rows"], tab["cells"]
-    cols = [c for c in tab["cols"] if all((r, c) in cells for r in rows)]
-    if not rows or not cols:
-        return {"columns": [], "runs": 0, "datasets": {}}
-    runs = min(len(cells[(r, c)]) for r in rows for c in cols)
-    scores = {r: np.array([[cells[(r, c)][i] / RETURN_SCALE for c in cols] for i in range(runs)]) for r in rows}
-
-    def agg(x: np.ndarray) -> np.ndarray:
-        return np.array([metrics.aggregate_iqm(x), metrics.aggregate_mean(x)])
-
-    np.random.seed(seed)  # rliable's bootstrap draws from numpy's global generator
-    point, interval = rly.get_interval_estimates(scores, agg, reps=reps)
-    ds = {r: {"iqm": {"value": float(point[r][0]), "lo": float(interval[r][0, 0]), "hi": float(interval[r][1, 0])},
-              "mean": {"value": float(point[r][1]), "lo": float(interval[r][0, 1]), "hi": float(interval[r][1, 1])}}
-          for r in rows}
-    dropped = sum(len(cells[(r, c)]) - runs for r in rows for c in cols)
-    return {"columns": cols, "runs": runs, "datasets": ds, "dropped_runs": dropped}
-
-
-def rank_correlation(x: Sequence[float], y: Sequence[float], reps: int = 2000, seed: int = 0) -> dict:
-    """Spearman's rho of ``x`` and ``y`` with a 95 % percentile bootstrap interval over the pairs."""
-    from scipy.stats import spearmanr
-
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    n = len(x)
-    if n < 3:
-        return {"rho": None, "lo": None, "hi": None, "n": n}
-    rho = float(spearmanr(x, y).statistic)
-    rng = np.random.default_rng(seed)
-    boot = []
-    for _ in range(reps):
-        i = rng.integers(0, n, n)
-        if np.ptp(x[i]) > 0 and np.ptp(y[i]) > 0:
-            boot.append(spearmanr(x[i], y[i]).statistic)
-    lo, hi = (np.percentile(boot, [2.5, 97.5]) if boot else (math.nan, math.nan))
-    return {"rho": rho, "lo": float(lo), "hi": float(hi), "n": n}
-
-
 # ------------------------------------------------------------------------------------------------ plots
 def _fig_png(fig) -> bytes:
     import matplotlib.pyplot as plt
@@ -213,19 +152,19 @@ def _pyplot():
     return plt
 
 
-def aggregate_png(agg: dict) -> bytes:
-    """Interval plot of the IQM and mean per dataset (rliable's style: point and 95 % interval)."""
+def aggregate_png(agg: dict, learner: str) -> bytes:
+    """Interval plot of one learner's aggregate per dataset (rliable's style: point and 95 % interval)."""
     plt = _pyplot()
-    names = sorted(agg["datasets"])
-    fig, axes = plt.subplots(1, 2, figsize=(9, 0.45 * len(names) + 1.4), sharey=True)
-    for ax, key, title in zip(axes, ("iqm", "mean"), ("IQM", "mean")):
-        for i, n in enumerate(names):
-            f = agg["datasets"][n][key]
-            ax.plot([f["lo"], f["hi"]], [i, i], color="tab:blue", lw=6, alpha=0.4, solid_capstyle="butt")
-            ax.plot([f["value"]], [i], "k|", ms=14)
-        ax.set_yticks(range(len(names)), names, fontsize=8)
-        ax.set_xlabel(f"{title} of return / {RETURN_SCALE:g}")
-        ax.grid(axis="x", alpha=0.3)
+    names = sorted(agg["datasets"], key=lambda n: agg["datasets"][n]["value"])
+    fig, ax = plt.subplots(figsize=(6, 0.4 * len(names) + 1.4))
+    for i, n in enumerate(names):
+        f = agg["datasets"][n]
+        ax.plot([f["lo"], f["hi"]], [i, i], color="tab:blue", lw=6, alpha=0.4, solid_capstyle="butt")
+        ax.plot([f["value"]], [i], "k|", ms=14)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.set_xlabel(f"mean over {len(agg['tasks'])} task(s) of the per-task IQM (0 = random policy, 1 = 1000)")
+    ax.set_title(short("x " + learner).split(" ", 1)[1], fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
     return _fig_png(fig)
 
 
@@ -236,7 +175,7 @@ def scatter_png(points: list[tuple[str, float, float]], figure: str, corr: dict)
         ax.scatter([x], [y], s=25)
         ax.annotate(name, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.set_xlabel(f"coverage: {figure}")
-    ax.set_ylabel(f"mean return / {RETURN_SCALE:g}")
+    ax.set_ylabel("mean normalised score")
     rho = "n/a" if corr["rho"] is None else f"{corr['rho']:.2f} [{corr['lo']:.2f}, {corr['hi']:.2f}]"
     ax.set_title(f"Spearman rho = {rho}, {corr['n']} datasets", fontsize=9)
     return _fig_png(fig)
@@ -249,6 +188,7 @@ table{border-collapse:collapse;font-size:13px;margin:0.5em 0 1em}
 th,td{border:1px solid #ccc;padding:3px 6px;text-align:right}
 th:first-child,td:first-child{text-align:left}
 td.best{font-weight:bold;background:#eef6ee}
+td.below{color:#888}
 small{color:#666}
 img.plot{max-width:100%;border:1px solid #ddd;margin:4px}
 p.note{color:#555;font-size:13px}
@@ -292,42 +232,64 @@ def coverage_section(cov: list[dict], maps: dict[str, bytes]) -> str:
             f'<table id="coverage-table"><tr>{head}</tr>{"".join(body)}</table>{nulls}{imgs}')
 
 
-def results_section(tab: dict, random_ret: dict, curves: dict[str, bytes], agg: dict, agg_png: bytes | None) -> str:
-    rows, cols, cells = tab["rows"], tab["cols"], tab["cells"]
-    best = {c: max((np.mean(cells[(r, c)]) for r in rows if (r, c) in cells), default=None) for c in cols}
-    head = "<tr><th>dataset</th>" + "".join(f"<th>{html.escape(c)}</th>" for c in cols) + "</tr>"
+def results_section(res: dict, curve_png: dict[str, bytes], agg_png: dict[str, bytes]) -> str:
+    """Table 1 with its marks, the primary claims, learning curves and aggregates of an analysis."""
+    t1 = res["table"]
+    head = "<tr><th>dataset</th>" + "".join(f"<th>{html.escape(short(c))}</th>" for c in t1["cols"]) + "</tr>"
     body = []
-    for r in rows:
+    for r in t1["rows"]:
         tds = []
-        for c in cols:
-            v = cells.get((r, c))
-            if not v:
+        for c in t1["cols"]:
+            cell = t1["cells"].get(f"{r}\t{c}")
+            if cell is None:
                 tds.append("<td>–</td>")
                 continue
-            cls = ' class="best"' if np.mean(v) == best[c] else ""
-            tds.append(f"<td{cls}>{np.mean(v):.1f} ± {np.std(v):.1f} <small>(n={len(v)})</small></td>")
+            sd = "–" if cell["sd"] is None or math.isnan(cell["sd"]) else f"{cell['sd']:.1f}"
+            cls = f' class="{cell["mark"]}"' if cell["mark"] else ""
+            tail = " ▽" if cell["mark"] == "below" else ""
+            tds.append(f"<td{cls}>{cell['mean']:.1f} ± {sd} <small>(n={cell['n']})</small>{tail}</td>")
         body.append(f'<tr class="dataset-row" data-dataset="{html.escape(r)}"><td>{html.escape(r)}</td>'
                     f'{"".join(tds)}</tr>')
-    rnd = ", ".join(f"{html.escape(t)} {v['mean']:.1f} ± {v['std']:.1f}" for t, v in sorted(random_ret.items()))
-    note = (f"{tab['incomplete_trials']} trial(s) did not reach their final step; their last evaluation is used. "
-            if tab["incomplete_trials"] else "")
-    episodes = next(iter(random_ret.values()))["episodes"] if random_ret else 0
-    out = [f'<h2>Offline results (Table 1)</h2><p class="note">Final evaluation return, mean ± std over seeds; best '
-           f'per column in bold. {note}Uniform random policy ({episodes} episodes, dashed line): {rnd}.</p>'
-           f'<table id="results-table">{head}{"".join(body)}</table>',
-           "<h3>Learning curves</h3>" + "".join(_img(png, f"learning curve {c}") for c, png in curves.items())]
-    if agg["datasets"]:
-        dropped = (f" {agg['dropped_runs']} run(s) beyond the smallest seed count were left out."
-                   if agg.get("dropped_runs") else "")
+    rnd = ", ".join(f"{html.escape(t)} {v:.1f}" for t, v in sorted(res["random_policy"].items()))
+    note = (f"{res['incomplete_trials']} trial(s) did not reach their final step; their last evaluations are used. "
+            if res["incomplete_trials"] else "")
+    feet = "".join(f"<br>{html.escape(f)}" for f in footnotes(t1["cols"]))
+    out = [f'<h2>Offline results (Table 1)</h2><p class="note">Score of a trial: {html.escape(res["score"])}; '
+           f'cells: mean ± sample SD over runs (n). Bold: the best mean of the column; ▽ (grey): below the best '
+           f'beyond noise (Welch 95 % interval of the difference below 0); unmarked cells are within noise of the '
+           f'best. {note}Random policy (dashed line): {rnd}.{feet}</p>'
+           f'<table id="results-table">{head}{"".join(body)}</table>']
+    prim = [c for c in res["claims"] if c.get("primary")]
+    if prim:
+        trs = "".join(
+            f"<tr><td>{html.escape(c['claim'])}</td><td>{c['value']:+.3f}</td><td>{_interval(c['adjusted'])}"
+            f"</td><td><b>{html.escape(c['verdict'])}</b></td><td>{_num(c['mdd'])}</td></tr>" for c in prim)
+        out.append(f'<h3>Primary claims</h3><p class="note">Pooled over tasks, {html.escape(res["unit"])}; '
+                   f'Holm over the {len(prim)} claim(s) at family-wise error {res["config"]["alpha"]:g}; the '
+                   f'interval is at the level of the Holm step that decided the claim; MDD: smallest difference '
+                   f'detectable with 80 % power. analysis.md has the per-task differences and the exploratory '
+                   f'comparisons.</p><table id="claims-table"><tr><th>claim</th><th>difference</th>'
+                   f'<th>adjusted interval</th><th>verdict</th><th>MDD</th></tr>{trs}</table>')
+    out.append("<h3>Learning curves</h3>" + "".join(_img(png, f"learning curve {c}") for c, png in curve_png.items()))
+    for lr, agg in res["aggregates"].items():
         trs = "".join(f'<tr class="dataset-row" data-dataset="{html.escape(n)}"><td>{html.escape(n)}</td>'
-                      f'<td>{_fmt(f["iqm"])}</td><td>{_fmt(f["mean"])}</td></tr>'
-                      for n, f in sorted(agg["datasets"].items()))
-        out.append(f'<h3>Aggregates (rliable)</h3><p class="note">Interquartile mean and mean of return / '
-                   f'{RETURN_SCALE:g} over {len(agg["columns"])} task × learner column(s) and {agg["runs"]} '
-                   f'seed(s) each, 95 % stratified-bootstrap intervals.{dropped}</p>'
-                   f'<table id="aggregate-table"><tr><th>dataset</th><th>IQM</th><th>mean</th></tr>{trs}</table>'
-                   + (_img(agg_png, "aggregate intervals") if agg_png else ""))
+                      f'<td>{_fmt(f)}</td></tr>' for n, f in sorted(agg["datasets"].items()))
+        out.append(f'<h3>Aggregates ({html.escape(short("x " + lr).split(" ", 1)[1])})</h3><p class="note">Per '
+                   f'task the interquartile mean of the normalised scores, then their mean over '
+                   f'{len(agg["tasks"])} task(s) (each task weighs the same); 95 % stratified-bootstrap intervals '
+                   f'over runs.</p><table id="aggregate-table"><tr><th>dataset</th><th>mean of per-task IQM</th>'
+                   f'</tr>{trs}</table>' + (_img(agg_png[lr], f"aggregate intervals {lr}") if lr in agg_png else ""))
     return "".join(out)
+
+
+def _num(x) -> str:
+    return "–" if x is None else f"{x:.3f}"
+
+
+def _interval(a: dict) -> str:
+    if a.get("lo") is None:
+        return "–"
+    return f"[{a['lo']:+.3f}, {a['hi']:+.3f}] <small>({a['level']:.4f})</small>"
 
 
 def render(title: str, sections: list[str], inputs: list[str]) -> str:
@@ -342,9 +304,12 @@ def render(title: str, sections: list[str], inputs: list[str]) -> str:
 
 
 def build_report(paths: Sequence[str | Path], out: str | Path, cov_cfg: CoverageConfig | None = None,
-                 figure: str = "shannon", with_coverage: bool = True, random_episodes: int = 5,
-                 progress: Reporter | None = None) -> dict:
-    """Write the report page to ``out``; returns a summary (what the page holds)."""
+                 figure: str = "shannon", with_coverage: bool = True, progress: Reporter | None = None,
+                 analysis_cfg=None, prepared: dict | None = None) -> dict:
+    """Write the report page to ``out``; returns a summary (what the page holds).  ``prepared``: a sweep's
+    ``rows`` (``trials.csv``), their ``analysis`` and its ``coverage`` (:func:`sweep_coverage`) when the caller
+    has them (``bex replicate``), so that nothing is derived or read twice."""
+    from .analyze import AnalysisConfig, analyze
     from .coverage import coverage, load_state_sets
 
     cov_cfg = cov_cfg or CoverageConfig()
@@ -363,7 +328,7 @@ def build_report(paths: Sequence[str | Path], out: str | Path, cov_cfg: Coverage
     maps: dict[str, bytes] = {}
     sections: list[str] = []
     summary: dict = {"out": str(out), "datasets": [], "plots": 0}
-    tab = None
+    res = rows = None
 
     for d in inp.coverage_dirs:
         cj = read_coverage_json(d / "coverage.json")
@@ -382,49 +347,45 @@ def build_report(paths: Sequence[str | Path], out: str | Path, cov_cfg: Coverage
                     maps[f"{m} (datasets)"] = (Path(tmp) / f"{m}.png").read_bytes()
     if inp.sweeps:
         run = inp.sweeps[0]
-        trials = read_trials(run)
-        tab = results_table(run)
+        given = prepared or {}
+        trials = None if "coverage" in given and "rows" in given else read_trials(run)
         if with_coverage:
-            cj = sweep_coverage(run, trials, cov_cfg, progress=tick)
+            cj = given.get("coverage") or sweep_coverage(run, trials, cov_cfg, progress=tick)
             cov_rows += cj["datasets"]
             for m in ("tsne", "phate"):
                 if (run / COVERAGE_DIR / f"{m}.png").is_file():
                     maps[f"{m} (sweep)"] = (run / COVERAGE_DIR / f"{m}.png").read_bytes()
+        if prepared is not None:
+            rows, res = prepared["rows"], prepared["analysis"]
+        else:
+            rows = sweep_rows(run, trials)
+            tick(Progress("analysis", 0, 1))
+            cfg = analysis_cfg or AnalysisConfig(figure=figure)
+            res = analyze(rows, cfg, cov_rows)
+            tick(Progress("analysis", 1, 1))
     if cov_rows:
         sections.append(coverage_section(cov_rows, maps))
         summary["datasets"] += [r["dataset"] for r in cov_rows]
         summary["plots"] += len(maps)
-    if tab is not None:
-        tasks = sorted({c.split(" ", 1)[0] for c in tab["cols"]})
-        tick(Progress("random policy", 0, len(tasks)))
-        random_ret = {}
-        for i, t in enumerate(tasks):
-            random_ret.update(random_policy_returns([t], random_episodes))
-            tick(Progress("random policy", i + 1, len(tasks)))
-        curves = curve_pngs(tab["curves"], {t: v["mean"] for t, v in random_ret.items()})
-        tick(Progress("rliable", 0, 1))
-        agg = aggregates(tab)
-        tick(Progress("rliable", 1, 1))
-        agg_png = aggregate_png(agg) if agg["datasets"] else None
-        sections.append(results_section(tab, random_ret, curves, agg, agg_png))
-        summary.update(results_rows=tab["rows"], random_policy=random_ret,
-                       aggregates=agg["datasets"], plots=summary["plots"] + len(curves) + bool(agg_png))
-        by_name = {r["dataset"]: r for r in cov_rows}
-        pts = []
-        for r in tab["rows"]:
-            f = by_name.get(r, {}).get(figure)
-            vals = [np.mean(v) for (row, _), v in tab["cells"].items() if row == r]
-            if isinstance(f, dict) and f.get("value") is not None and vals:
-                pts.append((r, f["value"], float(np.mean(vals)) / RETURN_SCALE))
-        if pts:
-            corr = rank_correlation([p[1] for p in pts], [p[2] for p in pts])
-            summary["rank_correlation"] = {"figure": figure, **corr}
+    if res is not None:
+        curve_png = curve_pngs(curves(rows), res["random_policy"])
+        agg_png = {lr: aggregate_png(agg, lr) for lr, agg in res["aggregates"].items()}
+        sections.append(results_section(res, curve_png, agg_png))
+        summary.update(results_rows=res["table"]["rows"], random_policy=res["random_policy"],
+                       aggregates={lr: {d: {k: a[k] for k in ("value", "lo", "hi")} for d, a in agg["datasets"].items()}
+                                   for lr, agg in res["aggregates"].items()},
+                       verdicts={c["claim"]: c["verdict"] for c in res["claims"] if c.get("primary")},
+                       plots=summary["plots"] + len(curve_png) + len(agg_png))
+        corr = res.get("rank_correlation")
+        if corr:
+            summary["rank_correlation"] = {k: v for k, v in corr.items() if k != "points"}
             rho = ("needs at least 3 datasets" if corr["rho"] is None
                    else f"{corr['rho']:.2f}, 95 % bootstrap interval [{corr['lo']:.2f}, {corr['hi']:.2f}]")
-            sections.append(f'<h2>Coverage against return</h2><p class="note">Per dataset: {html.escape(figure)} '
-                            f'(coverage table) against the mean of return / {RETURN_SCALE:g} over all columns. '
-                            f'Spearman rank correlation: {rho} ({corr["n"]} datasets; the interval resamples '
-                            f'datasets).</p>' + _img(scatter_png(pts, figure, corr), "coverage against return"))
+            sections.append(f'<h2>Coverage against return</h2><p class="note">Per dataset: '
+                            f'{html.escape(corr["figure"])} (coverage table) against the mean normalised score over '
+                            f'all columns. Spearman rank correlation: {rho} ({corr["n"]} datasets; the interval '
+                            f'resamples datasets).</p>'
+                            + _img(scatter_png(corr["points"], corr["figure"], corr), "coverage against return"))
             summary["plots"] += 1
     if not sections:
         raise ValueError("nothing to report: the inputs hold no coverage and no trial results")

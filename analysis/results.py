@@ -1,22 +1,23 @@
-"""``bex results``: the paper's Table 1 layout from a Tune experiment directory.
+"""``bex results``: a sweep's per-trial table (``trials.csv``), Table 1 and learning curves, from its Tune
+experiment directory.
 
-Rows are datasets (explorer / objective / parameter), columns task × learner,
-cells the mean ± std over seeds of each trial's final ``eval/return_mean``; the
-best cell of each column is marked.  Written as ``results.md`` and
-``results.csv`` in the run directory, plus one learning-curve PNG per
-task × learner under ``curves/``.
+The trials' evaluations become ``trials.csv`` (:mod:`.trials`); Table 1 is :func:`.analyze.analyze`'s table
+of it (rows are datasets, columns task × learner, cells mean ± sample SD of the trial scores, the best of each
+column bold and the cells below it beyond noise marked), written as ``results.md`` and ``results.csv`` in the
+run directory with one learning-curve PNG per task × learner under ``curves/``.
 """
 from __future__ import annotations
 
 import csv
 import io
 import json
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
 from bex.replay import atomic_write_bytes
+
+from .trials import FILE, curves, rows_from_trials, trials_csv
 
 
 def read_trials(run_dir: str | Path) -> list[dict]:
@@ -93,125 +94,100 @@ def _read_params(path: Path) -> dict | None:
     return cfg
 
 
-def _learner_label(cfg: dict) -> str:
-    if cfg["learner"] == "distill":  # columns = weighting x size (the teacher path and loop settings omitted)
-        lc = cfg.get("learner_config", {})
-        return f"distill[{lc.get('weighting', 'none')},N={lc.get('size', 256)}]"
-    extra = ",".join(f"{k}={v}" for k, v in sorted(cfg.get("learner_config", {}).items()))
-    return cfg["learner"] + (f"[{extra}]" if extra else "")
+def sweep_rows(run_dir: str | Path, trials: list[dict] | None = None) -> list[dict]:
+    """The ``trials.csv`` rows of a Tune experiment directory (written there as ``trials.csv``); ``trials``: its
+    :func:`read_trials` when the caller has read them."""
+    rows = rows_from_trials(read_trials(run_dir) if trials is None else trials)
+    atomic_write_bytes(Path(run_dir) / FILE, trials_csv(rows).encode())
+    return rows
 
 
-def results_table(run_dir: str | Path) -> dict:
-    """Aggregate final evaluation returns; returns rows, columns and cells."""
-    cells: dict[tuple[str, str], list[float]] = defaultdict(list)
-    curves: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
-    baselines: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)
-    incomplete = complete = 0
-    for tr in read_trials(run_dir):
-        cfg = tr["config"]
-        # reports between evaluations carry the last one forward: keep the rows where it was made
-        evals = [r for r in tr["rows"]
-                 if "eval/return_mean" in r and r.get("eval/at_step", r.get("steps")) == r.get("steps")]
-        if not evals or evals[-1].get("steps", 0) < cfg["steps"]:
-            incomplete += 1
-        else:
-            complete += 1
-        if not evals:
-            continue
-        row = cfg.get("label") or Path(cfg["dataset"]).name
-        col = f"{cfg['task']} {_learner_label(cfg)}"
-        cells[(row, col)].append(float(evals[-1]["eval/return_mean"]))
-        if cfg["learner"] == "distill":  # its baselines (same evaluation episodes), one value per seed
-            final = tr["rows"][-1] if tr["rows"] else {}
-            n = cfg.get("learner_config", {}).get("size", 256)
-            for key, name in (("baseline/random_pairs/return_mean", f"baseline[random_pairs,N={n}]"),
-                              ("baseline/bc_full/return_mean", "baseline[bc_full]")):
-                if key in final:
-                    baselines[(row, f"{cfg['task']} {name}")][cfg["seed"]] = float(final[key])
-        curves[col][row].append(([r["steps"] for r in evals], [r["eval/return_mean"] for r in evals]))
-    for k, by_seed in baselines.items():
-        cells[k] = [by_seed[seed] for seed in sorted(by_seed)]
-    rows = sorted({r for r, _ in cells})
-    cols = sorted({c for _, c in cells})
-    return {"rows": rows, "cols": cols, "cells": {k: v for k, v in cells.items()}, "curves": curves,
-            "incomplete_trials": incomplete, "complete_trials": complete}
+def write_results(run_dir: str | Path, cfg=None, coverage_rows=(), rows: list[dict] | None = None) -> dict:
+    """``trials.csv``, ``results.md``, ``results.csv`` and the learning curves of a sweep; returns their paths,
+    the markdown table and the analysis they came from (:func:`.analyze.analyze`)."""
+    from .analyze import analyze, table1_markdown
 
-
-def format_markdown(tab: dict) -> str:
-    rows, cols, cells = tab["rows"], tab["cols"], tab["cells"]
-    best = {c: max((np.mean(cells[(r, c)]) for r in rows if (r, c) in cells), default=None) for c in cols}
-    out = ["| dataset | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
-    for r in rows:
-        line = [r]
-        for c in cols:
-            v = cells.get((r, c))
-            if not v:
-                line.append("–")
-                continue
-            s = f"{np.mean(v):.1f} ± {np.std(v):.1f} (n={len(v)})"
-            line.append(f"**{s}**" if np.mean(v) == best[c] else s)
-        out.append("| " + " | ".join(line) + " |")
-    if tab["incomplete_trials"]:
-        out.append(f"\n{tab['incomplete_trials']} trial(s) did not reach their final step; "
-                   "their last evaluation is used.")
-    return "\n".join(out)
-
-
-def write_results(run_dir: str | Path) -> dict:
     run_dir = Path(run_dir)
-    tab = results_table(run_dir)
-    md = format_markdown(tab)
-    atomic_write_bytes(run_dir / "results.md", (md + "\n").encode())
+    rows = sweep_rows(run_dir) if rows is None else rows
+    res = analyze(rows, cfg, coverage_rows)
+    md = table1_markdown(res["table"], res["config"]["score_last"], res["units"])
+    if res["incomplete_trials"]:
+        md += (f"\n{res['incomplete_trials']} trial(s) did not reach their final step; their last evaluations are "
+               "used.\n")
+    atomic_write_bytes(run_dir / "results.md", md.encode())
     buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["dataset", "column", "mean", "std", "n", "returns"])
-    for (r, c), v in sorted(tab["cells"].items()):
-        w.writerow([r, c, f"{np.mean(v):.3f}", f"{np.std(v):.3f}", len(v), " ".join(f"{x:.3f}" for x in v)])
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["dataset", "column", "mean", "sd", "n", "scores"])
+    for key, c in sorted(res["table"]["cells"].items()):
+        r, col = key.split("\t")
+        w.writerow([r, col, f"{c['mean']:.3f}", "" if np.isnan(c["sd"]) else f"{c['sd']:.3f}", c["n"],
+                    " ".join(f"{x:.3f}" for x in c["values"])])
     atomic_write_bytes(run_dir / "results.csv", buf.getvalue().encode())
-    pngs = _plot_curves(run_dir, tab["curves"])
-    return {"markdown": md, "complete": tab["complete_trials"], "csv": str(run_dir / "results.csv"),
-            "md": str(run_dir / "results.md"), "plots": pngs}
+    pngs = _plot_curves(run_dir, curves(rows), res["random_policy"])
+    return {"markdown": md.rstrip("\n"), "complete": res["trials"] - res["incomplete_trials"],
+            "csv": str(run_dir / "results.csv"), "md": str(run_dir / "results.md"),
+            "trials_csv": str(run_dir / FILE), "plots": pngs, "analysis": res, "rows": rows}
 
 
-def curve_pngs(curves, reference: dict[str, float] | None = None) -> dict[str, bytes]:
-    """One PNG per results column: each dataset's mean evaluation return over gradient steps with a band of
-    ± one std over seeds; ``reference`` (task -> return, e.g. the random policy's) draws a dashed line."""
+def curve_pngs(by_col, reference: dict[str, float] | None = None) -> dict[str, bytes]:
+    """One PNG per (task, learner): small multiples, one panel per dataset family (``be``, ``be-recent``,
+    ``shannon`` ...), each dataset a distinct colour, its mean evaluation return over seeds with a band of ± one
+    sample SD; ``reference`` (task -> return, the random policy's) draws a dashed line in every panel."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from .analyze import footnotes, short
+    from .claims import family
+
     out = {}
-    for col, by_row in sorted(curves.items()):
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        for row, runs in sorted(by_row.items()):
-            n = min(len(s) for s, _ in runs)
-            steps = np.array(runs[0][0][:n])
-            vals = np.array([v[:n] for _, v in runs])
-            m, s = vals.mean(0), vals.std(0)
-            ax.plot(steps, m, label=f"{row} (n={len(runs)})")
-            ax.fill_between(steps, m - s, m + s, alpha=0.2)
-        task = col.split(" ", 1)[0]
-        if reference and task in reference:
-            ax.axhline(reference[task], color="k", ls="--", lw=1, label="random policy")
-        ax.set_xlabel("gradient steps")
-        ax.set_ylabel("evaluation return")
-        ax.set_title(col)
-        ax.legend(fontsize=7)
+    for (task, learner), by_row in sorted(by_col.items()):
+        fams = sorted({family(r) for r in by_row})
+        ncol = min(4, len(fams))
+        nrow = -(-len(fams) // ncol)
+        fig, axes = plt.subplots(nrow, ncol, figsize=(3.2 * ncol, 2.6 * nrow), squeeze=False, sharey=True)
+        for ax, fam in zip(axes.flat, fams):
+            rows = sorted(r for r in by_row if family(r) == fam)
+            for i, row in enumerate(rows):
+                runs = by_row[row]
+                n = min(len(s) for s, _ in runs)
+                steps = np.array(runs[0][0][:n])
+                vals = np.array([v[:n] for _, v in runs])
+                m = vals.mean(0)
+                s = vals.std(0, ddof=1) if len(vals) > 1 else np.zeros_like(m)
+                color = plt.cm.tab10(i % 10)
+                ax.plot(steps, m, color=color, label=f"{row} (n={len(runs)})")
+                ax.fill_between(steps, m - s, m + s, color=color, alpha=0.2)
+            if reference and task in reference:
+                ax.axhline(reference[task], color="k", ls="--", lw=1, label="random policy")
+            ax.set_title(fam, fontsize=9)
+            ax.legend(fontsize=6)
+            ax.tick_params(labelsize=7)
+        for ax in list(axes.flat)[len(fams):]:
+            ax.axis("off")
+        col = f"{task} {learner}"
+        note = footnotes([col])
+        fig.suptitle(short(col) + (f"   ({note[0][2:]})" if note else ""), fontsize=9)
+        fig.supxlabel("gradient steps", fontsize=8)
+        fig.supylabel("evaluation return (band: ± 1 SD over runs)", fontsize=8)
         fig.tight_layout()
         buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=100)
+        fig.savefig(buf, format="png", dpi=90)
         plt.close(fig)
         out[col] = buf.getvalue()
     return out
 
 
-def _plot_curves(run_dir: Path, curves) -> list[str]:
+def _plot_curves(run_dir: Path, by_col, reference: dict[str, float] | None = None) -> list[str]:
     out_dir = run_dir / "curves"
     out_dir.mkdir(exist_ok=True)
     paths = []
-    for col, png in curve_pngs(curves).items():
+    for col, png in curve_pngs(by_col, reference).items():
         p = out_dir / (col.replace(" ", "_").replace("/", "-").replace("[", "").replace("]", "") + ".png")
         atomic_write_bytes(p, png)
         paths.append(str(p))
     return paths
+
+
+__all__ = ["read_trials", "sweep_rows", "write_results", "curve_pngs"]

@@ -1,4 +1,4 @@
-"""Analysis commands: ``bex coverage``, ``report``."""
+"""Analysis commands: ``bex coverage``, ``report``, ``analyze``."""
 from __future__ import annotations
 
 import json
@@ -56,16 +56,59 @@ def report(inputs: List[Path] = typer.Argument(..., help="a sweep (STORAGE/NAME)
            map_states: int = typer.Option(3000, "--map-states", help="coverage: states behind the shared maps"),
            figure: str = typer.Option("shannon", "--figure", help="coverage figure plotted against return"),
            no_coverage: bool = typer.Option(False, "--no-coverage", help="a sweep: skip its datasets' coverage"),
-           random_episodes: int = typer.Option(5, "--random-episodes", help="episodes of the random-policy "
-                                               "reference per task")):
+           score_last: int = typer.Option(3, "--score-last", help="a trial's score: the mean of its last K "
+                                          "evaluations")):
     """One self-contained HTML page: coverage, Table 1, learning curves, rliable aggregates, coverage vs return."""
+    from bex.analysis.analyze import AnalysisConfig
     from bex.analysis.coverage import CoverageConfig
     from bex.analysis.report import build_report
 
     cfg = CoverageConfig.from_dict({"space": space, "max_states": max_states, "map_states": map_states})
-    if random_episodes < 1:
-        raise ValueError(f"--random-episodes {random_episodes} is out of range: allowed >= 1")
+    acfg = AnalysisConfig.from_dict({"score_last": score_last, "figure": figure}, where="--score-last/--figure")
     res = build_report([local_path(p, "input") for p in inputs], local_path(out_file, "--out"), cfg,
-                       figure=figure, with_coverage=not no_coverage, random_episodes=random_episodes,
-                       progress=printer("report"))
+                       figure=figure, with_coverage=not no_coverage, analysis_cfg=acfg, progress=printer("report"))
     out(json.dumps(res))
+
+
+@command(rich_help_panel=PANEL)
+def analyze(trials: List[Path] = typer.Argument(..., help="trials.csv file(s) of a sweep or replication (several: "
+                                                "one per session of a long run)"),
+            out_dir: Path = typer.Option(..., "--out", help="output directory (analysis.md, analysis.json, plots)"),
+            coverage_file: Optional[Path] = typer.Option(None, "--coverage", help="a coverage.json of the same "
+                                                         "datasets (bex coverage, or a replication's)"),
+            config: Optional[Path] = typer.Option(None, "--config", help="a replication config: its analysis "
+                                                  "section (primary claims, score, α) applies"),
+            score_last: Optional[int] = typer.Option(None, "--score-last", help="a trial's score: the mean of its "
+                                                     "last K evaluations (default: the config's, else 3)")):
+    """Table 1, the primary claims' verdicts, exploratory comparisons and aggregates from trials.csv alone."""
+    from bex.analysis.analyze import AnalysisConfig, write_analysis
+    from bex.analysis.analyze import analyze as run_analysis
+    from bex.analysis.report import read_coverage_json
+    from bex.analysis.results import curve_pngs
+    from bex.analysis.trials import curves, read_trials_csv
+    from bex.replay import atomic_write_bytes
+
+    settings = {}
+    if config is not None:
+        from bex.pipelines.replicate import ReplicateConfig
+
+        settings = dict(ReplicateConfig.from_yaml(config).analysis)
+    if score_last is not None:
+        settings["score_last"] = score_last
+    cfg = AnalysisConfig.from_dict(settings, where="analysis")
+    folder = Path(local_path(out_dir, "--out"))
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"--out {str(folder)!r} is a file, not a directory")
+    cov_rows = []
+    if coverage_file is not None:
+        cov_path = Path(coverage_file)
+        if not cov_path.is_file():
+            raise FileNotFoundError(f"--coverage {str(cov_path)!r} is not a file")
+        cov_rows = read_coverage_json(cov_path)["datasets"]
+    rows = read_trials_csv(trials)
+    res = run_analysis(rows, cfg, cov_rows)
+    paths = write_analysis(res, folder)
+    for col, png in curve_pngs(curves(rows), res["random_policy"]).items():
+        atomic_write_bytes(folder / ("curve_" + col.split(" ", 1)[0] + "_" + col.split(" ", 1)[1].split("[", 1)[0]
+                                     + ".png"), png)
+    out(json.dumps({**paths, "verdicts": {c["claim"]: c["verdict"] for c in res["claims"] if c.get("primary")}}))

@@ -98,11 +98,15 @@ def sweep(config: Path = typer.Argument(..., help="tune_configs/*.yaml"),
 
 
 @command(rich_help_panel=PANEL)
-def results(run: Path = typer.Argument(..., help="Tune experiment directory (STORAGE/NAME)")):
-    """Print and write the results table (Markdown, CSV) and learning-curve PNGs of a sweep."""
+def results(run: Path = typer.Argument(..., help="Tune experiment directory (STORAGE/NAME)"),
+            score_last: int = typer.Option(3, "--score-last", help="a trial's score: the mean of its last K "
+                                           "evaluations")):
+    """Write trials.csv, the results table (Markdown, CSV) and learning-curve PNGs of a sweep; print the table."""
+    from bex.analysis.analyze import AnalysisConfig
     from bex.analysis.results import write_results
 
-    res = write_results(local_path(run, "run directory"))
+    cfg = AnalysisConfig.from_dict({"score_last": score_last}, where="--score-last")
+    res = write_results(local_path(run, "run directory"), cfg)
     out(res["markdown"])
     err(f"written: {res['md']}, {res['csv']}, {len(res['plots'])} plot(s)")
 

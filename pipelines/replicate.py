@@ -10,8 +10,10 @@ A replication config (``tune_configs/replicate_*.yaml``) holds a collection grid
     _bex_replicate.json   the config this root belongs to (another config is refused)
     datasets/             the collected datasets (hive-partitioned, one partition per run)
     offline/              the Tune experiment of the offline sweep (coverage cached in offline/coverage/)
+    trials.csv            every evaluation of every trial (copied from offline/trials.csv; ``bex analyze`` input)
     results.md            Table 1 (copied from offline/results.md)
-    analysis.md/.json     every claim of the paper with its verdict and evidence (bex.analysis.claims)
+    analysis.md/.json     the primary claims' verdicts, the exploratory comparisons, aggregates, open questions
+                          (``bex analyze`` of trials.csv with the coverage and this config: the same files)
     _bex_replicate_times.json   seconds spent in each stage, summed over every run (and resume) of the root
     report.html           the report page (bex report)
 
@@ -20,7 +22,9 @@ run stopped (also from another machine sharing the storage): 1. collect (runs
 whose partition holds its steps are skipped; others resume from their
 checkpoints), 2. relabel every task (cached rewards are kept), 3. the offline
 sweep (a Tune experiment restored with ``resume_errored``; finished trials are
-not rerun), 4. coverage and the report page, 5. ``results.md``.
+not rerun), 4. coverage, the analysis (:func:`bex.analysis.analyze.analyze`, once) and the report page,
+5. ``trials.csv``, ``results.md`` and ``analysis.md/.json`` in the root.  The primary claims are declared in
+the config (``analysis: {claims: [...]}``) before anything runs.
 By default (``train_on: pooled``) a dataset row (explorer, objective, parameter)
 pools its collection seeds into one training dataset and its runs are the
 training seeds; ``train_on: each_seed`` trains every collection seed on its own
@@ -70,6 +74,8 @@ class ReplicateConfig(ConfigBase):
     experiment: str = param("offline", "name of the offline experiment under the root; a second config with the "
                             "same collection and another experiment name trains other learners on the same "
                             "datasets (its files: results_<name>.md, analysis_<name>.md, report_<name>.html)")
+    analysis: dict = param(doc="how the trials are analysed (AnalysisConfig keys: score_last, alpha, target, "
+                           "claims, figure, volume)", default_factory=dict)
     train_on: str = param("pooled", "'pooled': a dataset row's collection seeds form one training dataset (runs of "
                           "a row = training seeds); 'each_seed': every collection seed is trained on alone (runs = "
                           "collection seeds × training seeds)", choices=("pooled", "each_seed"))
@@ -109,11 +115,17 @@ class ReplicateConfig(ConfigBase):
     def coverage_config(self) -> CoverageConfig:
         return CoverageConfig.from_dict(self.coverage, where="coverage")
 
+    def analysis_config(self):
+        from bex.analysis.analyze import AnalysisConfig
+
+        return AnalysisConfig.from_dict(self.analysis, where="analysis")
+
     def validate(self) -> dict:
         """Check every part before anything runs: explorers, objectives, tasks of the collected domains,
         learners and their hyperparameters, coverage settings.  Returns the plan's sizes."""
         from bex.envs import parse_task
         from bex.learners.trial import TrialConfig
+        from bex.replay import format_param
 
         runs = self.grid().runs_()
         sweep = self.sweep()
@@ -134,6 +146,13 @@ class ReplicateConfig(ConfigBase):
                                    "report_every": sweep.report_every, "eval_episodes": sweep.eval_episodes,
                                    "learner_config": {**sweep.learner_config.get(learner, {}), **first}})
         self.coverage_config()
+        acfg = self.analysis_config()
+        labels = {c.partition_objective + ("" if c.partition_param is None else f"/{format_param(c.partition_param)}")
+                  for c in runs}
+        unknown = sorted({x for s in acfg.specs(sorted(labels)) for x in (s.a, s.b)} - labels)
+        if unknown:
+            raise ValueError(f"analysis.claims name dataset row(s) {unknown} that the collection grid does not make; "
+                             f"its rows: {', '.join(sorted(labels))}")
         return {"runs": len(runs), "tasks": len(sweep.tasks), "learners": len(sweep.learners),
                 "seeds": len(sweep.seeds)}
 
@@ -218,8 +237,9 @@ def run_replication(cfg: ReplicateConfig, resume: bool = False, progress: Report
     ``progress`` gets a :class:`~bex.core.progress.Progress` event with a ``message`` line when a stage starts,
     the time-left line (:class:`~.time_left.TimeLeft`) at most every 30 s, and the collection's own events (one
     row per run) during the collect stage."""
-    from bex.analysis.report import build_report
-    from bex.analysis.results import write_results
+    from bex.analysis.analyze import write_analysis
+    from bex.analysis.report import build_report, sweep_coverage
+    from bex.analysis.results import read_trials, sweep_rows, write_results
     from bex.cluster.driver import run_collections
     from bex.cluster.raymap import ray_map
     from bex.cluster.runtime import TERMINATED
@@ -301,14 +321,19 @@ def run_replication(cfg: ReplicateConfig, resume: bool = False, progress: Report
             return stopped
         check_trials(grid, exp)
 
-        stage(3, "coverage of every dataset row (cached) and the page")
-        rep = build_report([exp], cfg.output("report", ".html"), cfg.coverage_config(), random_episodes=5)
+        stage(3, "coverage of every dataset row (cached), the analysis and the page")
+        acfg, cov_cfg = cfg.analysis_config(), cfg.coverage_config()
+        trials_read = read_trials(exp)
+        cov = sweep_coverage(exp, trials_read, cov_cfg)
+        out = write_results(exp, acfg, cov["datasets"], rows=sweep_rows(exp, trials_read))  # Table 1, analysis
+        rep = build_report([exp], cfg.output("report", ".html"), cov_cfg, figure=acfg.figure,
+                           prepared={"rows": out["rows"], "analysis": out["analysis"], "coverage": cov})
         _finish(proj, root, cfg.experiment)
 
-        stage(4, "Table 1 and the paper's claims")
-        out = write_results(exp)
+        stage(4, "trials.csv, Table 1 and the claims in the root")
+        atomic_write_bytes(cfg.output("trials", ".csv"), Path(out["trials_csv"]).read_bytes())
         atomic_write_bytes(cfg.output("results", ".md"), Path(out["md"]).read_bytes())
-        write_analysis(cfg, exp, rep)
+        write_analysis(out["analysis"], root, cfg.output("analysis", "").name)
         _finish(proj, root, cfg.experiment)
         total = stage_times(root)
         say(Progress(STAGES[-1], len(STAGES), len(STAGES), message=(
@@ -316,6 +341,7 @@ def run_replication(cfg: ReplicateConfig, resume: bool = False, progress: Report
             f"{cfg.output('report', '.html')}; time in each stage over every run of this root: "
             + ", ".join(f"{k} {fmt_duration(v)}" for k, v in total.items()))))
         return {"root": str(root), "plan": plan, "trials": len(trials), "complete": out["complete"],
+                "verdicts": rep.get("verdicts", {}),
                 "stage_wall_s": {k: round(v, 1) for k, v in proj.done.items()},
                 "stage_wall_total_s": {k: round(v, 1) for k, v in total.items()}, "report": rep["out"],
                 "markdown": out["markdown"]}
@@ -394,67 +420,6 @@ def _fold_interrupted(root: Path) -> None:
     """At the start of a run: a ``_running`` record left by a killed run becomes part of its stage's total."""
     if RUNNING in _read_times(root):
         atomic_write_bytes(root / TIMES, json.dumps(stage_times(root), indent=1).encode())
-
-
-def write_analysis(cfg: ReplicateConfig, exp: Path, rep: dict) -> dict:
-    """``analysis.md``/``analysis.json``: every claim's verdict (:mod:`.claims`), rliable aggregates, the rank
-    correlation of coverage and return (open question 3) and whether a statistic picks α (open question 4)."""
-    from bex.analysis.claims import claims, claims_markdown, statistic_picks_alpha
-    from bex.analysis.report import COVERAGE_DIR, read_coverage_json
-    from bex.analysis.results import results_table
-
-    tab = results_table(exp)
-    cache = exp / COVERAGE_DIR / "coverage.json"
-    cov_rows = read_coverage_json(cache)["datasets"] if cache.is_file() else []
-    res = claims(tab, cov_rows)
-    cov = {r["dataset"]: r for r in cov_rows}
-    figures = [k for k in (cov_rows[0] if cov_rows else {}) if isinstance(cov_rows[0][k], dict)]
-    picks = {fam: statistic_picks_alpha(tab, cov, fam, figures) for fam in ("be", "be-recent")}
-    corr = rep.get("rank_correlation")
-    lines = ["# Claims of the BE paper on this replication", "",
-             "Verdict rules: `bex.analysis.claims` (module docstring). Returns are final evaluation returns; "
-             "coverage figures are `bex coverage`'s with 95 % intervals.", "", claims_markdown(res, tab),
-             "## rliable aggregates (return / 1000, 95 % stratified bootstrap)", "",
-             "| dataset | IQM | mean |", "|---|---|---|"]
-    for d, a in sorted((rep.get("aggregates") or {}).items(), key=lambda kv: -kv[1]["iqm"]["value"]):
-        lines.append(f"| {d} | {a['iqm']['value']:.3f} [{a['iqm']['lo']:.3f}, {a['iqm']['hi']:.3f}] | "
-                     f"{a['mean']['value']:.3f} [{a['mean']['lo']:.3f}, {a['mean']['hi']:.3f}] |")
-    lines += ["", "## Open question 3: does coverage predict return?", ""]
-    if corr and corr.get("rho") is not None:
-        lines.append(f"Spearman's rho of {corr['figure']} and mean return over {corr['n']} datasets: "
-                     f"{corr['rho']:.2f} [{corr['lo']:.2f}, {corr['hi']:.2f}] (95 % bootstrap over datasets).")
-    else:
-        lines.append("Not computed (fewer than 3 datasets with coverage).")
-    lines += ["", "## Open question 4: does a pre-training statistic pick a good α?", "",
-              "Per BE mode and coverage figure: the α whose dataset has the broadest figure, against the α "
-              "whose dataset has the best mean return on each task.", ""]
-    tasks = sorted({p["task"] for rows in picks.values() for p in rows})
-    lines += ["| BE mode | figure | α it picks | " + " | ".join(f"best α: {t}" for t in tasks) + " | agree |",
-              "|---|---|---|" + "---|" * len(tasks) + "---|"]
-    for fam, rows in picks.items():
-        for fig in dict.fromkeys(p["figure"] for p in rows):
-            mine = {p["task"]: p for p in rows if p["figure"] == fig}
-            lines.append(f"| {fam} | {fig} | {next(iter(mine.values()))['picked']:g} | "
-                         + " | ".join(f"{mine[t]['best']:g}" if t in mine else "–" for t in tasks)
-                         + f" | {sum(p['agree'] for p in mine.values())}/{len(mine)} |")
-    md = "\n".join(lines) + "\n"
-    atomic_write_bytes(cfg.output("analysis", ".md"), md.encode())
-    data = {"claims": [{k: v for k, v in c.items() if k != "detail"} for c in res["claims"]], "ranks": res["ranks"],
-            "aggregates": rep.get("aggregates"), "rank_correlation": corr, "alpha_picks": picks}
-    atomic_write_bytes(cfg.output("analysis", ".json"),
-                       json.dumps(_finite_json(data), indent=1, default=str, allow_nan=False).encode())
-    return data
-
-
-def _finite_json(x):
-    """``x`` with every non-finite float as None (strict JSON: a bootstrap over one dataset gives NaN)."""
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {k: _finite_json(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_finite_json(v) for v in x]
-    return x
 
 
 def prior_seconds(cfg: ReplicateConfig, todo) -> dict[str, float]:

@@ -280,7 +280,8 @@ def test_a_sweep_as_teacher_picks_the_cql_trial_of_the_same_dataset_selection_an
 def test_results_tabulate_distillations_by_weighting_and_size_with_their_baselines_once_per_seed(tmp_path):
     import json
 
-    from bex.analysis.results import results_table
+    from bex.analysis.analyze import analyze
+    from bex.analysis.results import sweep_rows
 
     for i, (w, seed, ret, rp, bc) in enumerate([("none", 0, 100.0, 80.0, 300.0), ("sdw", 0, 120.0, 80.0, 300.0),
                                                 ("none", 1, 110.0, 90.0, 310.0), ("sdw", 1, 140.0, 90.0, 310.0)]):
@@ -292,8 +293,9 @@ def test_results_tabulate_distillations_by_weighting_and_size_with_their_baselin
         row = {"steps": 10, "eval/return_mean": ret, "eval/at_step": 10, "baseline/random_pairs/return_mean": rp,
                "baseline/bc_full/return_mean": bc}
         (d / "result.json").write_text(json.dumps(row) + "\n")
-    tab = results_table(tmp_path)
+    tab = analyze(sweep_rows(tmp_path))["table"]
     assert tab["cols"] == ["walker_stand baseline[bc_full]", "walker_stand baseline[random_pairs,N=64]",
                            "walker_stand distill[none,N=64]", "walker_stand distill[sdw,N=64]"]
-    assert tab["cells"][("be", "walker_stand distill[sdw,N=64]")] == [120.0, 140.0]
-    assert tab["cells"][("be", "walker_stand baseline[bc_full]")] == [300.0, 310.0]  # one per seed, not per trial
+    assert tab["cells"]["be\twalker_stand distill[sdw,N=64]"]["values"] == [120.0, 140.0]
+    # the baselines: one per seed, not one per trial (each seed's two distillations report the same ones)
+    assert tab["cells"]["be\twalker_stand baseline[bc_full]"]["values"] == [300.0, 310.0]

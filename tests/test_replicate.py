@@ -23,7 +23,8 @@ def _config(path, storage, name="tiny", **changes):
            "offline": {"tasks": ["walker_stand"], "learners": ["td3"], "seeds": [0, 1], "steps": 200,
                        "eval_every": 100, "report_every": 50, "eval_episodes": 1, "max_concurrent_trials": 2,
                        "learner_config": {"td3": {"hidden_dim": 64, "batch_size": 64}}},
-           "coverage": {"max_states": 300, "map_states": 0, "replicates": 2}}
+           "coverage": {"max_states": 300, "map_states": 0, "replicates": 2},
+           "analysis": {"claims": [{"a": "shannon", "b": "random"}], "score_last": 2}}
     for k, v in changes.items():
         cfg[k] = {**cfg[k], **v} if isinstance(v, dict) else v
     path.write_text(yaml.safe_dump(cfg))
@@ -66,7 +67,18 @@ def test_an_interrupted_replication_resumes_to_the_table_of_an_uninterrupted_one
         total, this = summary["stage_wall_total_s"], summary["stage_wall_s"]
         assert set(total) == {"collect", "relabel", "offline", "coverage + report", "results"}
         assert total["collect"] > this["collect"] and total["offline"] > this["offline"] > 0
-        assert (tmp_path / "b" / "tiny" / "analysis.md").is_file()
+        root = tmp_path / "b" / "tiny"
+        assert (root / "analysis.md").is_file() and (root / "trials.csv").is_file()
+        # bex analyze on the replication's trials.csv, coverage and config reproduces its analysis files
+        r = subprocess.run([BEX, "analyze", str(root / "trials.csv"), "--coverage",
+                            str(root / "offline" / "coverage" / "coverage.json"), "--config", str(b), "--out",
+                            str(tmp_path / "re")], capture_output=True, text=True, timeout=300, env=env)
+        assert r.returncode == 0, r.stderr[-3000:]
+        for name in ("analysis.md", "analysis.json"):
+            assert (tmp_path / "re" / name).read_text() == (root / name).read_text(), name
+        verdicts = json.loads(r.stdout.strip().splitlines()[-1])["verdicts"]
+        assert list(verdicts) == ["shannon gives higher returns than random (td3[batch_size=64,hidden_dim=64], "
+                                 "pooled over 1 task(s))"]
         _, err = uninterrupted.communicate(timeout=900)
     finally:
         if uninterrupted.poll() is None:
@@ -82,7 +94,9 @@ def test_bex_replicate_bad_configs_are_one_line_before_anything_runs(tmp_path):
     cases = [({"offline": {"tasks": ["cheetah_run"]}}, "of domain 'cheetah'"),
              ({"collect": {"runs": [{"explorer": "icm"}]}}, "icm"),
              ({"offline": {"learners": ["td4"]}}, "td4"),
-             ({"collect": {"domains": ["walker", "quadruped"]}}, "one config per domain")]
+             ({"collect": {"domains": ["walker", "quadruped"]}}, "one config per domain"),
+             ({"analysis": {"claims": [{"a": "be/0.5", "b": "random"}]}}, r"\['be/0.5'\]"),
+             ({"analysis": {"score_last": 0}}, "score_last=0")]
     from bex.pipelines.replicate import ReplicateConfig, claim_root, run_replication
 
     for i, (change, needle) in enumerate(cases):

@@ -221,7 +221,10 @@ max_concurrent_trials: 2
     assert len(lines) == 2 and sum("**" in x for x in lines) == 1  # best of the column marked once
     assert "(n=2)" in lines[0]
     csv = (run / "results.csv").read_text().splitlines()
-    assert csv[0] == "dataset,column,mean,std,n,returns" and len(csv) == 3
+    assert csv[0] == "dataset,column,mean,sd,n,scores" and len(csv) == 3
+    trials = (run / "trials.csv").read_text().splitlines()  # 2 datasets x 2 seeds x 2 evaluations
+    assert trials[0].startswith("dataset,collection_seed,task,learner,seed,step,return_mean,episodes")
+    assert len(trials) == 1 + 8
     assert list((run / "curves").glob("*.png"))
     # the same table again from `bex results`
     p2 = bex("results", run)
@@ -233,7 +236,13 @@ max_concurrent_trials: 2
 
 def test_results_table_uses_only_real_evaluations(tmp_path):
     """Reports between evaluations carry the last one forward; the table and curves must not count them."""
-    from bex.analysis.results import results_table
+    from bex.analysis.analyze import AnalysisConfig, analyze
+    from bex.analysis.results import sweep_rows
+    from bex.analysis.trials import curves
+
+    def table(last=1):
+        rows = sweep_rows(tmp_path)
+        return analyze(rows, AnalysisConfig(score_last=last)), curves(rows)
 
     def trial(name, label, seed, evals):
         d = tmp_path / name
@@ -249,17 +258,19 @@ def test_results_table_uses_only_real_evaluations(tmp_path):
 
     trial("a", "be/0.5", 0, {100: 10.0, 200: 20.0, 300: 40.0})
     trial("b", "be/0.5", 1, {100: 30.0, 200: 10.0, 300: 20.0})
-    tab = results_table(tmp_path)
-    assert tab["cells"][("be/0.5", "walker_stand td3")] == [40.0, 20.0]  # final evaluations of both seeds
-    (steps, values), _ = tab["curves"]["walker_stand td3"]["be/0.5"]
+    res, curve = table()
+    assert res["table"]["cells"]["be/0.5\twalker_stand td3"]["values"] == [40.0, 20.0]  # final evaluations
+    assert table(last=2)[0]["table"]["cells"]["be/0.5\twalker_stand td3"]["values"] == [30.0, 15.0]
+    (steps, values), _ = curve[("walker_stand", "td3")]["be/0.5"]
     assert steps == [100, 200, 300] and values == [10.0, 20.0, 40.0]
-    assert tab["incomplete_trials"] == 0
+    assert res["incomplete_trials"] == 0
     # a fresh sweep over a killed one whose Tune state was lost: a second folder of seed 0's trial, less far
     trial("c", "be/0.5", 0, {100: 99.0})
     rows = [json.loads(x) for x in (tmp_path / "c" / "result.json").read_text().splitlines()][:1]
     (tmp_path / "c" / "result.json").write_text(json.dumps(rows[0]) + "\n")
-    tab = results_table(tmp_path)
-    assert tab["cells"][("be/0.5", "walker_stand td3")] == [40.0, 20.0] and tab["incomplete_trials"] == 0
+    res, _ = table()
+    assert res["table"]["cells"]["be/0.5\twalker_stand td3"]["values"] == [40.0, 20.0]
+    assert res["incomplete_trials"] == 0
 
 
 def test_paper_sweep_uses_exorl_variants_and_accepts_the_optional_learners():
