@@ -26,8 +26,11 @@ can be compared between datasets — bex's and anyone else's — on one footing:
 * **Intervals.** Every figure comes with ``lo``/``hi``, a 95 % subsampling
   interval (Politis & Romano, "m out of n" with m = n/2): the figure is computed
   on ``replicates`` random half-size subsamples of the equal-size sample, and
-  the 2.5/97.5 % percentiles of their deviations from their mean, scaled by
-  sqrt(m/n) for root-n estimators, are put around the full-sample value.  (A
+  the 2.5/97.5 % percentiles of their deviations from their mean, scaled by the
+  delete-d jackknife factor sqrt(m/(n − m)) (= 1 for m = n/2: subsamples drawn
+  without replacement already spread as the full-sample estimate does; an earlier
+  version scaled by sqrt(m/n), intervals √2 too narrow), are put around the
+  full-sample value.  (A
   bootstrap with replacement would create duplicate states at distance 0, which
   k-NN estimators cannot take; centring on the replicates' mean removes the
   size effect of counting figures such as ``volume_cells``.)  The value is the
@@ -322,7 +325,7 @@ def coverage(sets: Sequence[StateSet], cfg: CoverageConfig | None = None,
             reps.append(figures(z[rng.choice(n, n // 2, replace=False)], cfg, cells, knn))
             tick(Progress("figures", i * (1 + cfg.replicates) + j + 2, total))
         row = {"dataset": s.name, "states": n, "space": cfg.space, "dims": d, **s.meta}
-        scale = math.sqrt((n // 2) / n)
+        scale = math.sqrt((n // 2) / (n - n // 2))  # delete-d jackknife factor of m-out-of-n subsamples
         for key, v in value.items():
             dev = np.array([r[key] for r in reps])
             with np.errstate(all="ignore"):  # an overflowing estimate (BE at extreme alpha): a null figure

@@ -62,11 +62,15 @@ def main(argv: list[str]) -> None:
     if not argv:
         raise SystemExit("usage: python -m bex.analysis.rejudge results.md [--ddof0]")
     tab = read_results_md(argv[0], ddof0="--ddof0" in argv)
+    print("| claim | difference | adjusted interval (level) | 95 % interval | verdict | MDD | runs for 0.05 |")
+    print("|---|---|---|---|---|---|---|")
     for c in primary_claims(tab, default_claims(tab.rows)):
-        adj = c["adjusted"]
-        print(f"{c['claim']}: {c['value']:+.3f} adjusted [{adj['lo']:+.3f}, {adj['hi']:+.3f}] "
-              f"({adj['level']:.4f}) -> {c['verdict']}; MDD {c['mdd']:.3f}; runs for "
-              f"{c['seeds_for_target']['target']:g}: {c['seeds_for_target']['runs']}")
+        adj, ci = c["adjusted"], c["interval_95"]
+        print(f"| {c['a']} − {c['b']} | {c['value']:+.3f} | [{adj['lo']:+.3f}, {adj['hi']:+.3f}] ({adj['level']:.4f}) "
+              f"| [{ci['lo']:+.3f}, {ci['hi']:+.3f}] | {c['verdict']} | {c['mdd']:.3f} | "
+              f"{c['seeds_for_target']['runs']} |")
+        print("|  per task | " + "; ".join(f"{p['task']} {p['value']:+.3f} [{p['lo']:+.3f}, {p['hi']:+.3f}]"
+                                          for p in c["per_task"]) + " | | | | | |")
 
 
 if __name__ == "__main__":
