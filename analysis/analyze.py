@@ -55,6 +55,8 @@ class AnalysisConfig(ConfigBase):
                           lo_open=True)
     claims: list = param(doc="primary claims, [{a: be-recent/0.5, b: rnd}, ...]; empty: BE α 0.5 against "
                          "Shannon, RND and SMM in each k-NN mode", default_factory=list)
+    max_step: int | None = param(None, "evaluations after this gradient step are left out (a longer pilot's trials "
+                                 "count as trials of the main length)", lo=1)
     figure: str = param("shannon", "the coverage figure of open question 3 and the coverage comparisons")
     volume: str = param("volume_cells", "the volume figure of the coverage comparisons")
 
@@ -151,20 +153,53 @@ def rank_correlation(x: Sequence[float], y: Sequence[float], reps: int = 2000, s
     return {"rho": rho, "lo": float(lo), "hi": float(hi), "n": n}
 
 
+def combine_coverage(files: Sequence[Sequence[dict]]) -> list[dict]:
+    """Coverage rows of several ``coverage.json`` files (one per shard: one collection seed each) as one row
+    per dataset: a figure present in two or more files becomes the mean over them with a 95 % t interval over
+    the files (collection seeds are the unit); a dataset in one file keeps its own interval.  The files must
+    share a fixed standardiser and sample size (a pooled one is relative to the datasets of each call)."""
+    from scipy import stats as st
+
+    by: dict[str, list[dict]] = {}
+    for rows in files:
+        for r in rows:
+            by.setdefault(r["dataset"], []).append(r)
+    out = []
+    for name, rs in by.items():
+        row = {"dataset": name, "states": rs[0].get("states"), "collections": len(rs)}
+        for k, v in rs[0].items():
+            if not (isinstance(v, dict) and "value" in v):
+                continue
+            vals = [r[k]["value"] for r in rs if isinstance(r.get(k), dict) and r[k].get("value") is not None]
+            if len(rs) == 1 or len(vals) < 2:
+                row[k] = ({**v, "values": vals} if len(rs) == 1 else
+                          {"value": None, "lo": None, "hi": None, "values": vals})
+                continue
+            m, se = float(np.mean(vals)), float(np.std(vals, ddof=1) / np.sqrt(len(vals)))
+            q = float(st.t.ppf(0.975, len(vals) - 1))
+            row[k] = {"value": m, "lo": m - q * se, "hi": m + q * se, "values": vals}
+        out.append(row)
+    return out
+
+
 def analyze(rows: Sequence[dict], cfg: AnalysisConfig | None = None, coverage_rows: Sequence[dict] = ()) -> dict:
     """Everything :mod:`.analyze` derives (module docstring) from ``trials.csv`` rows and coverage rows."""
     cfg = cfg or AnalysisConfig()
+    if cfg.max_step is not None:
+        rows = [r for r in rows if r["step"] <= cfg.max_step]
+        if not rows:
+            raise ValueError(f"no evaluation at or before step max_step={cfg.max_step}")
     trial_scores = scores(rows, cfg.score_last)
     values, units = cells(trial_scores)
     tab = Table(values)
     t1 = table1(tab)
     specs = cfg.specs(tab.rows)
-    unknown = sorted({x for s in specs for x in (s.a, s.b)} - set(tab.rows))
+    unknown = sorted({x for s in specs if s.figure is None for x in (s.a, s.b)} - set(tab.rows))
     if unknown and cfg.claims:
         raise ValueError(f"analysis.claims name dataset row(s) {unknown} that the trials do not have; rows: "
                          f"{', '.join(tab.rows)}")
-    primary = primary_claims(tab, specs, cfg.alpha, cfg.target)
     cov = {r["dataset"]: r for r in coverage_rows}
+    primary = primary_claims(tab, specs, cfg.alpha, cfg.target, cov)
     figures = [k for k in (coverage_rows[0] if coverage_rows else {}) if isinstance(coverage_rows[0][k], dict)
                and "value" in coverage_rows[0][k]]
     res = {
@@ -177,6 +212,7 @@ def analyze(rows: Sequence[dict], cfg: AnalysisConfig | None = None, coverage_ro
         "aggregates": aggregates(tab),
         "ranks": {c: _ranks(t1, c) for c in t1["cols"]},
         "alpha_picks": {fam: statistic_picks_alpha(tab, cov, fam, figures) for fam in ("be", "be-recent")},
+        "stability": stability(rows),
     }
     pts = [(r, cov[r][cfg.figure]["value"], float(np.mean([normalised(x, t) for (d, t, _), v in values.items()
                                                             if d == r for x in v])))
@@ -184,6 +220,40 @@ def analyze(rows: Sequence[dict], cfg: AnalysisConfig | None = None, coverage_ro
     res["rank_correlation"] = ({"figure": cfg.figure, "points": pts,
                                 **rank_correlation([p[1] for p in pts], [p[2] for p in pts])} if pts else None)
     return res
+
+
+def stability(rows: Sequence[dict]) -> list[dict]:
+    """How stable evaluations are along training (the learning-length pilot): per task, learner and evaluation
+    step, Spearman's ρ over all trials between the return at this evaluation and at the next, and the share of
+    the variance of the returns at this step that lies between datasets (one-way: SS between / SS total)."""
+    from scipy.stats import spearmanr
+
+    by: dict[tuple, dict[tuple, dict[int, float]]] = {}
+    for r in rows:
+        if r["learner"].startswith("baseline["):
+            continue
+        trial = (r["dataset"], r["collection_seed"], r["seed"])
+        by.setdefault((r["task"], r["learner"]), {}).setdefault(trial, {})[r["step"]] = r["return_mean"]
+    out = []
+    for (task, learner), trials in sorted(by.items()):
+        steps = sorted({s for t in trials.values() for s in t})
+        for s, nxt in zip(steps, steps[1:] + [None]):
+            have = [(k, t[s]) for k, t in trials.items() if s in t]
+            if len(have) < 3:
+                continue
+            x = np.array([v for _, v in have])
+            groups: dict[str, list[float]] = {}
+            for (dataset, _, _), v in have:
+                groups.setdefault(dataset, []).append(v)
+            ss_total = float(((x - x.mean()) ** 2).sum())
+            ss_between = float(sum(len(g) * (np.mean(g) - x.mean()) ** 2 for g in groups.values()))
+            row = {"task": task, "learner": learner, "step": s, "trials": len(have),
+                   "between_share": ss_between / ss_total if ss_total > 0 else None, "rho_next": None}
+            pairs = [(t[s], t[nxt]) for t in trials.values() if nxt is not None and s in t and nxt in t]
+            if len(pairs) >= 3 and np.ptp([a for a, _ in pairs]) > 0 and np.ptp([b for _, b in pairs]) > 0:
+                row["rho_next"] = float(spearmanr([a for a, _ in pairs], [b for _, b in pairs]).statistic)
+            out.append(row)
+    return out
 
 
 def _ranks(t1: dict, col: str) -> dict[str, int]:
@@ -223,7 +293,7 @@ def analysis_markdown(res: dict) -> str:
                          f"| {c['runs']} | {'> 10000' if need is None else need} |")
         lines += ["", "Per task (exploratory, 95 %):", ""]
         for c in prim:
-            lines.append(f"- {c['a']} − {c['b']} ({c['learner']}): " + "; ".join(
+            lines.append(f"- {c['a']} − {c['b']} ({c['learner'] or 'coverage'}): " + "; ".join(
                 f"{p['task']} {p['value']:+.3f} {_fmt_i(p['lo'], p['hi'])}" for p in c["per_task"]))
     else:
         lines.append("No primary claim has data on both of its datasets.")
@@ -272,6 +342,18 @@ def analysis_markdown(res: dict) -> str:
                              f"{len(mine)} task × learner cells |")
     else:
         lines.append("Not computed (no coverage file, or fewer than two α of a BE family).")
+    stab = [s for s in res.get("stability", []) if s["rho_next"] is not None]
+    if stab:
+        lines += ["", "## Stability of the evaluations along training (exploratory)", "",
+                  "Per evaluation step: Spearman's ρ over all trials between this evaluation's return and the "
+                  "next one's, and the share of the returns' variance that lies between datasets. A score is "
+                  "worth taking where ρ is high and the between-dataset share is what a comparison needs.", "",
+                  "| task | learner | step | trials | ρ with the next evaluation | between-dataset share |",
+                  "|---|---|---|---|---|---|"]
+        for s in stab:
+            share = "–" if s["between_share"] is None else f"{s['between_share']:.2f}"
+            lines.append(f"| {s['task']} | {short('x ' + s['learner']).split(' ', 1)[1]} | {s['step']} | "
+                         f"{s['trials']} | {s['rho_next']:.2f} | {share} |")
     return "\n".join(lines) + "\n"
 
 
@@ -299,5 +381,6 @@ def write_analysis(res: dict, out_dir: str | Path, stem: str = "analysis") -> di
     return {"md": str(md), "json": str(js)}
 
 
-__all__ = ["AnalysisConfig", "analyze", "analysis_markdown", "table1", "table1_markdown", "aggregates",
+__all__ = ["AnalysisConfig", "analyze", "combine_coverage", "stability",
+           "analysis_markdown", "table1", "table1_markdown", "aggregates",
            "rank_correlation", "write_analysis", "short", "footnotes"]

@@ -40,6 +40,8 @@ class ClaimSpec(ConfigBase):
     a: str = param(doc="dataset row claimed better (e.g. be-recent/0.5)")
     b: str = param(doc="dataset row it is compared with (e.g. rnd)")
     learner: str | None = param(None, "one learner column (None: each learner with runs on both)")
+    figure: str | None = param(None, "a coverage figure (e.g. shannon): the claim is 'a covers more than b', "
+                               "judged over collection seeds (one coverage file per shard)")
 
 
 def family(row: str) -> str:
@@ -94,10 +96,18 @@ def _diff_row(claim: str, d: dict, **extra) -> dict:
     return {"claim": claim, **{k: d.get(k) for k in ("value", "lo", "hi", "se", "df", "p", "cells")}, **extra}
 
 
-def primary_claims(tab: Table, specs: Sequence[ClaimSpec], alpha: float = 0.05, target: float = 0.05) -> list[dict]:
-    """Every primary claim (× learner) with its verdict, adjusted interval, power and per-task differences."""
+def primary_claims(tab: Table, specs: Sequence[ClaimSpec], alpha: float = 0.05, target: float = 0.05,
+                   cov: dict[str, dict] | None = None) -> list[dict]:
+    """Every primary claim (× learner) with its verdict, adjusted interval, power and per-task differences.  A
+    coverage claim (``figure``) compares the figure's values over collection seeds (``cov[row][figure]
+    ["values"]``, one per shard: :func:`bex.analysis.analyze.combine_coverage`), in the figure's own unit."""
     units = []
     for spec in specs:
+        if spec.figure is not None:
+            va, vb = (_figure_values((cov or {}).get(r, {}).get(spec.figure)) for r in (spec.a, spec.b))
+            if va and vb:  # one shard: one value each, no interval, inconclusive (still one of the family)
+                units.append((spec, None, [spec.figure], [(Summary.of(va), Summary.of(vb))]))
+            continue
         for learner in ([spec.learner] if spec.learner else tab.learners):
             tasks, pairs = tab.pairs(spec.a, spec.b, learner)
             if pairs:
@@ -112,8 +122,11 @@ def primary_claims(tab: Table, specs: Sequence[ClaimSpec], alpha: float = 0.05, 
         lo, hi = interval_at(d, 1 - lvl)
         per_task = [{"task": t, **{k: v for k, v in pooled_difference([p]).items() if k in ("value", "lo", "hi")}}
                     for t, p in zip(tasks, pairs)]
+        claim = (f"{spec.a} covers more than {spec.b} ({spec.figure}, over {pairs[0][0].n} collection seed(s))"
+                 if spec.figure else
+                 f"{spec.a} gives higher returns than {spec.b} ({learner}, pooled over {len(tasks)} task(s))")
         out.append(_diff_row(
-            f"{spec.a} gives higher returns than {spec.b} ({learner}, pooled over {len(tasks)} task(s))", d,
+            claim, d,
             primary=True, a=spec.a, b=spec.b, learner=learner, tasks=tasks, verdict=verdict(d, rej),
             adjusted={"level": 1 - lvl, "lo": lo, "hi": hi}, interval_95={"lo": d["lo"], "hi": d["hi"]},
             mdd=mdd(d["se"], d["df"], alpha / m), seeds_for_target={"target": target,
@@ -122,10 +135,19 @@ def primary_claims(tab: Table, specs: Sequence[ClaimSpec], alpha: float = 0.05, 
     return out
 
 
+def _figure_values(f: dict | None) -> list[float]:
+    """A coverage figure's values over collection seeds (one per shard), or its one value."""
+    if not isinstance(f, dict):
+        return []
+    if f.get("values"):
+        return [float(v) for v in f["values"]]
+    return [float(f["value"])] if isinstance(f.get("value"), (int, float)) and np.isfinite(f["value"]) else []
+
+
 def exploratory_returns(tab: Table, primary: Sequence[dict]) -> list[dict]:
     """Every BE row against every rival row, per learner, and each BE family's best row against each rival with
     a Bonferroni interval over the family's rows; 95 % unadjusted intervals, no verdicts."""
-    done = {(c["a"], c["b"], c["learner"]) for c in primary}
+    done = {(c["a"], c["b"], c["learner"]) for c in primary if c["learner"]}
     rivals = [r for r in tab.rows if family(r) not in ("be", "be-recent")]
     out = []
     for learner in tab.learners:

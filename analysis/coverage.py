@@ -9,7 +9,11 @@ can be compared between datasets — bex's and anyone else's — on one footing:
   ``max_states`` when smaller.  k-NN entropy estimates depend on ``n``.
 * **One standardisation.** States are z-scored with the mean and standard
   deviation of *all* compared datasets pooled (dimensions that never move are
-  dropped), so a distance means the same in every dataset.
+  dropped), so a distance means the same in every dataset.  With
+  ``standardiser: fixed`` the mean, standard deviation and the cell-volume frame
+  come instead from the domain's declared reference (:func:`reference_states`:
+  random-action rollouts), so figures computed in separate calls (one shard per
+  session) compare with each other.
 * **Estimators** (:mod:`bex.entropy.estimators`, from the same k-th neighbour
   distances, FAISS exact k-NN): Shannon (Kozachenko–Leonenko), Rényi of orders
   ``q`` (Leonenko–Pronzato–Savani), behavioral entropy for each ``alpha`` (the
@@ -39,6 +43,7 @@ can be compared between datasets — bex's and anyone else's — on one footing:
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import sys
@@ -84,6 +89,10 @@ class CoverageConfig(ConfigBase):
     map_states: int = param(3000, "pooled states behind the shared t-SNE and PHATE maps (an equal share per "
                             "dataset); 0 = no maps", lo=0)
     seed: int = param(0, "seed of the subsampling", lo=0, hi=2**32 - 1)
+    standardiser: str = param("pooled", "'pooled': z-score with the statistics of the compared samples (figures "
+                              "compare within one call); 'fixed': with the domain's declared reference (random-"
+                              "action rollouts, reference_states), so figures of calls made apart (shards "
+                              "collected in different sessions) compare", choices=("pooled", "fixed"))
 
     def check(self) -> None:
         for q in self.qs:
@@ -122,6 +131,31 @@ def standardiser(sets: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np
     mean, std = pooled.mean(0), pooled.std(0)
     keep = std > 1e-12
     return mean, np.where(keep, std, 1.0), keep
+
+
+REFERENCE_EPISODES = 20
+
+
+@functools.lru_cache(maxsize=8)
+def reference_states(domain: str, space: str) -> np.ndarray:
+    """The fixed standardiser's reference of a domain: the states of 20 episodes of uniform random actions on
+    its collection task (episode ``i`` on environment seed ``i``, actions from one generator seeded 0), in
+    ``space``.  It depends on nothing but the domain, so coverage figures of datasets measured in different
+    calls (different sessions, different machines) share one z-scoring and one cell frame."""
+    from bex.envs import make
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(REFERENCE_EPISODES):
+        env = make(domain, seed=i)
+        step = env.reset()
+        while not step.last:
+            step = env.step(rng.uniform(-1.0, 1.0, env.spec.action_dim))
+            rows.append(step.obs if space == "observation" else env.physics_state())
+        nq = int(env.physics.model.nq)
+        env.close()
+    states = np.asarray(rows, np.float64)
+    return states[:, :nq] if space == "positions" else states
 
 
 def figures(z: np.ndarray, cfg: CoverageConfig, cells: Callable[[np.ndarray], float],
@@ -287,12 +321,20 @@ def coverage(sets: Sequence[StateSet], cfg: CoverageConfig | None = None,
     if cfg.max_states is not None:
         n = min(n, cfg.max_states)
     samples = [np.asarray(s.states, np.float64)[rng.choice(len(s.states), n, replace=False)] for s in sets]
-    mean, std, keep = standardiser(samples)
+    if cfg.standardiser == "fixed":
+        domains = {s.meta.get("domain") for s in sets}
+        if len(domains) != 1 or None in domains:
+            raise ValueError(f"the fixed standardiser is per domain; the compared sets have domains {domains}")
+        ref = reference_states(domains.pop(), cfg.space)
+        mean, std, keep = standardiser([ref])
+        frame = ((ref - mean) / std)[:, keep]
+    else:
+        mean, std, keep = standardiser(samples)
     zs = [((x - mean) / std)[:, keep] for x in samples]
     d = zs[0].shape[1]
     if d == 0:
         raise ValueError("no dimension of the states varies across the compared datasets")
-    pooled = np.concatenate(zs)
+    pooled = np.concatenate(zs) if cfg.standardiser == "pooled" else frame
     # shared 2-D frame of the cell volume: the pooled principal components, clipped quantile range
     _, _, vt = np.linalg.svd(pooled - pooled.mean(0), full_matrices=False)
     axes = vt[:2].T if d >= 2 else np.eye(1)

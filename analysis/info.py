@@ -18,7 +18,8 @@ def dataset_info(root) -> dict:
             episodes += int(np.count_nonzero(read_parquet(f.path, ["is_first"]).column(0).to_numpy()))
         rows = sum(f.num_rows for f in files)
         parts.append(dict(partition="/".join(f"{k}={v}" for k, v in part.items()), files=len(files),
-                          episodes=episodes, transitions=rows - episodes))
+                          episodes=episodes, transitions=rows - episodes,
+                          fingerprint=Dataset(root, **part).fingerprint()))
     return dict(
         root=str(ds.root), schema_version=ds.meta.get("schema_version"), bex_version=ds.meta.get("bex_version"),
         partitions=parts, episodes=sum(p["episodes"] for p in parts),
@@ -26,15 +27,17 @@ def dataset_info(root) -> dict:
         shapes=None if spec is None else dict(observation=spec.obs_dim, action=spec.action_dim,
                                               physics=spec.physics_dim),
         domain=None if spec is None else spec.domain, collection_task=None if spec is None else spec.task,
-        cached_rewards=ds.cached_tasks())
+        cached_rewards=ds.cached_tasks(), fingerprint=ds.fingerprint() if ds.files else None)
 
 
 def format_info(d: dict) -> str:
     lines = [f"dataset      {d['root']}", f"schema       v{d['schema_version']} (written by bex {d['bex_version']})",
              f"domain       {d['domain']} (collected on task {d['collection_task']})", f"shapes       {d['shapes']}",
              f"episodes     {d['episodes']}", f"transitions  {d['transitions']}",
-             f"rewards      {', '.join(d['cached_rewards']) or '(none cached: run bex relabel)'}", "partitions"]
+             f"rewards      {', '.join(d['cached_rewards']) or '(none cached: run bex relabel)'}",
+             f"fingerprint  {d['fingerprint']} (content hash of the rows: bex.replay.Dataset.fingerprint)",
+             "partitions"]
     for p in d["partitions"]:
         lines.append(f"  {p['partition']:<50} files={p['files']:<4} episodes={p['episodes']:<5} "
-                     f"transitions={p['transitions']}")
+                     f"transitions={p['transitions']:<8} fingerprint={p['fingerprint']}")
     return "\n".join(lines)

@@ -5,7 +5,7 @@ Every sweep and replication writes ``trials.csv`` beside its tables; ``bex analy
 verdict and plot from such files alone (several of them: one per session of a long run), so a result can be
 re-analysed without rerunning anything.  Columns, in this order::
 
-    dataset,collection_seed,task,learner,seed,step,return_mean,episodes,return_std,steps_planned,trial
+    dataset,collection_seed,task,learner,seed,step,return_mean,episodes,return_std,steps_planned,fingerprint,trial
 
 ``dataset`` is the results row's label (``be/0.5``, ``be-recent/0.5``, ``shannon``, ``renyi/1.1``, ``rnd``,
 ``smm``, ``random``); ``collection_seed`` is empty when a dataset row pools its collection seeds into one
@@ -13,7 +13,9 @@ training set and the seed when each collection seed is trained on alone; ``learn
 label (``td3[hidden_dim=128,...]``; a distillation's baselines are learners of their own, e.g.
 ``baseline[random_pairs,N=64]``); ``step`` the gradient step of the evaluation; ``return_mean`` the mean
 return of its ``episodes`` episodes; ``steps_planned`` the trial's planned length (a trial whose last
-evaluation is earlier did not finish); ``trial`` the trial's directory name.
+evaluation is earlier did not finish); ``fingerprint`` the content hash of the data the trial trained on
+(:meth:`bex.replay.Dataset.fingerprint`; empty for trials from before it existed); ``trial`` the trial's
+directory name.
 
 **A trial's score** is the mean of its last ``last`` evaluations (:func:`scores`), a declared statistic less
 noisy than one checkpoint (Henderson et al. 2018): the analysis and the tables say which ``last`` they used.
@@ -33,7 +35,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 COLUMNS = ("dataset", "collection_seed", "task", "learner", "seed", "step", "return_mean", "episodes")
-EXTRA = ("return_std", "steps_planned", "trial")
+EXTRA = ("return_std", "steps_planned", "fingerprint", "trial")
 FILE = "trials.csv"
 
 
@@ -60,7 +62,8 @@ def rows_from_trials(trials: Sequence[dict]) -> list[dict]:
         for r in tr["rows"]:
             if "eval/return_mean" in r and r.get("eval/at_step", r.get("steps")) == r.get("steps"):
                 out.append({**base, "step": int(r["steps"]), "return_mean": float(r["eval/return_mean"]),
-                            "return_std": float(r.get("eval/return_std", math.nan))})
+                            "return_std": float(r.get("eval/return_std", math.nan)),
+                            "fingerprint": str(r.get("data/fingerprint", ""))})
         if cfg["learner"] == "distill" and tr["rows"]:
             final, n = tr["rows"][-1], cfg.get("learner_config", {}).get("size", 256)
             for key, name in (("baseline/random_pairs/return_mean", f"baseline[random_pairs,N={n}]"),

@@ -74,14 +74,17 @@ def report(inputs: List[Path] = typer.Argument(..., help="a sweep (STORAGE/NAME)
 def analyze(trials: List[Path] = typer.Argument(..., help="trials.csv file(s) of a sweep or replication (several: "
                                                 "one per session of a long run)"),
             out_dir: Path = typer.Option(..., "--out", help="output directory (analysis.md, analysis.json, plots)"),
-            coverage_file: Optional[Path] = typer.Option(None, "--coverage", help="a coverage.json of the same "
-                                                         "datasets (bex coverage, or a replication's)"),
+            coverage_files: List[Path] = typer.Option([], "--coverage", help="a coverage.json of the same "
+                                                      "datasets (bex coverage, or a replication's); repeatable: "
+                                                      "one per shard, combined over collection seeds"),
             config: Optional[Path] = typer.Option(None, "--config", help="a replication config: its analysis "
                                                   "section (primary claims, score, α) applies"),
             score_last: Optional[int] = typer.Option(None, "--score-last", help="a trial's score: the mean of its "
-                                                     "last K evaluations (default: the config's, else 3)")):
+                                                     "last K evaluations (default: the config's, else 3)"),
+            max_step: Optional[int] = typer.Option(None, "--max-step", help="leave out evaluations after this "
+                                                   "gradient step (a longer pilot's trials as main-length ones)")):
     """Table 1, the primary claims' verdicts, exploratory comparisons and aggregates from trials.csv alone."""
-    from bex.analysis.analyze import AnalysisConfig, write_analysis
+    from bex.analysis.analyze import AnalysisConfig, combine_coverage, write_analysis
     from bex.analysis.analyze import analyze as run_analysis
     from bex.analysis.report import read_coverage_json
     from bex.analysis.results import curve_pngs
@@ -95,16 +98,18 @@ def analyze(trials: List[Path] = typer.Argument(..., help="trials.csv file(s) of
         settings = dict(ReplicateConfig.from_yaml(config).analysis)
     if score_last is not None:
         settings["score_last"] = score_last
+    if max_step is not None:
+        settings["max_step"] = max_step
     cfg = AnalysisConfig.from_dict(settings, where="analysis")
     folder = Path(local_path(out_dir, "--out"))
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"--out {str(folder)!r} is a file, not a directory")
-    cov_rows = []
-    if coverage_file is not None:
-        cov_path = Path(coverage_file)
-        if not cov_path.is_file():
+    files = []
+    for cov_path in coverage_files:
+        if not Path(cov_path).is_file():
             raise FileNotFoundError(f"--coverage {str(cov_path)!r} is not a file")
-        cov_rows = read_coverage_json(cov_path)["datasets"]
+        files.append(read_coverage_json(Path(cov_path))["datasets"])
+    cov_rows = combine_coverage(files) if files else []
     rows = read_trials_csv(trials)
     res = run_analysis(rows, cfg, cov_rows)
     paths = write_analysis(res, folder)

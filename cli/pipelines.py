@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -14,11 +15,15 @@ PANEL = "Pipelines"
 
 @command(rich_help_panel=PANEL)
 def replicate(config: Path = typer.Option(..., "--config", help="tune_configs/replicate_*.yaml"),
-              resume: bool = resume_option("replication")):
+              resume: bool = resume_option("replication"),
+              shard: Optional[int] = typer.Option(None, "--shard", help="one collection seed of the config: its "
+                                                  "runs alone, in root NAME-s<seed>, trained on alone")):
     """Collect, relabel, train, measure coverage and report: the paper's comparison in one resumable command."""
     from bex.pipelines.replicate import ReplicateConfig, run_replication
 
     cfg = ReplicateConfig.from_yaml(config)
+    if shard is not None:
+        cfg = cfg.shard(shard)
     res = run_replication(cfg, resume=resume, progress=printer("replicate"))
     if res.get("terminated"):
         return  # main() reports the SIGTERM (exit 143)

@@ -60,8 +60,9 @@ def offline_trial(config: dict, data: dict[str, OfflineData] | None = None) -> N
     cfg = TrialConfig.from_dict(config["trial"])
     if cfg.learner in RLLIB_LEARNERS:
         t_start = time.perf_counter()  # the view and RLlib's set-up count in the trial's wall time
-        with RLlibTrainee(cfg, trial_data(cfg, data), threads=_trial_threads()) as trainee:
-            run_trial(cfg, trainee, report_trial, tune.get_checkpoint(), t_start=t_start)
+        od = trial_data(cfg, data)
+        with RLlibTrainee(cfg, od, threads=_trial_threads()) as trainee:
+            run_trial(cfg, trainee, report_trial, tune.get_checkpoint(), t_start=t_start, fingerprint=od.fingerprint)
         return
     if cfg.learner == DISTILL:
         run_distill_trial(cfg, data, report_trial, tune.get_checkpoint(), threads=_trial_threads())

@@ -264,4 +264,5 @@ def run_distill_trial(cfg: TrialConfig, data, report, checkpoint=None, threads: 
     """A distillation as a trial (:class:`DistillTrainee` in :func:`~bex.learners.trial.run_trial`)."""
     from .trial import trial_data
 
-    return run_trial(cfg, DistillTrainee(cfg, trial_data(cfg, data), threads), report, checkpoint)
+    od = trial_data(cfg, data)
+    return run_trial(cfg, DistillTrainee(cfg, od, threads), report, checkpoint, fingerprint=od.fingerprint)

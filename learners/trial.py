@@ -186,6 +186,7 @@ class OfflineData:
     next_obs: np.ndarray
     discount: np.ndarray
     rewards: dict[str, np.ndarray]   # "domain_task" -> (N,)
+    fingerprint: str = ""            # the selection's content hash (bex.replay.Dataset.fingerprint)
 
     def transitions(self, task: str):
         from bex.replay import Transitions
@@ -219,7 +220,7 @@ def load_offline_data(dataset: str, filters: dict, tasks: list[str]) -> OfflineD
     tr = ds.transitions(None, steps=steps, reward=np.zeros(len(steps), np.float32))  # rewards per task below
     idx = transition_rows(steps)
     return OfflineData(ds.env_spec.to_dict(), tr.obs, tr.action, tr.next_obs, tr.discount,
-                       {k: v[idx].astype(np.float32) for k, v in rewards.items()})
+                       {k: v[idx].astype(np.float32) for k, v in rewards.items()}, ds.fingerprint())
 
 
 def trial_data(cfg: TrialConfig, data: dict[str, OfflineData] | None = None) -> OfflineData:
@@ -310,7 +311,7 @@ def _restore(trainee: Trainee, checkpoint) -> dict:
 
 
 def run_trial(cfg: TrialConfig, trainee: Trainee, report: Report, checkpoint=None,
-              t_start: float | None = None) -> list[dict]:
+              t_start: float | None = None, fingerprint: str = "") -> list[dict]:
     """Train ``trainee`` for ``cfg.steps`` gradient steps, reporting, evaluating and checkpointing on the way.
 
     Every ``report_every`` steps ``report(metrics, write_checkpoint)`` gets the trainee's training metrics
@@ -320,6 +321,7 @@ def run_trial(cfg: TrialConfig, trainee: Trainee, report: Report, checkpoint=Non
     With ``checkpoint`` (a directory or a Tune ``Checkpoint``) the trainee is restored and training
     continues at the saved step (``resumed_from``); wall time counts on from the saved ``wall_s``.
     ``t_start`` (``time.perf_counter()``) is when the trial's wall time starts, now by default.
+    ``fingerprint``: the training data's content hash, reported in every row as ``data/fingerprint``.
     Returns the evaluation history (``[{"steps", "eval/..."}, ...]``).
     """
     t_start = time.perf_counter() if t_start is None else t_start
@@ -340,6 +342,8 @@ def run_trial(cfg: TrialConfig, trainee: Trainee, report: Report, checkpoint=Non
         dt = time.perf_counter() - t0
         row = {k: float(v) for k, v in metrics.items()}
         row.update({"steps": step, "train/updates_per_s": n / max(dt, 1e-9), "resumed_from": resumed_from})
+        if fingerprint:
+            row["data/fingerprint"] = fingerprint
         write = None
         if step % cfg.eval_every == 0 or step == cfg.steps:
             last_eval = evaluate_trial(trainee.act, cfg, trainee.domain, trainee.task, step)  # carried forward
@@ -422,5 +426,6 @@ def run_learner_trial(cfg: TrialConfig, data: dict[str, OfflineData] | None, rep
                       threads: int = 1) -> list[dict]:
     """One bex-learner trial: :class:`LearnerTrainee` in :func:`run_trial` (``data`` as for :func:`trial_data`;
     a distillation trial: ``distill_trial.run_distill_trial``)."""
-    return run_trial(cfg, LearnerTrainee(cfg, trial_data(cfg, data), threads), report, checkpoint)
+    od = trial_data(cfg, data)
+    return run_trial(cfg, LearnerTrainee(cfg, od, threads), report, checkpoint, fingerprint=od.fingerprint)
 

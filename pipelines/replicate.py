@@ -79,6 +79,8 @@ class ReplicateConfig(ConfigBase):
     train_on: str = param("pooled", "'pooled': a dataset row's collection seeds form one training dataset (runs of "
                           "a row = training seeds); 'each_seed': every collection seed is trained on alone (runs = "
                           "collection seeds × training seeds)", choices=("pooled", "each_seed"))
+    rows: list = param(doc="the dataset rows the offline experiment trains on (labels such as be-recent/0.5, rnd); "
+                       "empty: every row of the collection", default_factory=list)
 
     def check(self) -> None:
         check_experiment_name(self.name, "ReplicateConfig.name")
@@ -93,6 +95,17 @@ class ReplicateConfig(ConfigBase):
     @classmethod
     def from_yaml(cls, path: str | Path) -> "ReplicateConfig":
         return cls.from_dict(load_yaml(path, "replication config"), where=str(path))
+
+    def shard(self, seed: int) -> "ReplicateConfig":
+        """The shard of collection seed ``seed``: every run of the grid with that seed alone, in its own root
+        (``<name>-s<seed>``) and trained on alone (``train_on: each_seed``), so a session that collects a shard
+        trains on what it collected; ``bex analyze`` joins the shards' ``trials.csv`` (collection seeds become
+        the unit of replication)."""
+        seeds = self.collect.get("seeds", [0])
+        if seed not in seeds:
+            raise ValueError(f"--shard {seed} is not one of the config's collection seeds {seeds}")
+        return self.replace(name=f"{self.name}-s{seed}", collect={**self.collect, "seeds": [seed]},
+                            train_on="each_seed")
 
     # ------------------------------------------------------------------------------------------ the plan
     def root(self) -> Path:
@@ -125,7 +138,6 @@ class ReplicateConfig(ConfigBase):
         learners and their hyperparameters, coverage settings.  Returns the plan's sizes."""
         from bex.envs import parse_task
         from bex.learners.trial import TrialConfig
-        from bex.replay import format_param
 
         runs = self.grid().runs_()
         sweep = self.sweep()
@@ -147,14 +159,23 @@ class ReplicateConfig(ConfigBase):
                                    "learner_config": {**sweep.learner_config.get(learner, {}), **first}})
         self.coverage_config()
         acfg = self.analysis_config()
-        labels = {c.partition_objective + ("" if c.partition_param is None else f"/{format_param(c.partition_param)}")
-                  for c in runs}
+        labels = {_label(c) for c in runs}
+        if sorted(set(self.rows) - labels):
+            raise ValueError(f"rows {sorted(set(self.rows) - labels)} are not rows of the collection grid; its rows: "
+                             f"{', '.join(sorted(labels))}")
         unknown = sorted({x for s in acfg.specs(sorted(labels)) for x in (s.a, s.b)} - labels)
         if unknown:
             raise ValueError(f"analysis.claims name dataset row(s) {unknown} that the collection grid does not make; "
                              f"its rows: {', '.join(sorted(labels))}")
         return {"runs": len(runs), "tasks": len(sweep.tasks), "learners": len(sweep.learners),
                 "seeds": len(sweep.seeds)}
+
+
+def _label(c) -> str:
+    """A collection run's results row: ``objective[/param]`` of its partition (``be-recent/0.5``, ``rnd``)."""
+    from bex.replay import format_param
+
+    return c.partition_objective + ("" if c.partition_param is None else f"/{format_param(c.partition_param)}")
 
 
 LOCK = "_bex_replicate.lock"
@@ -200,7 +221,7 @@ def claim_root(cfg: ReplicateConfig, resume: bool) -> Path:
         record = root / cfg.experiment / OFFLINE_RECORD
         if not diff and record.exists():
             ran = json.loads(record.read_text())
-            diff = sorted(k for k in ("offline", "train_on") if mine.get(k) != ran.get(k))
+            diff = sorted(k for k in ("offline", "train_on", "rows") if mine.get(k, []) != ran.get(k, []))
         if diff:
             raise ValueError(f"storage {str(root)!r} already holds a different replication (its {diff} differ); "
                              f"choose another name or storage root, or another `experiment:` for new offline "
@@ -303,12 +324,13 @@ def run_replication(cfg: ReplicateConfig, resume: bool = False, progress: Report
         _finish(proj, root, cfg.experiment, share=computed / rows if rows else 0.0)
 
         trials = per_partition_trials(sweep) if cfg.train_on == "each_seed" else sweep.trials()
+        trials = [t for t in trials if not cfg.rows or t.label in cfg.rows]
         exp = root / cfg.experiment
         restore = can_restore(str(exp.resolve()))
         stage(2, f"{len(trials)} trials ({'resuming' if restore else 'new'}) -> {exp}")
         exp.mkdir(parents=True, exist_ok=True)  # its offline settings are fixed from here on (claim_root)
         settings = json.loads(json.dumps(cfg.to_dict(), default=str))
-        atomic_write_bytes(exp / OFFLINE_RECORD, json.dumps({k: settings[k] for k in ("offline", "train_on")},
+        atomic_write_bytes(exp / OFFLINE_RECORD, json.dumps({k: settings[k] for k in ("offline", "train_on", "rows")},
                                                             indent=2, sort_keys=True).encode())
         steps0, planned = offline_progress(exp, trials)  # a resumed sweep's earlier steps are not this run's work
         proj.resumed_at(steps0, planned)
@@ -431,7 +453,7 @@ def prior_seconds(cfg: ReplicateConfig, todo) -> dict[str, float]:
 
     cpus = os.cpu_count() or 1
     grid, sweep = cfg.grid(), cfg.sweep()
-    runs = grid.runs_()
+    runs = [c for c in grid.runs_() if not cfg.rows or _label(c) in cfg.rows]
     datasets = len(runs) if cfg.train_on == "each_seed" else len({(c.domain, c.partition_objective,
                                                                       c.partition_param) for c in runs})
     trials = []

@@ -267,6 +267,42 @@ class Dataset:
                 fill(i)
         return StepArrays(**{c: out.get(c) for c in StepArrays.__dataclass_fields__})
 
+    # ---------------------------------------------------------------- identity
+    def fingerprint(self) -> str:
+        """A content hash of the selected rows, independent of file layout, chunking, file names and times.
+
+        Per partition, the rows in (episode, step) order: steps, observations, actions, physics states (or
+        their absence), discounts, episode flags and intrinsic rewards (NaN where there are none), each as
+        canonical bytes, hashed with SHA-256; the dataset's fingerprint hashes the sorted ``partition=digest``
+        lines and is given as 16 hex digits.  Episode ids order the rows but are not hashed (they carry the
+        run key, which changes with settings such as the chunk size that do not change the data).  Two
+        collections with the same config and seed on one machine write identical rows and so the same
+        fingerprint; relabelled reward caches are not part of it (they are derived from the rows).
+        """
+        import hashlib
+
+        lines = []
+        for part in self.partitions:
+            sub = Dataset(self.root, **part)
+            with_physics = all(has_physics(f.path) for f in sub.files)
+            cols = [c for c in StepArrays.__dataclass_fields__ if c != "physics" or with_physics]
+            arr = sub.load(cols)
+            order = np.lexsort((arr.step, np.asarray(arr.episode_id, dtype=str)))
+            h = hashlib.sha256()
+            for c in cols:
+                if c == "episode_id":
+                    continue
+                x = np.ascontiguousarray(getattr(arr, c)[order])
+                if c == "reward_intrinsic":
+                    x = np.where(np.isnan(x), np.float32(0), x)
+                    h.update(np.isnan(getattr(arr, c)[order]).tobytes())
+                h.update(c.encode() + x.tobytes())
+            h.update(b"physics" if with_physics else b"no-physics")
+            lines.append("/".join(f"{k}={v}" for k, v in sorted(part.items())) + "=" + h.hexdigest())
+        if not lines:
+            raise ValueError(f"dataset {str(self.root)!r} holds no data files to fingerprint")
+        return hashlib.sha256("\n".join(sorted(lines)).encode()).hexdigest()[:16]
+
     # ---------------------------------------------------------------- rewards
     def reward_cache_path(self, f: DataFile, domain: str, task: str) -> Path:
         """``<partition>/_rewards/<domain>_<task>/<file stem>.arrow`` (Arrow IPC, not Parquet, so

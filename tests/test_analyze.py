@@ -32,7 +32,7 @@ def write_trials(path, final=FINAL, early=5.0):
         for (ds, task), values in final.items():
             for seed, v in enumerate(values):
                 for step, x in ((100, v - early), (200, v + early)):
-                    w.writerow([ds, "", task, "td3", seed, step, x, 10, 1.0, 200, f"t_{ds}_{task}_{seed}"])
+                    w.writerow([ds, "", task, "td3", seed, step, x, 10, 1.0, 200, "", f"t_{ds}_{task}_{seed}"])
     return path
 
 
@@ -162,3 +162,51 @@ def test_the_random_policy_references_are_what_the_protocol_measures():
 
     r = evaluate(random_policy(6, seed=0), "walker", "stand", episodes=10)
     assert abs(r.mean - RANDOM_POLICY["walker_stand"]) < 4 * r.std / math.sqrt(10) + 1e-9
+
+
+def test_stability_by_hand_and_max_step(tmp_path):
+    """Two datasets × three seeds, three evaluations: ρ between consecutive evaluations and the share of the
+    variance between datasets, computed here; max_step drops the later evaluations."""
+    from scipy.stats import spearmanr
+
+    from bex.analysis.analyze import AnalysisConfig, analyze, stability
+
+    vals = {("a", 0): [1.0, 10.0, 20.0], ("a", 1): [2.0, 12.0, 19.0], ("a", 2): [3.0, 11.0, 21.0],
+            ("b", 0): [4.0, 30.0, 40.0], ("b", 1): [5.0, 32.0, 39.0], ("b", 2): [6.0, 31.0, 45.0]}
+    rows = [{"dataset": d, "collection_seed": "", "task": "walker_stand", "learner": "td3", "seed": s,
+             "step": step, "return_mean": v[i], "episodes": 10, "steps_planned": 300}
+            for (d, s), v in vals.items() for i, step in enumerate((100, 200, 300))]
+    st100 = next(s for s in stability(rows) if s["step"] == 100)
+    x = np.array([v[0] for v in vals.values()])
+    groups = [x[:3], x[3:]]
+    share = sum(3 * (g.mean() - x.mean()) ** 2 for g in groups) / ((x - x.mean()) ** 2).sum()
+    assert st100["between_share"] == pytest.approx(share)
+    assert st100["rho_next"] == pytest.approx(spearmanr(x, [v[1] for v in vals.values()]).statistic)
+    assert [s["step"] for s in stability(rows)] == [100, 200, 300] and stability(rows)[-1]["rho_next"] is None
+    res = analyze(rows, AnalysisConfig(score_last=1, max_step=200))
+    assert res["table"]["cells"]["a\twalker_stand td3"]["mean"] == pytest.approx(11.0)
+    assert res["incomplete_trials"] == 6  # cut at 200 of 300 planned steps
+
+
+def test_coverage_of_shards_combines_over_collection_seeds():
+    from bex.analysis.analyze import combine_coverage
+
+    f = [[{"dataset": "rnd", "states": 10, "shannon": {"value": v, "lo": v - 1, "hi": v + 1}}] for v in (1.0, 2.0, 4.0)]
+    (row,) = combine_coverage(f)
+    m, se = np.mean([1, 2, 4]), np.std([1, 2, 4], ddof=1) / math.sqrt(3)
+    q = st.t.ppf(0.975, 2)
+    assert row["collections"] == 3 and row["shannon"]["value"] == pytest.approx(m)
+    assert (row["shannon"]["lo"], row["shannon"]["hi"]) == pytest.approx((m - q * se, m + q * se))
+    (one,) = combine_coverage(f[:1])  # one shard: its own interval, its one value kept for the claims
+    assert one["shannon"] == {"value": 1.0, "lo": 0.0, "hi": 2.0, "values": [1.0]}
+
+
+def test_a_shard_is_one_collection_seed_trained_alone_in_its_own_root():
+    from bex.pipelines.replicate import ReplicateConfig
+
+    cfg = ReplicateConfig.from_yaml("tune_configs/replicate_decisive.yaml")
+    s1 = cfg.shard(1)
+    assert s1.name == f"{cfg.name}-s1" and s1.collect["seeds"] == [1] and s1.train_on == "each_seed"
+    assert {c.seed for c in s1.grid().runs_()} == {1}
+    with pytest.raises(ValueError, match="--shard 9 is not one of"):
+        cfg.shard(9)

@@ -74,3 +74,22 @@ def test_open_question_4_picks_by_the_statistic_and_compares_with_every_alpha():
     # the near-static fraction: fewer held poses is broader, so the smallest value is picked
     assert picks[1]["figure"] == "near_static" and picks[1]["picked"] == 0.5
     assert len(picks) == 2  # a figure without a value ('maps') is skipped
+
+
+def test_a_coverage_claim_is_judged_over_collection_seeds_in_the_family():
+    from bex.analysis.claims import ClaimSpec
+    from bex.analysis.stats import Summary
+
+    tab = _tab({("be/0.5", S): [500, 510, 505], ("be/5", S): [600, 610, 605]})
+    cov = {"be/0.5": {"shannon": {"value": 2.0, "values": [1.9, 2.0, 2.1]}},
+           "be/5": {"shannon": {"value": -3.0, "values": [-3.1, -3.0, -2.9]}}}
+    specs = [ClaimSpec(a="be/0.5", b="be/5", figure="shannon"), ClaimSpec(a="be/0.5", b="be/5")]
+    cov_claim, ret_claim = primary_claims(tab, specs, cov=cov)
+    d = pooled_difference([(Summary.of([1.9, 2.0, 2.1]), Summary.of([-3.1, -3.0, -2.9]))])
+    assert cov_claim["value"] == pytest.approx(5.0) and cov_claim["p"] == pytest.approx(d["p"])
+    assert cov_claim["verdict"] == "held" and ret_claim["verdict"] == "not held"
+    assert "over 3 collection seed(s)" in cov_claim["claim"]
+    # one shard: one value each, no interval, inconclusive, still counted in the family (m = 2)
+    one = {r: {"shannon": {"value": v["shannon"]["value"]}} for r, v in cov.items()}
+    c1, c2 = primary_claims(tab, specs, cov=one)
+    assert c1["verdict"] == "inconclusive" and c1["lo"] is None and c2["adjusted"]["level"] == pytest.approx(0.975)

@@ -220,3 +220,18 @@ def test_d4rl_import_splits_episodes_at_terminals_and_timeouts(tmp_path):
         np.savez(tmp_path / "c.npz", **{**arrays, "actions": np.zeros((n, 5), np.float32)})
         import_d4rl(tmp_path / "c.npz", tmp_path / "C", "walker_run")
     assert not (tmp_path / "C").exists() and not (tmp_path / "D").exists()
+
+
+def test_a_fixed_standardiser_makes_figures_independent_of_the_other_datasets_compared():
+    """Pooled z-scoring makes a dataset's figures depend on what it is compared with; the domain's fixed
+    reference does not: dataset A gets the same figures next to B as next to C (shards measured apart)."""
+    rng = np.random.default_rng(3)
+    a, b, c = (StateSet(n, rng.normal(0, s, (600, 18)), {"domain": "walker"})
+               for n, s in (("a", 1.0), ("b", 0.2), ("c", 5.0)))
+    fixed = CoverageConfig(standardiser="fixed", replicates=2, map_states=0)
+    pooled = CoverageConfig(replicates=2, map_states=0)
+    with_b, with_c = coverage([a, b], fixed)[0], coverage([a, c], fixed)[0]
+    assert with_b["shannon"] == with_c["shannon"] and with_b["volume_cells"] == with_c["volume_cells"]
+    assert coverage([a, b], pooled)[0]["shannon"] != coverage([a, c], pooled)[0]["shannon"]
+    with pytest.raises(ValueError, match="per domain"):
+        coverage([a, StateSet("q", rng.normal(0, 1, (600, 18)), {"domain": "quadruped"})], fixed)
