@@ -123,7 +123,7 @@ def write_results(run_dir: str | Path, cfg=None, coverage_rows=(), rows: list[di
         w.writerow([r, col, f"{c['mean']:.3f}", "" if np.isnan(c["sd"]) else f"{c['sd']:.3f}", c["n"],
                     " ".join(f"{x:.3f}" for x in c["values"])])
     atomic_write_bytes(run_dir / "results.csv", buf.getvalue().encode())
-    pngs = _plot_curves(run_dir, curves(rows), res["random_policy"])
+    pngs = plot_curves(run_dir, curves(rows), res["random_policy"])
     return {"markdown": md.rstrip("\n"), "complete": res["trials"] - res["incomplete_trials"],
             "csv": str(run_dir / "results.csv"), "md": str(run_dir / "results.md"),
             "trials_csv": str(run_dir / FILE), "plots": pngs, "analysis": res, "rows": rows}
@@ -179,7 +179,8 @@ def curve_pngs(by_col, reference: dict[str, float] | None = None) -> dict[str, b
     return out
 
 
-def _plot_curves(run_dir: Path, by_col, reference: dict[str, float] | None = None) -> list[str]:
+def plot_curves(run_dir: Path, by_col, reference: dict[str, float] | None = None) -> list[str]:
+    """The learning curves (:func:`curve_pngs`) as ``run_dir/curves/<task>_<learner>.png``."""
     out_dir = run_dir / "curves"
     out_dir.mkdir(exist_ok=True)
     paths = []
@@ -190,4 +191,4 @@ def _plot_curves(run_dir: Path, by_col, reference: dict[str, float] | None = Non
     return paths
 
 
-__all__ = ["read_trials", "sweep_rows", "write_results", "curve_pngs"]
+__all__ = ["read_trials", "sweep_rows", "write_results", "curve_pngs", "plot_curves"]

@@ -21,6 +21,9 @@ def coverage(dirs: List[Path] = typer.Argument(..., help="bex datasets or partit
              k: int = typer.Option(5, "--k", help="neighbours of the k-NN estimators"),
              replicates: int = typer.Option(10, "--replicates", help="half-size subsamples per interval"),
              seed: int = seed_option("seed of the samples and maps"),
+             standardiser: str = typer.Option("pooled", "--standardiser", help="pooled (the compared datasets) | "
+                                              "fixed (the domain's random-action reference: figures of separate "
+                                              "calls compare)"),
              map_states: int = typer.Option(3000, "--map-states", help="pooled states behind the shared "
                                             "t-SNE/PHATE maps (0: no maps)"),
              out_dir: Path = typer.Option(..., "--out", help="output directory (coverage.json, tsne.png, phate.png)")):
@@ -31,7 +34,7 @@ def coverage(dirs: List[Path] = typer.Argument(..., help="bex datasets or partit
     from bex.replay.schema import dumps
 
     cfg = CoverageConfig.from_dict({"space": space, "max_states": max_states, "k": k, "replicates": replicates,
-                                    "seed": seed, "map_states": map_states})
+                                    "seed": seed, "map_states": map_states, "standardiser": standardiser})
     folder = Path(local_path(out_dir, "--out"))
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"--out {str(folder)!r} is a file, not a directory")
@@ -87,9 +90,8 @@ def analyze(trials: List[Path] = typer.Argument(..., help="trials.csv file(s) of
     from bex.analysis.analyze import AnalysisConfig, combine_coverage, write_analysis
     from bex.analysis.analyze import analyze as run_analysis
     from bex.analysis.report import read_coverage_json
-    from bex.analysis.results import curve_pngs
+    from bex.analysis.results import plot_curves
     from bex.analysis.trials import curves, read_trials_csv
-    from bex.replay import atomic_write_bytes
 
     settings = {}
     if config is not None:
@@ -113,7 +115,5 @@ def analyze(trials: List[Path] = typer.Argument(..., help="trials.csv file(s) of
     rows = read_trials_csv(trials)
     res = run_analysis(rows, cfg, cov_rows)
     paths = write_analysis(res, folder)
-    for col, png in curve_pngs(curves(rows), res["random_policy"]).items():
-        atomic_write_bytes(folder / ("curve_" + col.split(" ", 1)[0] + "_" + col.split(" ", 1)[1].split("[", 1)[0]
-                                     + ".png"), png)
+    plot_curves(folder, curves(rows), res["random_policy"])
     out(json.dumps({**paths, "verdicts": {c["claim"]: c["verdict"] for c in res["claims"] if c.get("primary")}}))

@@ -132,7 +132,7 @@ def test_bex_analyze_writes_strict_json_and_markdown_and_refuses_bad_input(tmp_p
     assert all("verdict" not in c for c in data["claims"] if not c["primary"])
     md = (tmp_path / "a" / "analysis.md").read_text()
     assert "## Primary claims" in md and "**held**" in md and "MDD" in md
-    assert list((tmp_path / "a").glob("curve_*.png"))
+    assert list((tmp_path / "a" / "curves").glob("walker_*td3.png"))
     bad = tmp_path / "bad.csv"
     bad.write_text("dataset,task\nx,y\n")
     for args, needle in [([str(tmp_path / "none.csv")], "does not exist"), ([str(bad)], "does not start with"),
