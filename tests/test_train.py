@@ -82,7 +82,8 @@ def test_trial_loop_reports_checkpoints_and_resumes_without_ray(walker_data, tmp
     assert [r["steps"] for r in rows] == [2, 4, 6]
     assert [d.name for d in ckpts] == ["ckpt4", "ckpt6"]
     assert [h["steps"] for h in history] == [4, 6]
-    loop_keys = {"steps", "train/updates_per_s", "resumed_from", "wall_s"}
+    loop_keys = {"steps", "train/updates_per_s", "resumed_from", "wall_s", "data/fingerprint"}
+    assert len(rows[0]["data/fingerprint"]) == 16  # the training data's content hash, in every report
     train_keys = set(rows[0]) - loop_keys  # the learner's own metrics (BC: actor/loss, ...)
     assert loop_keys <= set(rows[0]) and train_keys and all(np.isfinite(rows[0][k]) for k in train_keys)
     assert not any(k.startswith("eval/") for k in rows[0])  # no evaluation before step 4
