@@ -104,6 +104,8 @@ def table1_markdown(t1: dict, score_last: int, units: dict[str, str]) -> str:
               f"SD (ddof 1) over {' / '.join(u + 's' for u in seeds)} (n runs). **Bold**: the best mean of the "
               f"column; ▽: below the best beyond noise (Welch 95 % interval of the difference below 0, not "
               f"corrected for the number of cells); unmarked cells are within noise of the best."]
+    if t1["cells"] and all(cell["n"] < 2 for cell in t1["cells"].values()):
+        lines += ["", "One run per cell: no difference in this table can be told apart from noise."]
     notes = footnotes(t1["cols"])
     if notes:
         lines += [""] + notes

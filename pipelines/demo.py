@@ -93,13 +93,13 @@ def run_demo(root: Path, steps: int = 4000, train_steps: int = 2000, progress: R
               for learner in ("td3", "cql")
               for f, label in (({"objective": "be", "param": "0.5"}, "be/0.5"), ({"objective": "shannon"}, "shannon"))]
     run_trials(trials, name="demo", storage=str(root / "sweeps"), max_concurrent=2, verbose=0)
-    say(3, "[4/4] results (mean ± std of the final evaluation return)")
+    say(3, "[4/4] results (Table 1: a trial's score, mean ± sample SD over seeds; what is beyond noise marked)")
     out = write_results(root / "sweeps" / "demo")
     say(3, out["markdown"])
     say(3, f"tables: {out['md']}, {out['csv']}; curves: {len(out['plots'])} PNG")
     page = root / "report.html"
-    rep = build_report([root / "sweeps" / "demo"], page, CoverageConfig(map_states=1000), random_episodes=2)
-    say(4, f"report page (coverage, Table 1, curves, rliable aggregates; opens offline): {page} "
+    rep = build_report([root / "sweeps" / "demo"], page, CoverageConfig(map_states=1000))
+    say(4, f"report page (coverage, Table 1, curves, per-task aggregates; opens offline): {page} "
            f"({len(rep['datasets'])} datasets, {rep['plots']} plots)")
     say(4, f"demo finished in {time.perf_counter() - t0:.0f}s")
     return out
