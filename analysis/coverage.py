@@ -264,8 +264,12 @@ def shared_maps(zs: Sequence[np.ndarray], names: Sequence[str], cfg: CoverageCon
         embeddings = {"tsne": np.asarray(TSNE(n_components=2, perplexity=perplexity, random_state=cfg.seed, n_jobs=1,
                                               verbose=False).fit(pooled))}
         tick(Progress("maps", 1, 2))
-        embeddings["phate"] = np.asarray(phate.PHATE(n_components=2, knn=min(5, len(pooled) - 2),
-                                                     random_state=cfg.seed, n_jobs=1, verbose=0).fit_transform(pooled))
+        try:
+            embeddings["phate"] = np.asarray(phate.PHATE(n_components=2, knn=min(5, len(pooled) - 2),
+                                                         random_state=cfg.seed, n_jobs=1,
+                                                         verbose=0).fit_transform(pooled))
+        except np.linalg.LinAlgError:  # PHATE's diffusion SVD fails on a few thousand near-duplicate states
+            tick(Progress("maps", 2, 2, message="bex: note: PHATE did not converge on these states; no PHATE map"))
         tick(Progress("maps", 2, 2))
     out = {}
     cols = min(4, len(zs))

@@ -61,7 +61,7 @@ def report(inputs: List[Path] = typer.Argument(..., help="a sweep (STORAGE/NAME)
            no_coverage: bool = typer.Option(False, "--no-coverage", help="a sweep: skip its datasets' coverage"),
            score_last: int = typer.Option(3, "--score-last", help="a trial's score: the mean of its last K "
                                           "evaluations")):
-    """One self-contained HTML page: coverage, Table 1, learning curves, rliable aggregates, coverage vs return."""
+    """One self-contained HTML page: coverage, Table 1, claims, learning curves, aggregates, coverage vs return."""
     from bex.analysis.analyze import AnalysisConfig
     from bex.analysis.coverage import CoverageConfig
     from bex.analysis.report import build_report

@@ -149,3 +149,21 @@ def test_command_defaults_live_in_the_configs():
     assert TrialConfig.default("steps") == 10_000 and TrialConfig.default("filters") == {}
     with pytest.raises(ValueError, match="unknown key 'stepz'"):
         TrialConfig.default("stepz")
+
+
+@pytest.mark.ray
+def test_the_demo_runs_end_to_end_and_prints_bex_lines_only(tmp_path):
+    """`bex demo` at a tiny size: every stage runs, the table and the page are written, stdout is the demo's
+    narrative and stderr bex's own lines (Ray's and Tune's output goes to the log it names)."""
+    import os
+
+    p = subprocess.run([BEX, "demo", "--root", str(tmp_path / "d"), "--steps", "300", "--train-steps", "8"],
+                       capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "BEX_LOG_DIR": str(tmp_path / "logs")})
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "[4/4] results" in p.stdout and "demo finished" in p.stdout and "| be/0.5 |" in p.stdout
+    assert (tmp_path / "d" / "report.html").is_file() and (tmp_path / "d" / "sweeps" / "demo" / "trials.csv").is_file()
+    for noise in ("Traceback", "SystemExit", "View detailed results", "Trial status", "tensorboard"):
+        assert noise not in p.stdout + p.stderr, noise
+    (log,) = (tmp_path / "logs").glob("bex-*.log")
+    assert "View detailed results" in log.read_text()
