@@ -14,6 +14,8 @@ gradient steps per second, then the means and the bex/RLlib ratios.
 
     MUJOCO_GL=disable BEX_NODE_IP=127.0.0.1 python bench/bench_rllib_cql.py --data DIR
         [--objective be --param 0.5] [--task walker_stand] [--steps 5000] [--seeds 0,1] [--cql-weight 0.01]
+    python bench/bench_rllib_cql.py --quick     (a smoke run: bench_offline's small APT-BE dataset, 200 steps,
+                                                 one seed; collected when missing)
 """
 from __future__ import annotations
 
@@ -34,7 +36,9 @@ from bench.common import machine_label
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", required=True, help="bex dataset root (relabelled for --task, or it is relabelled)")
+    ap.add_argument("--data", help="bex dataset root (relabelled for --task, or it is relabelled); --quick: "
+                    "bench_offline's small dataset, collected when missing")
+    ap.add_argument("--quick", action="store_true", help="a smoke run: 200 steps, one seed, one episode")
     ap.add_argument("--objective", default="be")
     ap.add_argument("--param", default="0.5")
     ap.add_argument("--task", default="walker_stand")
@@ -44,6 +48,14 @@ def main() -> None:
     ap.add_argument("--cql-weight", type=float, default=0.01, help="bex cql_alpha = RLlib min_q_weight")
     ap.add_argument("--actions", type=int, default=3, help="bex n_action_samples = RLlib num_actions")
     args = ap.parse_args()
+    if args.quick:
+        from bench.bench_offline import ensure_dataset
+
+        args.data = args.data or "bex_runs/bench/offline_walker"
+        ensure_dataset(Path(args.data), 3_000, [args.task])
+        args.steps, args.seeds, args.episodes = 200, "0", 1
+    elif args.data is None:
+        ap.error("--data is required (or --quick)")
 
     from bex.cluster.train import run_trials
     from bex.learners.trial import TrialConfig
