@@ -210,3 +210,28 @@ def test_a_shard_is_one_collection_seed_trained_alone_in_its_own_root():
     assert {c.seed for c in s1.grid().runs_()} == {1}
     with pytest.raises(ValueError, match="--shard 9 is not one of"):
         cfg.shard(9)
+
+
+def test_rejudging_from_a_results_table_equals_judging_from_the_values(tmp_path):
+    """Welch needs only mean, SD and n: a results.md of the hand-built runs gives the same primary claims as
+    the runs themselves (population SDs with --ddof0 converted back)."""
+    from bex.analysis.analyze import AnalysisConfig, analyze
+    from bex.analysis.claims import default_claims, primary_claims
+    from bex.analysis.rejudge import read_results_md
+    from bex.analysis.trials import read_trials_csv
+
+    res = analyze(read_trials_csv([write_trials(tmp_path / "t.csv")]), AnalysisConfig(score_last=2))
+    lines = ["| dataset | walker_stand td3 | walker_walk td3 |", "|---|---|---|"]
+    for ds in ("be/0.5", "rnd", "shannon", "smm"):
+        cells = []
+        for task in RANDOM:
+            x = np.asarray(FINAL[(ds, task)])
+            cells.append(f"{x.mean():.6f} ± {x.std():.6f} (n=3)")  # ddof 0, as bex printed it before
+        lines.append(f"| {ds} | {cells[0]} | {cells[1]} |")
+    (tmp_path / "results.md").write_text("\n".join(lines) + "\n")
+    tab = read_results_md(tmp_path / "results.md", ddof0=True)
+    again = {c["b"]: c for c in primary_claims(tab, default_claims(tab.rows))}
+    for c in (c for c in res["claims"] if c.get("primary")):
+        assert again[c["b"]]["value"] == pytest.approx(c["value"], abs=1e-6)
+        assert again[c["b"]]["adjusted"]["lo"] == pytest.approx(c["adjusted"]["lo"], abs=1e-6)
+        assert again[c["b"]]["verdict"] == c["verdict"]
