@@ -19,7 +19,8 @@ def dataset_info(root) -> dict:
         rows = sum(f.num_rows for f in files)
         parts.append(dict(partition="/".join(f"{k}={v}" for k, v in part.items()), files=len(files),
                           episodes=episodes, transitions=rows - episodes,
-                          fingerprint=Dataset(root, **part).fingerprint()))
+                          fingerprint=Dataset(root, **part).fingerprint(),
+                          layout=ds.partition_meta(part).get("config", {}).get("layout", "episodes")))
     return dict(
         root=str(ds.root), schema_version=ds.meta.get("schema_version"), bex_version=ds.meta.get("bex_version"),
         partitions=parts, episodes=sum(p["episodes"] for p in parts),
@@ -39,5 +40,6 @@ def format_info(d: dict) -> str:
              "partitions"]
     for p in d["partitions"]:
         lines.append(f"  {p['partition']:<50} files={p['files']:<4} episodes={p['episodes']:<5} "
-                     f"transitions={p['transitions']:<8} fingerprint={p['fingerprint']}")
+                     f"transitions={p['transitions']:<8} fingerprint={p['fingerprint']}"
+                     + ("" if p["layout"] == "episodes" else f" layout={p['layout']} (one-step episodes)"))
     return "\n".join(lines)

@@ -20,10 +20,19 @@ column is null, so it cannot be relabelled or measured in physics space (both
 refuse it in one line); its rewards are stored as the named task's reward cache,
 so the learners train on it.  Episodes end at ``terminals | timeouts`` (and at
 the end of the file).  Without ``next_observations`` the next observation is the
-following row's, and the last transition of each episode, whose next observation
-is unknown, is dropped, as D4RL's ``qlearning_dataset`` does; with them, each
-``next_observations[i]`` inside an episode must equal ``observations[i + 1]``
-(bex stores one observation per step; a file where they differ is refused).
+following row's (bex assumes the rows are in step order: without
+``next_observations`` that cannot be checked), and the last transition of each
+episode, whose next observation is unknown, is dropped, as D4RL's
+``qlearning_dataset`` does.  With them, when every ``next_observations[i]``
+inside an episode equals ``observations[i + 1]`` the episodes are kept; when any
+differs (a replay-buffer dump, shuffled transitions) the file is imported as
+**one-step episodes**: row 0 the state, row 1 the next state with the action and
+the reward; its partition records ``layout: transitions`` (``bex info`` shows
+it), and training and observation-space coverage work on it.
+
+Data that does not fit is refused before anything is written, in one line naming
+the array, the row and the value: a non-finite value in any array, or an action
+outside dm_control's [−1, 1] by more than :data:`ACTION_TOLERANCE`.
 """
 from __future__ import annotations
 
@@ -42,7 +51,28 @@ from .writer import DatasetWriter, partition_dir
 
 _EPISODE_NAME = re.compile(r"^(?P<stamp>.+)_(?P<index>\d+)_(?P<length>\d+)\.npz$")
 EXORL_KEYS = ("observation", "action", "discount", "physics")
+#: How far outside [-1, 1] an imported action may lie (float32 rounding of a clipped action), no further.
+ACTION_TOLERANCE = 1e-3
 D4RL_KEYS = ("observations", "actions", "rewards", "terminals")
+
+
+def check_values(where: str, arrays: dict[str, np.ndarray], action_key: str) -> None:
+    """Refuse non-finite values in any array and actions outside [-1, 1] (beyond :data:`ACTION_TOLERANCE`), in
+    one line naming the array, the row and the value."""
+    for k, a in arrays.items():
+        if not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.integer):
+            continue
+        bad = ~np.isfinite(a)
+        if bad.any():
+            i = np.argwhere(bad)[0]
+            raise ValueError(f"{where}: {k}[{i[0]}] holds {float(a[tuple(i)])}; every value must be finite")
+    act = arrays.get(action_key)
+    if act is not None:
+        bad = np.abs(act) > 1.0 + ACTION_TOLERANCE
+        if bad.any():
+            i = np.argwhere(bad)[0]
+            raise ValueError(f"{where}: {action_key}[{i[0]}] holds {float(act[tuple(i)]):.6g}, outside the action "
+                             f"space [-1, 1] (tolerance {ACTION_TOLERANCE:g}); rescale the actions to [-1, 1]")
 
 
 def check_fresh_partition(out, domain: str, objective: str, param, seed: int) -> None:
@@ -73,6 +103,7 @@ def read_exorl_episode(path: Path, obs_dim: int, action_dim: int, physics_dim: i
         raise ValueError(f"ExORL episode {str(path)!r} cannot be read: {str(e).splitlines()[0]}") from None
     if missing:
         raise ValueError(f"ExORL episode {str(path)!r} lacks {missing} (physics is needed for exact relabelling)")
+    check_values(f"ExORL episode {str(path)!r}", arrays, "action")
     widths = {"observation": obs_dim, "action": action_dim, "physics": physics_dim}
     for k, w in widths.items():
         a = arrays[k]
@@ -103,8 +134,9 @@ def import_exorl(src: str | os.PathLike, out: str | os.PathLike, task: str, obje
             "domain": domain, "task": task_name, "files": [str(p) for p in w.files]}
 
 
-def read_d4rl(path: str | os.PathLike, obs_dim: int, action_dim: int) -> tuple[list[Episode], list[np.ndarray]]:
-    """A D4RL-style ``.npz`` as episodes (no physics) and each episode's reward rows (row 0: 0)."""
+def read_d4rl(path: str | os.PathLike, obs_dim: int, action_dim: int) -> tuple[list[Episode], list[np.ndarray], str]:
+    """A D4RL-style ``.npz`` as episodes (no physics), each episode's reward rows (row 0: 0), and the layout:
+    ``episodes``, or ``transitions`` when the file's transitions are out of episode order (module docstring)."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{str(path)!r} is not a D4RL-style .npz file")
@@ -126,12 +158,16 @@ def read_d4rl(path: str | os.PathLike, obs_dim: int, action_dim: int) -> tuple[l
             raise ValueError(f"D4RL file {str(path)!r}: {k} has shape {a[k].shape}, the task needs {want}")
     if n == 0:
         raise ValueError(f"D4RL file {str(path)!r} holds no transitions")
+    check_values(f"D4RL file {str(path)!r}", {k: a[k] for k in ("observations", "actions", "rewards",
+                                                                 "next_observations") if k in a}, "actions")
     rewards = a["rewards"].reshape(n).astype(np.float64)
     terminals = a["terminals"].reshape(n).astype(bool)
     ends = terminals | (a["timeouts"].reshape(n).astype(bool) if "timeouts" in a else False)
     ends[-1] = True
     obs, act = a["observations"].astype(np.float32), a["actions"].astype(np.float32)
     nxt = a.get("next_observations")
+    if nxt is not None and _out_of_order(obs, nxt.astype(np.float32), ends):
+        return _one_step_episodes(path, obs, act, nxt.astype(np.float32), rewards, terminals) + ("transitions",)
     episodes, reward_rows = [], []
     start = 0
     for end in np.flatnonzero(ends):
@@ -141,10 +177,6 @@ def read_d4rl(path: str | os.PathLike, obs_dim: int, action_dim: int) -> tuple[l
             next_obs = obs[start + 1:end + 1]
         else:
             next_obs = nxt[sl].astype(np.float32)
-            bad = np.flatnonzero((next_obs[:-1] != obs[sl.start + 1:sl.stop]).any(axis=1))
-            if len(bad):  # bex stores one observation per step: s' of a step is s of the next
-                raise ValueError(f"D4RL file {str(path)!r}: next_observations[{sl.start + bad[0]}] differs from "
-                                 f"observations[{sl.start + bad[0] + 1}] inside an episode; bex needs them equal")
         start = end + 1
         t = sl.stop - sl.start
         if t < 1:
@@ -155,7 +187,22 @@ def read_d4rl(path: str | os.PathLike, obs_dim: int, action_dim: int) -> tuple[l
                                 np.concatenate([zero, act[sl]]), None,
                                 np.concatenate([[1.0], 1.0 - terminals[sl]]).astype(np.float32)))
         reward_rows.append(np.concatenate([[0.0], rewards[sl]]))
-    return episodes, reward_rows
+    return episodes, reward_rows, "episodes"
+
+
+def _out_of_order(obs: np.ndarray, nxt: np.ndarray, ends: np.ndarray) -> bool:
+    """Whether some ``next_observations[i]`` inside an episode differs from ``observations[i + 1]``."""
+    inside = ~ends[:-1]
+    return bool((nxt[:-1][inside] != obs[1:][inside]).any())
+
+
+def _one_step_episodes(path: Path, obs, act, nxt, rewards, terminals) -> tuple[list[Episode], list[np.ndarray]]:
+    """Each transition as an episode of one step: row 0 the state, row 1 the next state with the action and
+    the reward (discount 0 after a terminal)."""
+    zero = np.zeros_like(act[:1])
+    episodes = [Episode(f"{path.stem}-t{i:08d}", np.stack([obs[i], nxt[i]]), np.concatenate([zero, act[i:i + 1]]),
+                        None, np.array([1.0, 1.0 - terminals[i]], np.float32)) for i in range(len(obs))]
+    return episodes, [np.array([0.0, rewards[i]]) for i in range(len(obs))]
 
 
 def import_d4rl(src: str | os.PathLike, out: str | os.PathLike, task: str, objective: str = "d4rl",
@@ -165,10 +212,10 @@ def import_d4rl(src: str | os.PathLike, out: str | os.PathLike, task: str, objec
     domain, task_name = parse_task(task)
     spec = env_spec(domain, task_name)
     check_fresh_partition(out, domain, objective, param, seed)
-    episodes, reward_rows = read_d4rl(src, spec.obs_dim, spec.action_dim)
+    episodes, reward_rows, layout = read_d4rl(src, spec.obs_dim, spec.action_dim)
     with DatasetWriter(out, spec, objective, param, seed, physics=False,
                        config={"imported_from": str(Path(src).resolve()), "format": "d4rl",
-                               "rewards_of": f"{domain}_{task_name}"}) as w:
+                               "rewards_of": f"{domain}_{task_name}", "layout": layout}) as w:
         for ep in episodes:
             w.write_episode(ep)
     by_id = {ep.episode_id: r for ep, r in zip(episodes, reward_rows)}
@@ -178,4 +225,5 @@ def import_d4rl(src: str | os.PathLike, out: str | os.PathLike, task: str, objec
         ids, steps = t.column("episode_id").to_pylist(), t.column("step").to_numpy()
         write_reward_cache(ds, f, domain, task_name, [by_id[e][s] for e, s in zip(ids, steps)])
     return {"out": str(out), "episodes": len(episodes), "transitions": sum(len(e) for e in episodes),
-            "domain": domain, "task": task_name, "physics": False, "files": [str(p) for p in w.files]}
+            "domain": domain, "task": task_name, "physics": False, "layout": layout,
+            "files": [str(p) for p in w.files]}
