@@ -4,13 +4,14 @@ from __future__ import annotations
 import numpy as np
 
 from bex.replay import Dataset
-from bex.replay.reader import read_parquet
+from bex.replay.reader import combine_digests, read_parquet
 
 
 def dataset_info(root) -> dict:
     ds = Dataset(root)
     spec = ds.env_spec if ds.files else None
     parts = []
+    digests = ds.partition_digests()  # each partition read once: its fingerprint and the dataset's
     for part in ds.partitions:
         files = [f for f in ds.files if f.partition == part]
         episodes = 0
@@ -19,7 +20,7 @@ def dataset_info(root) -> dict:
         rows = sum(f.num_rows for f in files)
         parts.append(dict(partition="/".join(f"{k}={v}" for k, v in part.items()), files=len(files),
                           episodes=episodes, transitions=rows - episodes,
-                          fingerprint=Dataset(root, **part).fingerprint(),
+                          fingerprint=combine_digests([digests["/".join(f"{k}={v}" for k, v in sorted(part.items()))]]),
                           layout=ds.partition_meta(part).get("config", {}).get("layout", "episodes")))
     return dict(
         root=str(ds.root), schema_version=ds.meta.get("schema_version"), bex_version=ds.meta.get("bex_version"),
@@ -28,7 +29,7 @@ def dataset_info(root) -> dict:
         shapes=None if spec is None else dict(observation=spec.obs_dim, action=spec.action_dim,
                                               physics=spec.physics_dim),
         domain=None if spec is None else spec.domain, collection_task=None if spec is None else spec.task,
-        cached_rewards=ds.cached_tasks(), fingerprint=ds.fingerprint() if ds.files else None)
+        cached_rewards=ds.cached_tasks(), fingerprint=combine_digests(digests.values()) if digests else None)
 
 
 def format_info(d: dict) -> str:

@@ -279,9 +279,17 @@ class Dataset:
         collections with the same config and seed on one machine write identical rows and so the same
         fingerprint; relabelled reward caches are not part of it (they are derived from the rows).
         """
+        lines = self.partition_digests()
+        if not lines:
+            raise ValueError(f"dataset {str(self.root)!r} holds no data files to fingerprint")
+        return combine_digests(lines.values())
+
+    def partition_digests(self) -> dict[str, str]:
+        """Each selected partition's ``partition=digest`` line (:meth:`fingerprint`), keyed by ``k=v/...`` of the
+        partition; :func:`combine_digests` of one line is that partition's fingerprint, of all the dataset's."""
         import hashlib
 
-        lines = []
+        lines = {}
         for part in self.partitions:
             sub = Dataset(self.root, **part)
             with_physics = all(has_physics(f.path) for f in sub.files)
@@ -298,10 +306,9 @@ class Dataset:
                     h.update(np.isnan(getattr(arr, c)[order]).tobytes())
                 h.update(c.encode() + x.tobytes())
             h.update(b"physics" if with_physics else b"no-physics")
-            lines.append("/".join(f"{k}={v}" for k, v in sorted(part.items())) + "=" + h.hexdigest())
-        if not lines:
-            raise ValueError(f"dataset {str(self.root)!r} holds no data files to fingerprint")
-        return hashlib.sha256("\n".join(sorted(lines)).encode()).hexdigest()[:16]
+            key = "/".join(f"{k}={v}" for k, v in sorted(part.items()))
+            lines[key] = key + "=" + h.hexdigest()
+        return lines
 
     # ---------------------------------------------------------------- rewards
     def reward_cache_path(self, f: DataFile, domain: str, task: str) -> Path:
@@ -369,3 +376,10 @@ def dataset_selection(path: str | Path) -> tuple[Path, dict[str, str]]:
     if unknown:
         raise ValueError(f"{str(path)!r} is not a partition directory (unknown key(s) {unknown})")
     return root, fixed
+
+
+def combine_digests(lines) -> str:
+    """The 16-hex-digit fingerprint of partition digest lines (:meth:`Dataset.partition_digests`)."""
+    import hashlib
+
+    return hashlib.sha256("\n".join(sorted(lines)).encode()).hexdigest()[:16]
