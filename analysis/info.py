@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from bex.replay import Dataset
+from bex.replay.card import card_path
 from bex.replay.reader import combine_digests, read_parquet
 
 
@@ -29,7 +30,8 @@ def dataset_info(root) -> dict:
         shapes=None if spec is None else dict(observation=spec.obs_dim, action=spec.action_dim,
                                               physics=spec.physics_dim),
         domain=None if spec is None else spec.domain, collection_task=None if spec is None else spec.task,
-        cached_rewards=ds.cached_tasks(), fingerprint=combine_digests(digests.values()) if digests else None)
+        cached_rewards=ds.cached_tasks(), fingerprint=combine_digests(digests.values()) if digests else None,
+        card=str(card_path(ds.root)) if card_path(ds.root).is_file() else None)
 
 
 def format_info(d: dict) -> str:
@@ -38,6 +40,7 @@ def format_info(d: dict) -> str:
              f"episodes     {d['episodes']}", f"transitions  {d['transitions']}",
              f"rewards      {', '.join(d['cached_rewards']) or '(none cached: run bex relabel)'}",
              f"fingerprint  {d['fingerprint']} (content hash of the rows: bex.replay.Dataset.fingerprint)",
+             f"card         {d['card'] or '(none yet: bex collect, relabel and import write it)'}",
              "partitions"]
     for p in d["partitions"]:
         lines.append(f"  {p['partition']:<50} files={p['files']:<4} episodes={p['episodes']:<5} "

@@ -100,6 +100,9 @@ def relabel(
         res["wall_s"] = round(time.perf_counter() - t0, 3)
         res["states_per_s"] = round(res["computed_rows"] / max(res["wall_s"], 1e-9))
         out(json.dumps(res))
+    from bex.replay.card import write_card
+
+    write_card(dataset)
 
 
 @command(rich_help_panel=PANEL)
@@ -123,38 +126,93 @@ def info(dataset: Path = typer.Argument(..., help="dataset root"),
 
 
 @command("import", rich_help_panel=PANEL)
-def import_(src: Path = typer.Argument(..., help="a folder of ExORL/URLB episode files (<time>_<index>_<len>.npz) "
-                                            "or one D4RL-style .npz file"),
-            task: str = typer.Option(..., "--task", help="a task of the data's domain (walker_stand ...); D4RL: "
-                                     "the task whose rewards the file holds"),
+def import_(src: str = typer.Argument(..., help="a folder of ExORL/URLB episode files (<time>_<index>_<len>.npz), "
+                                           "one D4RL-style .npz file, or a Minari dataset (its folder or the id "
+                                           "of a dataset in the local Minari root)"),
+            task: str = typer.Option(..., "--task", help="a task of the data's domain (walker_stand ...); D4RL and "
+                                     "Minari: the task whose rewards the data holds"),
             out_dir: Path = typer.Option(..., "--out", help="bex dataset root to write the partition into"),
-            fmt: str = typer.Option("auto", "--format", help="auto (a folder: exorl, a file: d4rl) | exorl | d4rl"),
+            fmt: str = typer.Option("auto", "--format", help="auto (a Minari dataset or id: minari, another folder: "
+                                    "exorl, a file: d4rl) | exorl | d4rl | minari"),
             objective: Optional[str] = typer.Option(None, "--objective",
                                                     help="partition name (objective=...; default: the format)"),
             seed: int = seed_option("partition seed")):
     """Import data bex did not generate as a partition of a bex dataset (relabel, train, coverage on it)."""
-    from bex.replay.importers import import_d4rl, import_exorl
+    from bex.replay.importers import FORMATS, detect_format, import_d4rl, import_exorl
 
-    if fmt not in ("auto", "exorl", "d4rl"):
-        raise ValueError(f"unknown --format {fmt!r}; allowed: auto, exorl, d4rl")
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown --format {fmt!r}; allowed: {', '.join(FORMATS)}")
     if fmt == "auto":
-        fmt = "exorl" if src.is_dir() else "d4rl"
+        fmt = detect_format(src)
     objective = objective or fmt
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", objective):
         raise ValueError(f"--objective {objective!r} is not allowed: letters, digits, '_', '.', '-' only")
     if seed < 0:
         raise ValueError(f"--seed {seed} is out of range: allowed >= 0")
-    run = import_exorl if fmt == "exorl" else import_d4rl
+    if fmt == "minari":
+        from bex.replay.minari_io import import_minari as run
+    else:
+        run = import_exorl if fmt == "exorl" else import_d4rl
     res = run(src, local_path(out_dir, "--out"), task, objective=objective, seed=seed)
     res.pop("files")
     out(json.dumps(res))
 
 
-@command(rich_help_panel=PANEL)
-def export(dataset: Path = typer.Argument(..., help="dataset root"),
-           task: str = typer.Option(..., "--task"),
-           out_file: Path = typer.Option(..., "--out", help="output .npz file")):
-    """Export D4RL-style arrays (observations, actions, rewards, next_observations, terminals, timeouts)."""
-    from bex.replay import export_npz
+EXPORT_FORMATS = ("npz", "minari")
 
-    out(json.dumps(export_npz(local_path(dataset, "dataset"), task, out_file)))
+
+@command(rich_help_panel=PANEL)
+def export(dataset: Path = typer.Argument(..., help="dataset root or partition directory"),
+           task: str = typer.Option(..., "--task", help="the task whose rewards to export (relabelled first)"),
+           out_path: Optional[Path] = typer.Option(None, "--out", help="npz: the output .npz file; minari: the "
+                                                   "Minari root (default $MINARI_DATASETS_PATH, else "
+                                                   "~/.minari/datasets)"),
+           fmt: str = typer.Option("npz", "--format", help="npz (D4RL-style arrays) | minari (one partition)"),
+           dataset_id: Optional[str] = typer.Option(None, "--dataset-id", help="minari: NAMESPACE/NAME-vN"),
+           objective: Optional[str] = typer.Option(None, "--objective", help="select a partition: objective="),
+           param: Optional[str] = typer.Option(None, "--param", help="select a partition: param="),
+           seed: Optional[int] = typer.Option(None, "--seed", help="select a partition: seed="),
+           ref_max_score: Optional[float] = typer.Option(
+               None, "--ref-max-score", help="minari: the return that normalises to 1 (default 1000, dm_control's "
+                                             "largest; the minimum is the random policy's return)"),
+           author: Optional[str] = typer.Option(None, "--author", help="minari: author name"),
+           author_email: Optional[str] = typer.Option(None, "--author-email", help="minari: author contact"),
+           code_permalink: Optional[str] = typer.Option(None, "--code-permalink", help="minari: link to the code"),
+           storage: str = typer.Option("arrow", "--minari-storage", help="minari: arrow | parquet")):
+    """Export D4RL-style arrays (.npz: observations, actions, rewards, next_observations, terminals, timeouts) or
+    one partition as a Minari dataset."""
+    from bex.replay import dataset_selection
+
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"unknown --format {fmt!r}; allowed: {', '.join(EXPORT_FORMATS)}")
+    root, fixed = dataset_selection(local_path(dataset, "dataset"))
+    chosen = {k: v for k, v in (("objective", objective), ("param", param), ("seed", seed)) if v is not None}
+    clash = {k: v for k, v in chosen.items() if k in fixed and str(fixed[k]) != str(v)}
+    if clash:
+        raise ValueError(f"--{next(iter(clash))} {next(iter(clash.values()))} contradicts the partition directory "
+                         f"{str(dataset)!r}")
+    filters = {**fixed, **chosen}
+    if fmt == "npz":
+        from bex.replay import export_npz
+
+        if out_path is None:
+            raise ValueError("--out is required for --format npz (the output .npz file)")
+        if dataset_id is not None:
+            raise ValueError("--dataset-id applies to --format minari")
+        out(json.dumps(export_npz(root, task, out_path, **filters)))
+        return
+    from bex.analysis.units import MAX_RETURN, random_return
+    from bex.envs import parse_task
+    from bex.replay import Dataset
+    from bex.replay.minari_io import check_dataset_id, export_minari
+
+    if dataset_id is None:
+        raise ValueError("--dataset-id is required for --format minari (NAMESPACE/NAME-vN)")
+    check_dataset_id(dataset_id)
+    domain, name = parse_task(task, Dataset(root, **filters).env_spec.domain)
+    dest = None if out_path is None else local_path(out_path, "--out")
+    res = export_minari(root, f"{domain}_{name}", dataset_id, dest,
+                        ref_min_score=random_return(f"{domain}_{name}"),
+                        ref_max_score=MAX_RETURN if ref_max_score is None else ref_max_score, author=author,
+                        author_email=author_email, code_permalink=code_permalink, storage=storage, **filters)
+    out(json.dumps(res))

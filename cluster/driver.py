@@ -33,7 +33,7 @@ from bex.replay import atomic_write_bytes
 from bex.replay.schema import dumps
 
 from .knn_service import knn_reward_factory
-from .runtime import node_address
+from .runtime import TERMINATED, node_address
 
 SEGMENT_STEPS = 100
 #: A run whose actors die this many times more than it has workers stops with an error (a worker that
@@ -329,4 +329,9 @@ def run_collections(cfgs: list[CollectConfig], resume: bool = False,
             progress(Progress("collect", sum(r["steps"] for r in rows), sum(r["total"] for r in rows), rows=rows))
             last = now
     del services
+    if not TERMINATED.is_set():  # a stopped collection's card is written when --resume completes it
+        from bex.replay.card import write_card
+
+        for root in sorted({c.out for c in cfgs}):
+            write_card(root)
     return [r.summary() for r in runs]

@@ -1,4 +1,5 @@
-"""Datasets bex did not generate, as bex datasets: ExORL/URLB episode folders and D4RL-style files.
+"""Datasets bex did not generate, as bex datasets: ExORL/URLB episode folders and D4RL-style files (Minari
+datasets: ``minari_io.py``, through :func:`write_imported` and :func:`detect_format` here).
 
 ExORL (denisyarats/exorl) and URLB (``replay_buffer.py``, ``save_episode``)
 store one ``.npz`` per episode, named ``<timestamp>_<index>_<length>.npz``, with
@@ -44,6 +45,7 @@ import numpy as np
 
 from bex.envs import env_spec, parse_task
 
+from .card import write_card
 from .reader import Dataset, read_parquet
 from .relabel import write_reward_cache
 from .schema import Episode, format_param
@@ -130,6 +132,7 @@ def import_exorl(src: str | os.PathLike, out: str | os.PathLike, task: str, obje
                                                                   "format": "exorl"}) as w:
         for ep in episodes:
             w.write_episode(ep)
+    write_card(out)
     return {"out": str(out), "episodes": len(episodes), "transitions": sum(len(e) for e in episodes),
             "domain": domain, "task": task_name, "files": [str(p) for p in w.files]}
 
@@ -205,6 +208,26 @@ def _one_step_episodes(path: Path, obs, act, nxt, rewards, terminals) -> tuple[l
     return episodes, [np.array([0.0, rewards[i]]) for i in range(len(obs))]
 
 
+def write_imported(out, spec, objective: str, param, seed: int, episodes: list[Episode],
+                   reward_rows: list[np.ndarray] | None, config: dict, physics: bool) -> dict:
+    """Write imported episodes as one partition and, when ``reward_rows`` are given, store them as the reward
+    cache of ``config["rewards_of"]`` (the task whose rewards the source holds)."""
+    with DatasetWriter(out, spec, objective, param, seed, physics=physics, config=config) as w:
+        for ep in episodes:
+            w.write_episode(ep)
+    if reward_rows is not None:
+        domain, task_name = parse_task(config["rewards_of"])
+        by_id = {ep.episode_id: r for ep, r in zip(episodes, reward_rows)}
+        ds = Dataset(out, domain=domain, objective=objective, param=format_param(param), seed=seed)
+        for f in ds.files:
+            t = read_parquet(f.path, ["episode_id", "step"])
+            ids, steps = t.column("episode_id").to_pylist(), t.column("step").to_numpy()
+            write_reward_cache(ds, f, domain, task_name, [by_id[e][s] for e, s in zip(ids, steps)])
+    write_card(out)
+    return {"out": str(out), "episodes": len(episodes), "transitions": sum(len(e) for e in episodes),
+            "files": [str(p) for p in w.files]}
+
+
 def import_d4rl(src: str | os.PathLike, out: str | os.PathLike, task: str, objective: str = "d4rl",
                 param=None, seed: int = 0) -> dict:
     """Write the D4RL-style file ``src`` as partition ``objective``/``param``/``seed`` of the bex dataset ``out``
@@ -213,17 +236,45 @@ def import_d4rl(src: str | os.PathLike, out: str | os.PathLike, task: str, objec
     spec = env_spec(domain, task_name)
     check_fresh_partition(out, domain, objective, param, seed)
     episodes, reward_rows, layout = read_d4rl(src, spec.obs_dim, spec.action_dim)
-    with DatasetWriter(out, spec, objective, param, seed, physics=False,
-                       config={"imported_from": str(Path(src).resolve()), "format": "d4rl",
-                               "rewards_of": f"{domain}_{task_name}", "layout": layout}) as w:
-        for ep in episodes:
-            w.write_episode(ep)
-    by_id = {ep.episode_id: r for ep, r in zip(episodes, reward_rows)}
-    ds = Dataset(out, domain=domain, objective=objective, param=format_param(param), seed=seed)
-    for f in ds.files:
-        t = read_parquet(f.path, ["episode_id", "step"])
-        ids, steps = t.column("episode_id").to_pylist(), t.column("step").to_numpy()
-        write_reward_cache(ds, f, domain, task_name, [by_id[e][s] for e, s in zip(ids, steps)])
-    return {"out": str(out), "episodes": len(episodes), "transitions": sum(len(e) for e in episodes),
-            "domain": domain, "task": task_name, "physics": False, "layout": layout,
-            "files": [str(p) for p in w.files]}
+    config = {"imported_from": str(Path(src).resolve()), "format": "d4rl", "rewards_of": f"{domain}_{task_name}",
+              "layout": layout}
+    res = write_imported(out, spec, objective, param, seed, episodes, reward_rows, config, physics=False)
+    return {**res, "domain": domain, "task": task_name, "physics": False, "layout": layout}
+
+
+#: A Minari dataset id as bex writes them, ``NAMESPACE/NAME-vN`` (Minari's own ids may omit the namespace).
+DATASET_ID = re.compile(r"(?P<namespace>[\w.-]+(?:/[\w.-]+)*)/(?P<name>[\w.-]+)-v(?P<version>\d+)")
+
+
+def minari_root(out: str | os.PathLike | None) -> Path:
+    """The Minari datasets root: ``out``, else ``$MINARI_DATASETS_PATH``, else Minari's default
+    (``~/.minari/datasets``)."""
+    if out is not None:
+        return Path(out)
+    env = os.environ.get("MINARI_DATASETS_PATH")
+    return Path(env) if env else Path.home() / ".minari" / "datasets"
+
+
+def is_minari(src: str | os.PathLike) -> bool:
+    """Whether ``src`` is a Minari dataset folder (or its ``data`` folder), or the id of a local one."""
+    path = Path(src)
+    if path.exists():
+        return (path / "metadata.json").is_file() or (path / "data" / "metadata.json").is_file()
+    return bool(DATASET_ID.fullmatch(str(src))) and (minari_root(None) / str(src) / "data").is_dir()
+
+
+#: What ``bex import --format`` accepts.
+FORMATS = ("auto", "exorl", "d4rl", "minari")
+
+
+def detect_format(src: str | os.PathLike) -> str:
+    """``minari`` for a Minari dataset folder or the id of a local one, ``exorl`` for another folder, ``d4rl``
+    for a file; a path that does not exist and is no local Minari id is a one-line error."""
+    path = Path(src)
+    if is_minari(src):
+        return "minari"
+    if path.is_dir():
+        return "exorl"
+    if path.is_file():
+        return "d4rl"
+    raise ValueError(f"{str(src)!r} does not exist (and is not the id of a dataset in the local Minari root)")

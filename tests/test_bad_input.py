@@ -12,6 +12,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.conftest import BEX
@@ -33,7 +34,36 @@ def base(tmp_path_factory):
     run = root / "run" / "t0"
     run.mkdir(parents=True)
     (run / "params.json").write_text("{not json")
+    _minari_inputs(root)
     return root
+
+
+def _minari_inputs(root: Path) -> None:
+    """``ds2`` (two partitions), a Minari export of a relabelled walker partition (``mroot/bex/ok-v0``) and a
+    Minari dataset whose actions lie 5x outside [-1, 1] (``mroot/bex/wide-v0``)."""
+    from bex.replay import DatasetWriter, process_pool_map, relabel
+    from bex.replay.minari_io import _datasets_path, export_minari
+    from tests.helpers import collect_episode
+
+    for seed in (0, 1):
+        ep, _, spec = collect_episode("walker", "stand", seed, 30)
+        with DatasetWriter(root / "ds2", spec, "random", None, seed) as w:
+            w.write_episode(ep)
+    relabel(root / "ds2", T, map_fn=process_pool_map(1))
+    export_minari(root / "ds2", T, "bex/ok-v0", root / "mroot", seed=0)
+    import gymnasium as gym
+    import minari
+    from minari.data_collector.episode_buffer import EpisodeBuffer
+
+    box = gym.spaces.Box(-1.0, 1.0, (6,), np.float32)
+    buf = EpisodeBuffer(id=0, observations=ep.observation, actions=5 * ep.action[1:], rewards=np.zeros(30),
+                        terminations=np.zeros(30, bool), truncations=np.zeros(30, bool))
+    import warnings
+
+    with _datasets_path(root / "mroot"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # Minari's notes on the metadata this case leaves out
+        minari.create_dataset_from_buffers("bex/wide-v0", [buf], observation_space=gym.spaces.Box(
+            -np.inf, np.inf, (24,), np.float32), action_space=box, data_format="arrow")
 
 
 def _sweep(tmp: Path, **changes) -> Path:
@@ -143,6 +173,26 @@ CASES = [
     ("info-partition-key", lambda t: ["info", _part_meta_without_run_key(t)], "run_key"),
     ("export-task", lambda t: ["export", t / "ds", "--task", "walker_fly", "--out", t / "x.npz"], "'walker_fly'"),
     ("export-missing", lambda t: ["export", t / "nowhere", "--task", T, "--out", t / "x.npz"], "nowhere"),
+    ("export-format", lambda t: ["export", t / "ds", "--task", T, "--format", "hdf5", "--out", t / "x"], "'hdf5'"),
+    ("export-minari-no-id", lambda t: ["export", t / "ds", "--task", T, "--format", "minari", "--out", t / "m"],
+     "--dataset-id"),
+    ("export-minari-id", lambda t: ["export", t / "ds", "--task", T, "--format", "minari", "--out", t / "m",
+                                    "--dataset-id", "noversion"], "'noversion'"),
+    ("export-minari-storage", lambda t: ["export", t / "ds", "--task", T, "--format", "minari", "--out", t / "m",
+                                         "--dataset-id", "bex/a-v0", "--minari-storage", "hdf5"], "'hdf5'"),
+    ("export-minari-unrelabelled", lambda t: ["export", t / "ds", "--task", T, "--format", "minari", "--out",
+                                              t / "m", "--dataset-id", "bex/a-v0"], "not relabelled"),
+    ("export-minari-partitions", lambda t: ["export", t / "ds2", "--task", T, "--format", "minari", "--out",
+                                            t / "m", "--dataset-id", "bex/a-v0"], "selects 2"),
+    ("export-minari-exists", lambda t: ["export", t / "ds2", "--task", T, "--format", "minari", "--seed", "0",
+                                        "--out", t / "mroot", "--dataset-id", "bex/ok-v0"], "already exists"),
+    ("import-format", lambda t: ["import", t / "ds", "--task", T, "--out", t / "o", "--format", "h5"], "'h5'"),
+    ("import-minari-missing", lambda t: ["import", "bex/nothing-v0", "--task", T, "--out", t / "o"],
+     "'bex/nothing-v0'"),
+    ("import-minari-width", lambda t: ["import", t / "mroot" / "bex" / "ok-v0", "--task", "cheetah_run", "--out",
+                                       t / "o"], "observation space"),
+    ("import-minari-actions", lambda t: ["import", t / "mroot" / "bex" / "wide-v0", "--task", T, "--out", t / "o"],
+     "actions[0]"),
     ("relabel-domain", lambda t: ["relabel", t / "ds", "--task", "quadruped_walk"], "'quadruped_walk'"),
     # a config path that is a directory, an empty file or not text: one line for every command that takes one
     ("collect-config-dir", lambda t: ["collect", "--config", t], "is a directory"),
