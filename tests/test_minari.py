@@ -159,6 +159,10 @@ def test_data_without_physics_and_shuffled_transitions_travel_through_minari(tmp
     assert np.array_equal(tr.obs, z["observations"][order]) and np.array_equal(tr.next_obs,
                                                                                z["next_observations"][order])
     assert dataset_info(tmp_path / "back")["partitions"][0]["layout"] == "transitions"
+    from bex.replay.card import card_path, read_card_header
+
+    assert read_card_header(tmp_path / "back")["partitions"][0]["layout"] == "transitions"
+    assert "one-step episodes" in card_path(tmp_path / "back").read_text()
     with pytest.raises(ValueError, match="has no physics state"):
         from bex.replay import process_pool_map, relabel
 
