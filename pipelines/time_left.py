@@ -9,7 +9,9 @@ stage has done 2 % of its work (and run 20 s) its own rate replaces the prior:
 left = elapsed × (1 − f) / f.  The later stages' priors are scaled by the ratio
 measured/prior of the stages already finished, so a machine twice as slow as
 the one the costs were measured on projects twice the time after the first
-stage.
+stage.  A stage that ran under :data:`MIN_SCALE_SECONDS` does not count: its
+start-up outweighs its work (the decisive replication's relabel of one task,
+9 s against a 44 s prior, scaled a 2-hour offline prior down to 25 minutes).
 """
 from __future__ import annotations
 
@@ -30,10 +32,12 @@ COST = {
                    "cql/exorl": 0.085, "bc": 0.005, "iql": 0.015, "distill": 0.05},
     "update_overhead": 0.2,      # the share of a 256/256 update that does not shrink with the network
     "eval_step": 1 / 900,        # one evaluation env step with the policy's forward pass
-    "relabel_row": 1 / 4000,     # one physics state relabelled for one task
+    "relabel_row": 1 / 15000,    # one physics state relabelled for one task, Ray tasks and cache writes included
     "coverage_state": 5e-4,      # one state through the coverage figures and maps
 }
 STAGES = ("collect", "relabel", "offline", "coverage + report", "results")
+#: A finished stage shorter than this says nothing of the machine's speed and does not scale later priors.
+MIN_SCALE_SECONDS = 60.0
 
 
 def fmt_duration(seconds: float) -> str:
@@ -129,9 +133,9 @@ class TimeLeft:
             self.progress(Progress(self.current or "-", done, total, message=self.line()))
 
     def scale(self) -> float:
-        """measured / prior over the finished stages that had work, each prior times the share of its work done
-        in this run (1 before any)."""
-        worked = [s for s, w in self.done.items() if w > 0 and self.share.get(s, 1.0) > 0]
+        """measured / prior over the finished stages that had work and ran at least :data:`MIN_SCALE_SECONDS`,
+        each prior times the share of its work done in this run (1 before any)."""
+        worked = [s for s, w in self.done.items() if w >= MIN_SCALE_SECONDS and self.share.get(s, 1.0) > 0]
         meas = sum(self.done[s] for s in worked)
         pri = sum(self.prior[s] * self.share.get(s, 1.0) for s in worked)
         return meas / pri if meas > 0 and pri > 0 else 1.0
@@ -158,5 +162,5 @@ class TimeLeft:
                 f"projected left: stage {fmt_duration(self.stage_left())}, all {fmt_duration(self.left())}")
 
 
-__all__ = ["COST", "STAGES", "TimeLeft", "collect_seconds", "fmt_duration", "step_seconds", "offline_seconds",
-           "update_seconds"]
+__all__ = ["COST", "MIN_SCALE_SECONDS", "STAGES", "TimeLeft", "collect_seconds", "fmt_duration", "step_seconds",
+           "offline_seconds", "update_seconds"]

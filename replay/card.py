@@ -12,8 +12,9 @@ at the root would be read as a data file by ``pyarrow.dataset.dataset(root)``.
 :func:`write_card` is called by the one process that changed the dataset (``bex collect``'s driver after its
 runs, ``bex relabel``, ``bex import``, the replication pipeline), never by parallel tasks, and writes
 atomically (temporary file, rename).  A task that a training trial relabels on the fly (``learners/trial.py``,
-in parallel Tune workers) appears on the card at the next of those commands; ``bex info`` is always current.  A partition's fingerprint costs one read of its rows; the card keeps it
-with the partition's file signature (names and row counts) and reuses it while the files are unchanged.
+in parallel Tune workers) appears on the card at the next of those commands; ``bex info`` is always current.
+A partition's fingerprint costs one read of its rows; the card keeps it with the partition's file signature
+(names and row counts) and reuses it while the files are unchanged.
 """
 from __future__ import annotations
 

@@ -156,6 +156,17 @@ def test_projected_time_left_uses_priors_then_measured_rates():
     q.start("relabel")
     q.finish(share=0.0)  # every cache existed: a few seconds that say nothing of the machine's speed
     assert q.scale() == 2200 / 1500 and q.left() == 2200 / 1500 * 60
+    # a finished stage under a minute does not scale the rest: the decisive replication's relabel of one task
+    # in 9 s against 131 s × 1/3 of prior made a 2-hour offline prior read 0:25
+    r = TimeLeft({"collect": 0, "relabel": 131.25, "offline": 7185.5, "coverage + report": 70, "results": 5},
+                 clock=lambda: now[0])
+    now[0] = 0.0
+    r.skip("collect")
+    r.start("relabel")
+    now[0] = 9.0
+    r.finish(share=1 / 3)
+    r.start("offline")
+    assert r.scale() == 1.0 and r.stage_left() == 7185.5
     # a resumed stage that starts at 80 %: its rate counts this run's work (84 − 80 % in 40 s → 1 %/10 s), not
     # 84 % in 40 s (which said 'stage 0:00:08' on the walker replication's resume)
     q.start("coverage + report")
