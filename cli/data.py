@@ -100,9 +100,9 @@ def relabel(
         res["wall_s"] = round(time.perf_counter() - t0, 3)
         res["states_per_s"] = round(res["computed_rows"] / max(res["wall_s"], 1e-9))
         out(json.dumps(res))
-    from bex.replay.card import write_card
+    from bex.replay.card import update_card
 
-    write_card(dataset)
+    update_card(dataset)
 
 
 @command(rich_help_panel=PANEL)
@@ -202,17 +202,13 @@ def export(dataset: Path = typer.Argument(..., help="dataset root or partition d
         out(json.dumps(export_npz(root, task, out_path, **filters)))
         return
     from bex.analysis.units import MAX_RETURN, random_return
-    from bex.envs import parse_task
-    from bex.replay import Dataset
     from bex.replay.minari_io import check_dataset_id, export_minari
 
     if dataset_id is None:
         raise ValueError("--dataset-id is required for --format minari (NAMESPACE/NAME-vN)")
     check_dataset_id(dataset_id)
-    domain, name = parse_task(task, Dataset(root, **filters).env_spec.domain)
     dest = None if out_path is None else local_path(out_path, "--out")
-    res = export_minari(root, f"{domain}_{name}", dataset_id, dest,
-                        ref_min_score=random_return(f"{domain}_{name}"),
+    res = export_minari(root, task, dataset_id, dest, ref_min_score=random_return,  # measured only if needed
                         ref_max_score=MAX_RETURN if ref_max_score is None else ref_max_score, author=author,
                         author_email=author_email, code_permalink=code_permalink, storage=storage, **filters)
     out(json.dumps(res))

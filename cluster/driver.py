@@ -330,8 +330,8 @@ def run_collections(cfgs: list[CollectConfig], resume: bool = False,
             last = now
     del services
     if not TERMINATED.is_set():  # a stopped collection's card is written when --resume completes it
-        from bex.replay.card import write_card
+        from bex.replay.card import update_card
 
         for root in sorted({c.out for c in cfgs}):
-            write_card(root)
+            update_card(root)
     return [r.summary() for r in runs]

@@ -65,7 +65,7 @@ def run_demo(root: Path, steps: int = 4000, train_steps: int = 2000, progress: R
     from bex.cluster.train import run_trials
     from bex.learners.trial import TrialConfig
     from bex.replay import relabel
-    from bex.replay.card import write_card
+    from bex.replay.card import update_card
 
     tick = report(progress)
 
@@ -86,7 +86,7 @@ def run_demo(root: Path, steps: int = 4000, train_steps: int = 2000, progress: R
         say(0, f"      {s['config']['objective']}: {s['steps']} steps in {s['wall_s']:.1f}s, {s['updates']} updates")
     say(1, "[2/4] relabel: walker_stand (Ray tasks)")
     say(1, f"      {relabel(data, 'walker_stand', map_fn=ray_map())}")
-    write_card(data)
+    update_card(data)
     say(1, format_info(dataset_info(data)))
     say(2, f"[3/4] train: TD3 and CQL on each dataset, {train_steps} gradient steps (Ray Tune)")
     trials = [TrialConfig.from_dict(dict(dataset=str(data), filters=f, task="walker_stand", learner=learner,

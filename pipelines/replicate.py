@@ -266,7 +266,7 @@ def run_replication(cfg: ReplicateConfig, resume: bool = False, progress: Report
     from bex.cluster.runtime import TERMINATED
     from bex.cluster.train import can_restore, run_trials
     from bex.replay import relabel
-    from bex.replay.card import write_card
+    from bex.replay.card import update_card
 
     plan = cfg.validate()
     root = claim_root(cfg, resume)
@@ -322,7 +322,7 @@ def run_replication(cfg: ReplicateConfig, resume: bool = False, progress: Report
             r = relabel(grid.out, task, map_fn=ray_map())
             computed, rows = computed + r["computed_rows"], rows + r["rows"]
             proj.update(i + 1, len(sweep.tasks))
-        write_card(grid.out)
+        update_card(grid.out)
         _finish(proj, root, cfg.experiment, share=computed / rows if rows else 0.0)
 
         trials = per_partition_trials(sweep) if cfg.train_on == "each_seed" else sweep.trials()

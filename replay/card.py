@@ -21,11 +21,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shlex
+import sys
 from pathlib import Path
 
 import numpy as np
 import yaml
+
+from bex.envs import EnvSpec
 
 from .reader import Dataset, combine_digests, has_physics, read_parquet
 from .schema import bex_version
@@ -83,14 +87,14 @@ def collect_command(root: Path, config: dict) -> str:
     return shlex.join(args)
 
 
-def made_by(root: Path, config: dict, part: dict) -> str:
+def made_by(root: Path, config: dict, part: dict, spec: EnvSpec | None = None) -> str:
     """How a partition was made: its ``bex collect`` command, or the ``bex import`` that brought it in."""
     fmt = config.get("format")
     if not config:
         return "# written through bex's Python API (DatasetWriter): no collection config recorded"
     if fmt:
         src = config.get("imported_from", "?")
-        task = config.get("rewards_of") or "<a task of the domain>"
+        task = config.get("rewards_of") or (f"{spec.domain}_{spec.task}" if spec else "<a task of the domain>")
         return shlex.join(["bex", "import", str(src), "--format", fmt, "--task", task, "--out", str(root),
                            "--objective", part.get("objective", fmt), "--seed", part.get("seed", "0")])
     return collect_command(root, config)
@@ -114,7 +118,8 @@ def partition_facts(ds: Dataset, part: dict, cached: dict | None) -> dict:
             "layout": meta.get("config", {}).get("layout", "episodes"),
             "physics": all(has_physics(f.path) for f in files), "files": len(files),
             "bytes": sum(f.path.stat().st_size for f in files), "files_signature": sig, "sha256": sha,
-            "fingerprint": combine_digests([f"{key}={sha}"]), "_key": key, "_config": meta.get("config", {})}
+            "fingerprint": combine_digests([f"{key}={sha}"]), "_key": key, "_config": meta.get("config", {}),
+            "_spec": EnvSpec.from_dict(meta["env_spec"]) if "env_spec" in meta else None}
 
 
 def _size(n: int) -> str:
@@ -125,21 +130,40 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
+def update_card(root: str | os.PathLike) -> Path | None:
+    """:func:`write_card` for a command whose data is already written: a card that cannot be written is a one-line
+    warning on stderr, not a failure of the command (``bex info`` still describes the dataset)."""
+    try:
+        return write_card(root)
+    except Exception as e:  # the data is safe; the card is a description of it
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        print(f"bex: warning: the dataset card of {str(root)!r} was not updated: {first}", file=sys.stderr)
+        return None
+
+
+def _one(values: list):
+    """The single value of a list of per-domain values, or the list when domains differ."""
+    values = sorted(set(values), key=str)
+    return values[0] if len(values) == 1 else (values or None)
+
+
 def write_card(root: str | os.PathLike) -> Path:
-    """Write (atomically, replacing) the card of the dataset at ``root``; returns its path."""
+    """Write (atomically, replacing) the card of the dataset at ``root``; returns its path.  A root may hold
+    several domains (``tune_configs/collect_paper.yaml`` writes walker and quadruped into one): the header's
+    domain, collection task and widths are then lists, and each partition row names its own."""
     ds = Dataset(root)
     root = ds.root
     old = {p["partition"]: p for p in (read_card_header(root) or {}).get("partitions", []) if isinstance(p, dict)}
     facts = [partition_facts(ds, part, old.get(_name(part))) for part in ds.partitions]
-    spec = ds.env_spec if ds.files else None
+    specs = [p["_spec"] for p in facts if p["_spec"] is not None]
     tasks = ds.cached_tasks()
     fingerprint = combine_digests([f"{p['_key']}={p['sha256']}" for p in facts]) if facts else None
     header = {
         "bex_dataset_card": CARD_VERSION, "pretty_name": root.name, "format": "bex hive-partitioned Parquet",
         "schema_version": ds.meta.get("schema_version"), "bex_version": bex_version(),
-        "domain": spec.domain if spec else None, "collection_task": f"{spec.domain}_{spec.task}" if spec else None,
-        "observation_dim": spec.obs_dim if spec else None, "action_dim": spec.action_dim if spec else None,
-        "physics_dim": spec.physics_dim if spec else None, "tasks_relabelled": tasks,
+        "domain": _one([s.domain for s in specs]), "collection_task": _one([f"{s.domain}_{s.task}" for s in specs]),
+        "observation_dim": _one([s.obs_dim for s in specs]), "action_dim": _one([s.action_dim for s in specs]),
+        "physics_dim": _one([s.physics_dim for s in specs]), "tasks_relabelled": tasks,
         "episodes": sum(p["episodes"] for p in facts), "transitions": sum(p["transitions"] for p in facts),
         "size_bytes": sum(p["bytes"] for p in facts), "fingerprint": fingerprint,
         "partitions": [{k: v for k, v in p.items() if not k.startswith("_")} for p in facts],
@@ -150,15 +174,21 @@ def write_card(root: str | os.PathLike) -> Path:
     return path
 
 
+def _listed(v) -> str:
+    return ", ".join(map(str, v)) if isinstance(v, list) else str(v)
+
+
 def _body(root: Path, h: dict, facts: list[dict]) -> str:
-    dom = h["domain"]
+    dom = h["domain"] if isinstance(h["domain"], str) else "<domain>"
+    several = isinstance(h["domain"], list)
     lines = [f"# {h['pretty_name']}", "",
-             f"An offline reinforcement-learning dataset of the dm_control **{dom}** domain, written by bex "
-             f"{h['bex_version']}: {h['episodes']} episodes, {h['transitions']} transitions, {_size(h['size_bytes'])} "
-             f"of Parquet in {len(facts)} partition(s). Every row holds the observation ({h['observation_dim']} "
-             f"floats, the layout of {h['collection_task']}), the action in [-1, 1]^{h['action_dim']}, and, where "
-             f"recorded, the physics state ({h['physics_dim']} floats: qpos, qvel, act), from which any task of the "
-             f"domain is relabelled exactly.", "",
+             f"An offline reinforcement-learning dataset of the dm_control **{_listed(h['domain'])}** "
+             f"domain{'s' if several else ''}, written by bex {h['bex_version']}: {h['episodes']} episodes, "
+             f"{h['transitions']} transitions, {_size(h['size_bytes'])} of Parquet in {len(facts)} partition(s). "
+             f"Every row holds the observation ({_listed(h['observation_dim'])} floats, the layout of "
+             f"{_listed(h['collection_task'])}), the action in [-1, 1] ({_listed(h['action_dim'])} floats), and, "
+             f"where recorded, the physics state ({_listed(h['physics_dim'])} floats: qpos, qvel, act), from which "
+             f"any task of the domain is relabelled exactly.", "",
              f"- **Fingerprint** `{h['fingerprint']}`: a hash of the rows, independent of files and times "
              f"(`bex info` recomputes it; equal fingerprints, equal transitions).",
              f"- **Tasks relabelled**: {', '.join(h['tasks_relabelled']) or 'none yet'} "
@@ -175,14 +205,15 @@ def _body(root: Path, h: dict, facts: list[dict]) -> str:
     lines += ["", "## How it was made", ""]
     for p in facts:
         cfg = p["_config"]
-        lines += [f"`{p['partition']}`:", "", "```sh", made_by(root, cfg, dict(kv.split("=", 1) for kv in
-                                                                           p["partition"].split("/"))), "```", "",
+        part = dict(kv.split("=", 1) for kv in p["partition"].split("/"))
+        lines += [f"`{p['partition']}`:", "", "```sh", made_by(root, cfg, part, p["_spec"]), "```", "",
                   "<details><summary>config</summary>", "", "```json", json.dumps(cfg, indent=1, sort_keys=True,
                                                                                    default=str), "```", "",
                   "</details>", ""]
     first = facts[0]["partition"] if facts else "domain=.../objective=.../param=.../seed=..."
     task = (h["tasks_relabelled"] or [f"{dom}_<task>"])[0]
     objective = first.split("/")[1].split("=", 1)[1] if facts else "..."
+    mid = "bex/" + re.sub(r"[^-\w]", "-", f"{root.name}-{objective}") + "-v0"  # Minari's id syntax: no dots
     lines += ["## Loading", "", "pyarrow and Ray Data read the Parquet files without bex (partitions become columns):",
               "", "```python", "import pyarrow.dataset as pads",
               f"table = pads.dataset({str(root)!r}, partitioning='hive').to_table()", "",
@@ -192,8 +223,8 @@ def _body(root: Path, h: dict, facts: list[dict]) -> str:
               "# tr.obs, tr.action, tr.reward, tr.next_obs, tr.discount, tr.is_last", "```", "",
               "D4RL-style arrays and Minari (one partition per Minari dataset; the physics state travels in "
               "`infos['physics']`):", "", "```sh", f"bex export {root}/{first} --task {task} --out {task}.npz",
-              f"bex export {root}/{first} --task {task} --format minari --dataset-id bex/{root.name}-{objective}-v0",
+              f"bex export {root}/{first} --task {task} --format minari --dataset-id {mid}",
               "```", "", "```python", "import minari",
-              f"data = minari.load_dataset('bex/{root.name}-{objective}-v0')",
+              f"data = minari.load_dataset('{mid}')",
               "env = data.recover_environment()  # bex/<domain>_<task>-v0, needs bex installed", "```", ""]
     return "\n".join(lines)

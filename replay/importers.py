@@ -45,7 +45,7 @@ import numpy as np
 
 from bex.envs import env_spec, parse_task
 
-from .card import write_card
+from .card import update_card
 from .reader import Dataset, read_parquet
 from .relabel import write_reward_cache
 from .schema import Episode, format_param
@@ -132,7 +132,7 @@ def import_exorl(src: str | os.PathLike, out: str | os.PathLike, task: str, obje
                                                                   "format": "exorl"}) as w:
         for ep in episodes:
             w.write_episode(ep)
-    write_card(out)
+    update_card(out)
     return {"out": str(out), "episodes": len(episodes), "transitions": sum(len(e) for e in episodes),
             "domain": domain, "task": task_name, "files": [str(p) for p in w.files]}
 
@@ -223,7 +223,7 @@ def write_imported(out, spec, objective: str, param, seed: int, episodes: list[E
             t = read_parquet(f.path, ["episode_id", "step"])
             ids, steps = t.column("episode_id").to_pylist(), t.column("step").to_numpy()
             write_reward_cache(ds, f, domain, task_name, [by_id[e][s] for e, s in zip(ids, steps)])
-    write_card(out)
+    update_card(out)
     return {"out": str(out), "episodes": len(episodes), "transitions": sum(len(e) for e in episodes),
             "files": [str(p) for p in w.files]}
 
@@ -242,8 +242,10 @@ def import_d4rl(src: str | os.PathLike, out: str | os.PathLike, task: str, objec
     return {**res, "domain": domain, "task": task_name, "physics": False, "layout": layout}
 
 
-#: A Minari dataset id as bex writes them, ``NAMESPACE/NAME-vN`` (Minari's own ids may omit the namespace).
-DATASET_ID = re.compile(r"(?P<namespace>[\w.-]+(?:/[\w.-]+)*)/(?P<name>[\w.-]+)-v(?P<version>\d+)")
+#: A Minari dataset id as bex writes them, ``NAMESPACE/NAME-vN``, in Minari's syntax (its ``DATASET_ID_RE``).
+DATASET_ID = re.compile(r"(?P<namespace>[-\w][-\w/]*[-\w])/(?P<name>[-\w]+?)-v(?P<version>\d+)")
+#: Any versioned Minari id (the namespace is optional in Minari).
+MINARI_ID = re.compile(r"(?:[-\w][-\w/]*[-\w]/)?[-\w]+?-v\d+")
 
 
 def minari_root(out: str | os.PathLike | None) -> Path:
@@ -260,7 +262,7 @@ def is_minari(src: str | os.PathLike) -> bool:
     path = Path(src)
     if path.exists():
         return (path / "metadata.json").is_file() or (path / "data" / "metadata.json").is_file()
-    return bool(DATASET_ID.fullmatch(str(src))) and (minari_root(None) / str(src) / "data").is_dir()
+    return bool(MINARI_ID.fullmatch(str(src))) and (minari_root(None) / str(src) / "data").is_dir()
 
 
 #: What ``bex import --format`` accepts.

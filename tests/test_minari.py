@@ -18,8 +18,10 @@ minari = pytest.importorskip("minari")
 T = "walker_walk"
 
 
-def _dataset(root, episodes=((0, 60), (1, 45)), objective="random", seed=0):
-    """A bex partition of live random-action episodes (physics recorded), relabelled for walker_walk."""
+def _dataset(root, episodes=((0, 60), (1, 45)), objective="random", seed=0, terminal_last=False):
+    """A bex partition of live random-action episodes (physics recorded, explorer rewards in ``reward_intrinsic``),
+    relabelled for walker_walk; ``terminal_last``: the last episode ends in a discount-0 step (walker never
+    terminates by itself, so this is written by hand)."""
     from bex.replay import DatasetWriter, process_pool_map, relabel
     from tests.helpers import collect_episode
 
@@ -27,7 +29,10 @@ def _dataset(root, episodes=((0, 60), (1, 45)), objective="random", seed=0):
     eps = []
     for s, n in episodes:
         ep, _, spec = collect_episode("walker", "stand", s, n, episode_id=f"ep{s}")
+        ep.reward_intrinsic = np.random.default_rng(s).random(n + 1).astype(np.float32)
         eps.append(ep)
+    if terminal_last:
+        eps[-1].discount[-1] = 0.0
     config = {"explorer": "random", "domain": "walker", "steps": sum(n for _, n in episodes), "seed": seed}
     with DatasetWriter(root, spec, objective, None, seed, config=config) as w:
         for ep in eps:
@@ -76,7 +81,10 @@ def test_export_loads_in_minari_with_the_npz_exports_arrays_and_recovers_the_env
     assert minari.get_normalized_score(data, np.array([32.307, 1000.0])).tolist() == [0.0, 1.0]
     md = data.storage.metadata
     assert md["bex_fingerprint"] == res["fingerprint"] and md["bex_task"] == T and md["bex_physics"] is True
-    assert md["algorithm_name"] == "bex random actions" and "dm_control==1.0.50" in md["requirements"]
+    from importlib.metadata import version
+
+    assert md["algorithm_name"] == "bex random actions"
+    assert f"dm_control=={version('dm_control')}" in md["requirements"]
 
     env = data.recover_environment()
     assert env.spec.id == "bex/walker_walk-v0"
@@ -115,8 +123,11 @@ def test_minari_import_round_trips_rows_rewards_and_content(tmp_path, mroot):
     from bex.replay.importers import detect_format
     from bex.replay.minari_io import export_minari, import_minari
 
-    ds = _dataset(tmp_path / "ds")
+    ds = _dataset(tmp_path / "ds", terminal_last=True)
     fp = export_minari(ds, T, "bex/rt-v0")["fingerprint"]
+    eps = list(minari.load_dataset("bex/rt-v0").iterate_episodes())
+    assert [(bool(e.terminations[-1]), bool(e.truncations[-1])) for e in eps] == [(False, True), (True, False)]
+    assert not any(e.terminations[:-1].any() or e.truncations[:-1].any() for e in eps)
     path = mroot / "bex" / "rt-v0"
     assert detect_format(path) == detect_format("bex/rt-v0") == "minari"
     assert detect_format(ds) == "exorl"
@@ -124,8 +135,9 @@ def test_minari_import_round_trips_rows_rewards_and_content(tmp_path, mroot):
     assert (res["episodes"], res["transitions"], res["physics"], res["source_fingerprint"]) == (2, 105, True, fp)
     a, b = Dataset(ds), Dataset(tmp_path / "back")
     sa, sb = a.load(), b.load()
-    for c in ("observation", "action", "physics", "discount", "is_first", "is_last", "step"):
+    for c in ("observation", "action", "physics", "discount", "is_first", "is_last", "step", "reward_intrinsic"):
         assert np.array_equal(getattr(sa, c), getattr(sb, c)), c
+    assert (sb.discount == 0).sum() == 1 and sb.discount[-1] == 0  # the terminal step came back
     assert np.array_equal(a.transitions(T).reward, b.transitions(T).reward)
     assert _content(ds) == _content(tmp_path / "back")  # same rows, whatever the partition is called
     for root in (ds, tmp_path / "back"):
@@ -261,3 +273,92 @@ def test_cli_export_and_import_minari_end_to_end(tmp_path):
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout.strip().splitlines()[-1])["source_fingerprint"] == res["fingerprint"]
     assert (tmp_path / "back" / "_dataset_card.md").is_file()
+
+
+def test_export_refuses_a_task_observed_differently_and_ids_minari_rejects(tmp_path, mroot):
+    from bex.replay import DatasetWriter
+    from bex.replay.minari_io import export_minari
+    from tests.helpers import collect_episode
+
+    ep, _, spec = collect_episode("cartpole", "balance", 0, 10)
+    with DatasetWriter(tmp_path / "cp", spec, "random", None, 0) as w:
+        w.write_episode(ep)
+    with pytest.raises(ValueError, match="observes"):  # its recovered environment would not match the data
+        export_minari(tmp_path / "cp", "cartpole_three_poles", "bex/cp-v0")
+    ds = _dataset(tmp_path / "ds")
+    with pytest.raises(ValueError, match="no dots"):  # Minari's DATASET_ID_RE has none
+        export_minari(ds, T, "bex/walker-be-0.5-v0")
+    assert not mroot.exists()
+
+
+def test_a_failed_build_leaves_nothing(tmp_path, monkeypatch):
+    """Minari failing inside the build (here made to fail): no dataset, no hidden folder, no root it created."""
+    from bex.replay.minari_io import export_minari
+
+    ds = _dataset(tmp_path / "ds")
+
+    def broken(*a, **k):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(minari, "create_dataset_from_buffers", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        export_minari(ds, T, "bex/fail-v0", tmp_path / "mroot")
+    assert not (tmp_path / "mroot").exists()
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(RuntimeError):
+        export_minari(ds, T, "bex/fail-v0", tmp_path / "kept")
+    assert list((tmp_path / "kept").iterdir()) == []  # a root that existed stays, empty
+
+
+def _minari_from(buffers, dataset_id, root):
+    import warnings
+
+    from bex.envs.gym import spaces
+    from bex.replay.minari_io import _datasets_path
+
+    obs, act = spaces(24, 6)
+    with _datasets_path(root), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        minari.create_dataset_from_buffers(dataset_id, buffers, observation_space=obs, action_space=act,
+                                           data_format="arrow")
+    return root / dataset_id
+
+
+def test_import_refuses_rewards_of_another_task_and_values_that_do_not_fit(tmp_path, mroot):
+    from minari.data_collector.episode_buffer import EpisodeBuffer
+
+    from bex.replay import Dataset
+    from bex.replay.minari_io import episode_buffers, export_minari, import_minari
+
+    ds = _dataset(tmp_path / "ds")
+    export_minari(ds, T, "bex/walk-v0")
+    with pytest.raises(ValueError, match="holds the rewards of walker_walk, not of --task walker_run"):
+        import_minari("bex/walk-v0", tmp_path / "o1", "walker_run")
+    steps = Dataset(ds).load()
+    bufs = episode_buffers(steps, np.zeros(len(steps)), steps.physics)  # physics, but rewards that are not walk's
+    src = _minari_from(bufs, "other/zeros-v0", mroot)
+    with pytest.raises(ValueError, match=r"rewards\[0\] is 0 but the stored physics gives"):
+        import_minari(src, tmp_path / "o2", T)
+    b = bufs[0]
+    obs = b.observations.copy()
+    obs[3, 2] = np.nan
+    bad = EpisodeBuffer(id=0, observations=obs, actions=b.actions, rewards=b.rewards, terminations=b.terminations,
+                        truncations=b.truncations)
+    with pytest.raises(ValueError, match=r"episode 0: observations\[3\] holds nan"):
+        import_minari(_minari_from([bad], "other/nan-v0", mroot), tmp_path / "o3", T)
+    assert not any((tmp_path / f"o{i}").exists() for i in (1, 2, 3))  # nothing written
+
+
+def test_the_card_of_a_root_with_two_domains(tmp_path):
+    from bex.replay import DatasetWriter
+    from bex.replay.card import read_card_header, write_card
+    from tests.helpers import collect_episode
+
+    for domain, task in (("walker", "stand"), ("cheetah", "run")):
+        ep, _, spec = collect_episode(domain, task, 0, 10)
+        with DatasetWriter(tmp_path / "mix", spec, "random", None, 0) as w:
+            w.write_episode(ep)
+    write_card(tmp_path / "mix")
+    h = read_card_header(tmp_path / "mix")
+    assert h["domain"] == ["cheetah", "walker"] and h["collection_task"] == ["cheetah_run", "walker_stand"]
+    assert h["observation_dim"] == [17, 24] and len(h["partitions"]) == 2 and h["transitions"] == 20
