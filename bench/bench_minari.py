@@ -7,7 +7,8 @@ last call alone, on identical buffers (the same observations, actions, rewards, 
 ``infos``).  The ratio is therefore bex's overhead over the Minari write.  Load: ``minari.load_dataset`` and
 one pass over every episode, for both datasets (the same storage format, so the ratio should be ~1), and, for
 reference, bex's own read of the Parquet partition into transitions and ``bex import`` of the Minari dataset.
-Same walker shapes (24 observation, 6 action, 18 physics floats), random values, 1000-step episodes.
+Same walker shapes (24 observation, 6 action, 18 physics floats), random values, 1000-step episodes, rewards
+relabelled from the (random) physics states.
 
     python bench/bench_minari.py [--quick] [--storage arrow|parquet]   # 100K transitions (quick: 20K)
 """
@@ -29,7 +30,7 @@ from common import machine_label
 
 from bex.envs import env_spec
 from bex.replay import Dataset, DatasetWriter, Episode
-from bex.replay.relabel import write_reward_cache
+from bex.replay.relabel import process_pool_map, relabel
 
 
 def timed(fn):
@@ -72,9 +73,8 @@ def main() -> None:
                 w.write_episode(Episode(f"e{i:04d}", rng.standard_normal((n, 24)).astype(np.float32),
                                         rng.uniform(-1, 1, (n, 6)).astype(np.float32), rng.standard_normal((n, 18)),
                                         disc))
+        relabel(d / "bex", "walker_walk", map_fn=process_pool_map(1))  # import checks rewards against physics
         ds = Dataset(d / "bex")
-        for f in ds.files:
-            write_reward_cache(ds, f, "walker", "walk", rng.uniform(0, 1, f.num_rows))
         root = d / "minari"
 
         t_bex, res = timed(lambda: export_minari(d / "bex", "walker_walk", "bench/bex-v0", root,
