@@ -66,6 +66,14 @@ class AnalysisConfig(ConfigBase):
         return [ClaimSpec.from_dict(c, where=f"analysis.claims[{i}]") for i, c in enumerate(self.claims)]
 
 
+
+def mean_se(vals) -> tuple[float, float]:
+    """Mean and standard error (ddof 1) of ``vals``, computed on values scaled to at most 1 in magnitude: BE
+    coverage figures at α > 1 reach 1e200 and more, whose squares overflow float64."""
+    x = np.asarray(vals, dtype=float)
+    scale = float(np.max(np.abs(x))) or 1.0
+    return float(np.mean(x / scale) * scale), float(np.std(x / scale, ddof=1) / np.sqrt(len(x)) * scale)
+
 def table1(tab: Table) -> dict:
     """Table 1's cells (raw returns) with their marks (module docstring)."""
     cols = [(t, lr) for t in tab.tasks for lr in tab.learners
@@ -177,7 +185,7 @@ def combine_coverage(files: Sequence[Sequence[dict]]) -> list[dict]:
                 row[k] = ({**v, "values": vals} if len(rs) == 1 else
                           {"value": None, "lo": None, "hi": None, "values": vals})
                 continue
-            m, se = float(np.mean(vals)), float(np.std(vals, ddof=1) / np.sqrt(len(vals)))
+            m, se = mean_se(vals)
             q = float(st.t.ppf(0.975, len(vals) - 1))
             row[k] = {"value": m, "lo": m - q * se, "hi": m + q * se, "values": vals}
         out.append(row)

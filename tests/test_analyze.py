@@ -235,3 +235,15 @@ def test_rejudging_from_a_results_table_equals_judging_from_the_values(tmp_path)
         assert again[c["b"]]["value"] == pytest.approx(c["value"], abs=1e-6)
         assert again[c["b"]]["adjusted"]["lo"] == pytest.approx(c["adjusted"]["lo"], abs=1e-6)
         assert again[c["b"]]["verdict"] == c["verdict"]
+
+
+def test_mean_and_standard_error_of_huge_coverage_figures_do_not_overflow():
+    import warnings
+
+    from bex.analysis.analyze import mean_se
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's overflow warning fails the test
+        m, se = mean_se([1e200, 3e200])
+    assert math.isclose(m, 2e200) and math.isclose(se, 1e200)  # SD sqrt(2)e200 over sqrt(2)
+    assert mean_se([1.0, 2.0, 3.0]) == (2.0, 1 / math.sqrt(3))
