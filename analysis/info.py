@@ -1,28 +1,17 @@
 """``bex info``: a summary of a dataset."""
 from __future__ import annotations
 
-import numpy as np
-
 from bex.replay import Dataset
-from bex.replay.card import card_path
-from bex.replay.reader import combine_digests, read_parquet
+from bex.replay.card import card_path, digest_line, partition_facts
+from bex.replay.reader import combine_digests
 
 
 def dataset_info(root) -> dict:
     ds = Dataset(root)
     spec = ds.env_spec if ds.files else None
-    parts = []
-    digests = ds.partition_digests()  # each partition read once: its fingerprint and the dataset's
-    for part in ds.partitions:
-        files = [f for f in ds.files if f.partition == part]
-        episodes = 0
-        for f in files:
-            episodes += int(np.count_nonzero(read_parquet(f.path, ["is_first"]).column(0).to_numpy()))
-        rows = sum(f.num_rows for f in files)
-        parts.append(dict(partition="/".join(f"{k}={v}" for k, v in part.items()), files=len(files),
-                          episodes=episodes, transitions=rows - episodes,
-                          fingerprint=combine_digests([digests["/".join(f"{k}={v}" for k, v in sorted(part.items()))]]),
-                          layout=ds.partition_meta(part).get("config", {}).get("layout", "episodes")))
+    facts = [partition_facts(ds, part, None) for part in ds.partitions]  # each partition read once, no card cache
+    parts = [{k: p[k] for k in ("partition", "files", "episodes", "transitions", "fingerprint", "layout")}
+             for p in facts]
     return dict(
         root=str(ds.root), schema_version=ds.meta.get("schema_version"), bex_version=ds.meta.get("bex_version"),
         partitions=parts, episodes=sum(p["episodes"] for p in parts),
@@ -30,7 +19,8 @@ def dataset_info(root) -> dict:
         shapes=None if spec is None else dict(observation=spec.obs_dim, action=spec.action_dim,
                                               physics=spec.physics_dim),
         domain=None if spec is None else spec.domain, collection_task=None if spec is None else spec.task,
-        cached_rewards=ds.cached_tasks(), fingerprint=combine_digests(digests.values()) if digests else None,
+        cached_rewards=ds.cached_tasks(),
+        fingerprint=combine_digests([digest_line(p) for p in facts]) if facts else None,
         card=str(card_path(ds.root)) if card_path(ds.root).is_file() else None)
 
 

@@ -122,6 +122,12 @@ def partition_facts(ds: Dataset, part: dict, cached: dict | None) -> dict:
             "_spec": EnvSpec.from_dict(meta["env_spec"]) if "env_spec" in meta else None}
 
 
+def digest_line(facts: dict) -> str:
+    """A partition's ``partition=digest`` line from :func:`partition_facts` (``combine_digests`` of all of a
+    dataset's lines is its fingerprint)."""
+    return f"{facts['_key']}={facts['sha256']}"
+
+
 def _size(n: int) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
@@ -157,7 +163,7 @@ def write_card(root: str | os.PathLike) -> Path:
     facts = [partition_facts(ds, part, old.get(_name(part))) for part in ds.partitions]
     specs = [p["_spec"] for p in facts if p["_spec"] is not None]
     tasks = ds.cached_tasks()
-    fingerprint = combine_digests([f"{p['_key']}={p['sha256']}" for p in facts]) if facts else None
+    fingerprint = combine_digests([digest_line(p) for p in facts]) if facts else None
     header = {
         "bex_dataset_card": CARD_VERSION, "pretty_name": root.name, "format": "bex hive-partitioned Parquet",
         "schema_version": ds.meta.get("schema_version"), "bex_version": bex_version(),
