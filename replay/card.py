@@ -58,7 +58,14 @@ def read_card_header(root: str | os.PathLike) -> dict | None:
     return head if isinstance(head, dict) else None
 
 
-def _name(part: dict) -> str:
+def card_partitions(root: str | os.PathLike) -> dict[str, dict]:
+    """The card's per-partition records by partition name (empty without a card): what
+    :func:`partition_facts` may reuse."""
+    parts = (read_card_header(root) or {}).get("partitions", [])
+    return {p["partition"]: p for p in parts if isinstance(p, dict) and "partition" in p}
+
+
+def partition_name(part: dict) -> str:
     return "/".join(f"{k}={v}" for k, v in part.items())
 
 
@@ -114,7 +121,7 @@ def partition_facts(ds: Dataset, part: dict, cached: dict | None) -> dict:
     rows = sum(f.num_rows for f in files)
     key = "/".join(f"{k}={v}" for k, v in sorted(part.items()))
     meta = ds.partition_meta(part)
-    return {"partition": _name(part), "episodes": episodes, "transitions": rows - episodes,
+    return {"partition": partition_name(part), "episodes": episodes, "transitions": rows - episodes,
             "layout": meta.get("config", {}).get("layout", "episodes"),
             "physics": all(has_physics(f.path) for f in files), "files": len(files),
             "bytes": sum(f.path.stat().st_size for f in files), "files_signature": sig, "sha256": sha,
@@ -159,8 +166,8 @@ def write_card(root: str | os.PathLike) -> Path:
     domain, collection task and widths are then lists, and each partition row names its own."""
     ds = Dataset(root)
     root = ds.root
-    old = {p["partition"]: p for p in (read_card_header(root) or {}).get("partitions", []) if isinstance(p, dict)}
-    facts = [partition_facts(ds, part, old.get(_name(part))) for part in ds.partitions]
+    old = card_partitions(root)
+    facts = [partition_facts(ds, part, old.get(partition_name(part))) for part in ds.partitions]
     specs = [p["_spec"] for p in facts if p["_spec"] is not None]
     tasks = ds.cached_tasks()
     fingerprint = combine_digests([digest_line(p) for p in facts]) if facts else None

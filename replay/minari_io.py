@@ -55,8 +55,9 @@ import numpy as np
 
 from bex.envs import check_layout, env_spec, parse_task
 
+from .card import card_partitions, partition_facts, partition_name
 from .importers import DATASET_ID, MINARI_ID, check_fresh_partition, check_values, minari_root, write_imported
-from .reader import Dataset, combine_digests, has_physics
+from .reader import Dataset, has_physics
 from .schema import Episode, bex_version
 
 STORAGE_FORMATS = ("arrow", "parquet")
@@ -172,7 +173,9 @@ def export_minari(root: str | os.PathLike, task: str, dataset_id: str, out: str 
     steps = ds.load(cols + (["physics"] if with_physics else []))
     meta = ds.partition_meta(parts[0])
     config = meta.get("config", {})
-    fingerprint = combine_digests(ds.partition_digests().values())
+    partition = partition_name(parts[0])
+    cached = card_partitions(ds.root).get(partition)  # the card's fingerprint, while the partition's files match
+    fingerprint = partition_facts(ds, parts[0], cached)["fingerprint"]
     intrinsic = None if np.isnan(steps.reward_intrinsic).all() else steps.reward_intrinsic
     buffers = episode_buffers(steps, rewards, steps.physics if with_physics else None, intrinsic)
     ref_min = ref_min_score(f"{domain}_{task_name}") if callable(ref_min_score) else ref_min_score
@@ -183,7 +186,6 @@ def export_minari(root: str | os.PathLike, task: str, dataset_id: str, out: str 
 
     eid = register(domain, task_name)
     obs_space, act_space = spaces(spec.obs_dim, spec.action_dim)
-    partition = "/".join(f"{k}={v}" for k, v in parts[0].items())
     from importlib.metadata import version
 
     requirements = ["bex-rl", f"dm_control=={version('dm_control')}", f"mujoco=={version('mujoco')}"]
