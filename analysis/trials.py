@@ -37,6 +37,7 @@ from typing import Iterable, Sequence
 COLUMNS = ("dataset", "collection_seed", "task", "learner", "seed", "step", "return_mean", "episodes")
 EXTRA = ("return_std", "steps_planned", "fingerprint", "trial")
 FILE = "trials.csv"
+KEY = ("dataset", "collection_seed", "task", "learner", "seed")  # the columns naming one trial (trial_key)
 
 
 def learner_label(cfg: dict) -> str:
@@ -48,6 +49,13 @@ def learner_label(cfg: dict) -> str:
     return cfg["learner"] + (f"[{extra}]" if extra else "")
 
 
+def trial_key(cfg: dict) -> tuple[str, str, str, str, int]:
+    """A trial's identity in ``trials.csv`` from its ``TrialConfig`` dict: (dataset, collection_seed, task,
+    learner, seed), the columns that name one trial."""
+    return (cfg.get("label") or Path(cfg["dataset"]).name, str(cfg.get("filters", {}).get("seed", "")),
+            cfg["task"], learner_label(cfg), int(cfg["seed"]))
+
+
 def rows_from_trials(trials: Sequence[dict]) -> list[dict]:
     """``trials.csv`` rows of Tune trials (:func:`bex.analysis.results.read_trials`): one per evaluation (reports
     between evaluations carry the last one forward and are skipped); a distillation's baselines at its last
@@ -55,9 +63,7 @@ def rows_from_trials(trials: Sequence[dict]) -> list[dict]:
     out = []
     for tr in trials:
         cfg = tr["config"]
-        base = {"dataset": cfg.get("label") or Path(cfg["dataset"]).name,
-                "collection_seed": str(cfg.get("filters", {}).get("seed", "")), "task": cfg["task"],
-                "learner": learner_label(cfg), "seed": int(cfg["seed"]), "episodes": int(cfg.get("eval_episodes", 0)),
+        base = {**dict(zip(KEY, trial_key(cfg))), "episodes": int(cfg.get("eval_episodes", 0)),
                 "steps_planned": int(cfg.get("steps", 0)), "trial": Path(tr.get("dir", "")).name}
         for r in tr["rows"]:
             if "eval/return_mean" in r and r.get("eval/at_step", r.get("steps")) == r.get("steps"):
@@ -78,8 +84,7 @@ def trials_csv(rows: Iterable[dict]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(COLUMNS + EXTRA)
-    for r in sorted(rows, key=lambda r: (r["dataset"], r["collection_seed"], r["task"], r["learner"], r["seed"],
-                                         r["step"])):
+    for r in sorted(rows, key=lambda r: (*(r[k] for k in KEY), r["step"])):
         w.writerow([_fmt(r.get(k, "")) for k in COLUMNS + EXTRA])
     return buf.getvalue()
 
@@ -129,8 +134,7 @@ def read_trials_csv(paths: Sequence[str | Path]) -> list[dict]:
                                  f"return_mean a finite number)") from None
             if not row["dataset"] or not row["task"] or not row["learner"]:
                 raise ValueError(f"{path}:{i}: dataset, task and learner must not be empty")
-            merged[(row["dataset"], row["collection_seed"], row["task"], row["learner"], row["seed"],
-                    row["step"])] = row
+            merged[(*(row[k] for k in KEY), row["step"])] = row
     if not merged:
         raise ValueError(f"{', '.join(str(p) for p in paths)} hold(s) no evaluations")
     return list(merged.values())
@@ -156,7 +160,7 @@ def scores(rows: Iterable[dict], last: int = 3) -> list[TrialScore]:
     of them when it has fewer)."""
     by_trial: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
-        by_trial[(r["dataset"], r["collection_seed"], r["task"], r["learner"], r["seed"])].append(r)
+        by_trial[tuple(r[k] for k in KEY)].append(r)
     out = []
     for key, rs in sorted(by_trial.items()):
         rs = sorted(rs, key=lambda r: r["step"])[-last:]

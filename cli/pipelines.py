@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -17,14 +17,17 @@ PANEL = "Pipelines"
 def replicate(config: Path = typer.Option(..., "--config", help="tune_configs/replicate_*.yaml"),
               resume: bool = resume_option("replication"),
               shard: Optional[int] = typer.Option(None, "--shard", help="one collection seed of the config: its "
-                                                  "runs alone, in root NAME-s<seed>, trained on alone")):
+                                                  "runs alone, in root NAME-s<seed>, trained on alone"),
+              carry: List[Path] = typer.Option([], "--carry", help="a trials.csv of this experiment from an earlier "
+                                               "session whose root is gone (repeatable): its complete trials on "
+                                               "data with the same fingerprint are copied in, not rerun")):
     """Collect, relabel, train, measure coverage and report: the paper's comparison in one resumable command."""
     from bex.pipelines.replicate import ReplicateConfig, run_replication
 
     cfg = ReplicateConfig.from_yaml(config)
     if shard is not None:
         cfg = cfg.shard(shard)
-    res = run_replication(cfg, resume=resume, progress=printer("replicate"))
+    res = run_replication(cfg, resume=resume, progress=printer("replicate"), carry=carry)
     if res.get("terminated"):
         return  # main() reports the SIGTERM (exit 143)
     out(res.pop("markdown"))

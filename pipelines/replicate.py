@@ -17,14 +17,14 @@ A replication config (``tune_configs/replicate_*.yaml``) holds a collection grid
     _bex_replicate_times.json   seconds spent in each stage, summed over every run (and resume) of the root
     report.html           the report page (bex report)
 
-Stages, each skipping what is complete so that ``--resume`` continues where a
-run stopped (also from another machine sharing the storage): 1. collect (runs
-whose partition holds its steps are skipped; others resume from their
-checkpoints), 2. relabel every task (cached rewards are kept), 3. the offline
-sweep (a Tune experiment restored with ``resume_errored``; finished trials are
-not rerun), 4. coverage, the analysis (:func:`bex.analysis.analyze.analyze`, once) and the report page,
-5. ``trials.csv``, ``results.md`` and ``analysis.md/.json`` in the root.  The primary claims are declared in
-the config (``analysis: {claims: [...]}``) before anything runs.
+Stages, each skipping what is complete so that ``--resume`` continues where a run stopped (also from another
+machine sharing the storage): 1. collect (runs whose partition holds its steps are skipped; others resume from
+their checkpoints), 2. relabel every task (cached rewards are kept), 3. the offline sweep (a Tune experiment
+restored with ``resume_errored``; finished trials are not rerun; on a machine without the root, ``--carry
+trials.csv`` copies in the complete trials an earlier session committed, when the re-collected data has their
+fingerprint: :func:`carry_trials`), 4. coverage, the analysis (:func:`bex.analysis.analyze.analyze`, once) and
+the report page, 5. ``trials.csv``, ``results.md`` and ``analysis.md/.json`` in the root. The primary claims
+are declared in the config (``analysis: {claims: [...]}``) before anything runs.
 By default (``train_on: pooled``) a dataset row (explorer, objective, parameter)
 pools its collection seeds into one training dataset and its runs are the
 training seeds; ``train_on: each_seed`` trains every collection seed on its own
@@ -45,7 +45,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from bex.analysis.coverage import CoverageConfig
 from bex.core import ConfigBase, param
@@ -252,8 +252,13 @@ def _complete(c) -> bool:
     return len(first) - int(first.sum()) >= c.steps
 
 
-def run_replication(cfg: ReplicateConfig, resume: bool = False, progress: Reporter | None = None) -> dict:
+def run_replication(cfg: ReplicateConfig, resume: bool = False, progress: Reporter | None = None,
+                    carry: Sequence[str | Path] = ()) -> dict:
     """Run (or continue) every stage; returns a summary with each stage's wall time.
+
+    ``carry``: ``trials.csv`` files of this experiment from earlier sessions (another machine, whose root is
+    gone): their complete trials on data with the same fingerprint are copied in, not rerun
+    (:func:`carry_trials`).
 
     ``progress`` gets a :class:`~bex.core.progress.Progress` event with a ``message`` line when a stage starts,
     the time-left line (:class:`~.time_left.TimeLeft`) at most every 30 s, and the collection's own events (one
@@ -261,6 +266,7 @@ def run_replication(cfg: ReplicateConfig, resume: bool = False, progress: Report
     from bex.analysis.analyze import write_analysis
     from bex.analysis.report import build_report, sweep_coverage
     from bex.analysis.results import read_trials, sweep_rows, write_results
+    from bex.analysis.trials import read_trials_csv
     from bex.cluster.driver import run_collections
     from bex.cluster.raymap import ray_map
     from bex.cluster.runtime import TERMINATED
@@ -269,6 +275,7 @@ def run_replication(cfg: ReplicateConfig, resume: bool = False, progress: Report
     from bex.replay.card import update_card
 
     plan = cfg.validate()
+    carry_rows = read_trials_csv(carry) if carry else []  # bad files fail before anything runs
     root = claim_root(cfg, resume)
     lock = hold_root(root)
     stopped = {"root": str(root), "terminated": True, "markdown": ""}
@@ -329,17 +336,21 @@ def run_replication(cfg: ReplicateConfig, resume: bool = False, progress: Report
         trials = [t for t in trials if not cfg.rows or t.label in cfg.rows]
         exp = root / cfg.experiment
         restore = can_restore(str(exp.resolve()))
-        stage(2, f"{len(trials)} trials ({'resuming' if restore else 'new'}) -> {exp}")
         exp.mkdir(parents=True, exist_ok=True)  # its offline settings are fixed from here on (claim_root)
         settings = json.loads(json.dumps(cfg.to_dict(), default=str))
         atomic_write_bytes(exp / OFFLINE_RECORD, json.dumps({k: settings[k] for k in ("offline", "train_on", "rows")},
                                                             indent=2, sort_keys=True).encode())
+        to_run, carried = carry_trials(exp, trials, carry_rows, carry) if carry else (trials, 0)
+        stage(2, f"{len(trials)} trials ({'resuming' if restore else 'new'}"
+                 f"{f', {carried} carried from {len(carry)} file(s)' if carry else ''}) -> {exp}")
         steps0, planned = offline_progress(exp, trials)  # a resumed sweep's earlier steps are not this run's work
         proj.resumed_at(steps0, planned)
-        with _watch(lambda: proj.update(*offline_progress(exp, trials))):
-            grid = run_trials(trials, name=cfg.experiment, storage=str(root), resources=sweep.resources,
-                              max_concurrent=sweep.max_concurrent_trials, max_failures=sweep.max_failures,
-                              resume=restore)
+        grid = []
+        if to_run or restore:
+            with _watch(lambda: proj.update(*offline_progress(exp, trials))):
+                grid = run_trials(to_run, name=cfg.experiment, storage=str(root), resources=sweep.resources,
+                                  max_concurrent=sweep.max_concurrent_trials, max_failures=sweep.max_failures,
+                                  resume=restore)
         _finish(proj, root, cfg.experiment, share=1 - min(steps0, planned) / planned if planned else 0.0)
         if TERMINATED.is_set():  # Tune stopped on SIGTERM and saved its state: stop here, --resume continues
             return stopped
@@ -520,3 +531,54 @@ def per_partition_trials(sweep: SweepConfig):
     seeds = sorted({p["seed"] for p in Dataset(path).partitions}, key=int)
     selections = [{"path": path, "filters": {"seed": s}} for s in seeds]
     return SweepConfig.from_dict({**sweep.to_dict(), "datasets": selections}, where="offline").trials()
+
+
+CARRIED = "carried.json"  # in a carried trial's folder: where its rows came from
+
+
+def carry_trials(exp: Path, trials: list, rows: list[dict], sources: Sequence[str | Path]) -> tuple[list, int]:
+    """Copy into ``exp`` the complete trials that ``rows`` (read from ``sources``: ``trials.csv`` files of this
+    experiment written by an earlier session, e.g. on a machine that is gone) hold, and return the trials still to
+    run and how many were carried. A trial is carried when the rows hold every evaluation it plans (each
+    ``eval_every`` steps and the last, ``eval_episodes`` episodes each) and the data they were trained on has the
+    fingerprint that this root's selection has now; a carried trial becomes a folder ``exp/<trial>`` with
+    ``params.json`` and ``result.json`` (its evaluations) and ``carried.json``, which every later stage reads like a
+    trial Tune ran. A fingerprint that differs is a one-line error: a re-collected dataset that differs from the one
+    the trials trained on is retrained, never mixed (docs/replication.md)."""
+    from bex.analysis.trials import KEY, trial_key
+    from bex.replay import Dataset
+
+    by_trial: dict[tuple, list[dict]] = {}
+    for r in rows:
+        by_trial.setdefault(tuple(r[k] for k in KEY), []).append(r)
+    fingerprints: dict[str, str] = {}
+    left, carried = [], 0
+    for t in trials:
+        cfg = t.to_dict()
+        evals = sorted(by_trial.get(trial_key(cfg), []), key=lambda r: r["step"])
+        planned = set(range(t.eval_every, t.steps + 1, t.eval_every)) | {t.steps}
+        if not ({r["step"] for r in evals} >= planned and all(r["episodes"] == t.eval_episodes for r in evals)):
+            left.append(t)  # absent or unfinished: trained here
+            continue
+        evals = [r for r in evals if r["step"] in planned]
+        sel = json.dumps([t.dataset, t.filters], sort_keys=True)
+        if sel not in fingerprints:
+            fingerprints[sel] = Dataset(t.dataset, **t.filters).fingerprint()
+        found = {r.get("fingerprint", "") for r in evals}
+        if found != {fingerprints[sel]}:
+            raise ValueError(f"carried trial {evals[0].get('trial') or trial_key(cfg)} trained on data with "
+                             f"fingerprint {'/'.join(sorted(found)) or 'none'}, but {t.dataset} {t.filters} now has "
+                             f"{fingerprints[sel]}: the data differ; retrain without --carry")
+        name = evals[0].get("trial") or "_".join(str(x) for x in trial_key(cfg)).replace("/", "-")
+        carried += 1
+        if (exp / name).exists():
+            continue  # carried by an earlier run of this root
+        tmp = exp / f".{name}.carrying"
+        tmp.mkdir(parents=True, exist_ok=True)
+        (tmp / "params.json").write_text(json.dumps({"trial": cfg}, sort_keys=True, default=str))
+        (tmp / "result.json").write_text("".join(json.dumps(
+            {"steps": r["step"], "eval/at_step": r["step"], "eval/return_mean": r["return_mean"],
+             "eval/return_std": r["return_std"], "data/fingerprint": r["fingerprint"]}) + "\n" for r in evals))
+        (tmp / CARRIED).write_text(json.dumps({"from": [str(f) for f in sources]}))
+        tmp.rename(exp / name)
+    return left, carried

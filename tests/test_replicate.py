@@ -89,6 +89,36 @@ def test_an_interrupted_replication_resumes_to_the_table_of_an_uninterrupted_one
     assert "random" in whole and "shannon" in whole and (tmp_path / "a" / "tiny" / "report.html").is_file()
     assert _table(tmp_path / "b" / "tiny") == whole
 
+    # A third root (a new machine: the earlier roots gone but their trials.csv committed) carries a's complete
+    # trials in and trains only the one whose last evaluation the file lacks; the data are re-collected with the
+    # same fingerprints, so the table is a's.
+    rows = (tmp_path / "a" / "tiny" / "trials.csv").read_text().splitlines()
+    cut = [i for i, r in enumerate(rows) if r.startswith("shannon,") and ',walker_stand,' in r and ',1,200,' in r]
+    assert len(cut) == 1
+    partial = tmp_path / "partial.csv"
+    partial.write_text("\n".join(rows[:cut[0]] + rows[cut[0] + 1:]) + "\n")
+    c = _config(tmp_path / "c.yaml", tmp_path / "c")
+    p = subprocess.run([BEX, "replicate", "--config", str(c), "--carry", str(partial)], capture_output=True,
+                       text=True, timeout=900, env=env)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "4 trials (new, 3 carried from 1 file(s))" in p.stderr
+    exp = tmp_path / "c" / "tiny" / "offline"
+    assert len(list(exp.glob("*/carried.json"))) == 3 and _table(tmp_path / "c" / "tiny") == whole
+
+    def evaluations(path):  # trials.csv without the trial-folder column (the retrained trial has a new folder)
+        return [r.rsplit(",", 1)[0] for r in path.read_text().splitlines()]
+
+    assert evaluations(tmp_path / "c" / "tiny" / "trials.csv") == evaluations(tmp_path / "a" / "tiny" / "trials.csv")
+    # trials whose data now have another fingerprint are refused in one line, and nothing is lost
+    fp = rows[1].split(",")[-2]
+    wrong = tmp_path / "wrong.csv"
+    wrong.write_text(partial.read_text().replace(fp, "0" * 16))
+    r = subprocess.run([BEX, "replicate", "--config", str(c), "--resume", "--carry", str(wrong)],
+                       capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 2 and "the data differ; retrain without --carry" in r.stderr
+    assert len(r.stderr.strip().splitlines()[-1]) < 400 and "Traceback" not in r.stderr
+    assert _table(tmp_path / "c" / "tiny") == whole and len(list(exp.glob("*/carried.json"))) == 3
+
 
 def test_bex_replicate_bad_configs_are_one_line_before_anything_runs(tmp_path):
     cases = [({"offline": {"tasks": ["cheetah_run"]}}, "of domain 'cheetah'"),
