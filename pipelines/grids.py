@@ -215,7 +215,11 @@ class SweepConfig(ConfigBase):
         return out
 
     def trials(self) -> list[TrialConfig]:
-        """Expand the grid; every trial is validated (learner, preset, hyperparameters, task domain)."""
+        """Expand the grid; every trial is validated (learner, preset, hyperparameters, task domain).
+
+        Seed-major order (every dataset × task × learner at the first seed, then at the next): Tune starts trials
+        in this order, so a sweep cut short (a session's end) leaves every cell with its first seeds done rather
+        than some datasets complete and others untouched."""
         from bex.envs import parse_task
 
         rows = self.datasets_expanded()
@@ -230,8 +234,8 @@ class SweepConfig(ConfigBase):
             if d not in domains:
                 raise ValueError(f"task {d}_{t} has no dataset of domain {d!r} (datasets: {sorted(domains)})")
         out = []
-        for (path, filters, label, domain), (d, t), learner, seed in itertools.product(
-                rows, tasks, self.learners, self.seeds):
+        for seed, learner, (path, filters, label, domain), (d, t) in itertools.product(
+                self.seeds, self.learners, rows, tasks):
             if d != domain:
                 continue
             grid = self.grid.get(learner, {})

@@ -145,6 +145,10 @@ def test_sweep_yaml_validation(walker_data, tmp_path, monkeypatch):
     assert len(trials) == 2 * 3 * 2
     assert {t.label for t in trials} == {"be/0.5", "shannon"}
     assert {t.filters["objective"] for t in trials} == {"be", "shannon"}
+    # seed-major: a sweep cut after its first half has every dataset x learner cell at seed 0
+    assert [t.seed for t in trials] == [0] * 6 + [1] * 6
+    assert {(t.label, t.learner_config.get("bc_alpha")) for t in trials[:6]} == \
+        {(d, a) for d in ("be/0.5", "shannon") for a in (0.0, 2.5, None)}
     # a dataset path relative to the driver's directory reaches the trials absolute (they run in their own dir)
     monkeypatch.chdir(walker_data.parent)
     rel = SweepConfig.from_dict(dict(good, datasets=[walker_data.name])).trials()
