@@ -192,9 +192,33 @@ def combine_coverage(files: Sequence[Sequence[dict]]) -> list[dict]:
     return out
 
 
+def data_versions(rows: Sequence[dict]) -> dict[str, dict[str, str]]:
+    """The data (content fingerprint) each learner trained on, for every dataset and collection seed whose
+    learners trained on *different* versions (``{"dataset@collection_seed": {learner: fingerprint}}``; a shard
+    re-collected on another CPU for a second learner).  One learner's trials of one dataset and collection seed
+    on two versions is a one-line error: a re-collection that differs is retrained, never mixed into the same
+    cell (docs/replication.md).  Rows without a fingerprint (older files) are not checked."""
+    by: dict[tuple[str, str], dict[str, set[str]]] = {}
+    for r in rows:
+        if r.get("fingerprint"):
+            by.setdefault((r["dataset"], r["collection_seed"]), {}).setdefault(r["learner"], set()).add(
+                r["fingerprint"])
+    out = {}
+    for (dataset, seed), per in sorted(by.items()):
+        for learner, fps in sorted(per.items()):
+            if len(fps) > 1:
+                raise ValueError(f"{learner} trials of {dataset} (collection seed {seed or 'pooled'}) trained on "
+                                 f"data with fingerprints {', '.join(sorted(fps))}: a re-collected dataset that "
+                                 f"differs is retrained, not mixed; analyse one version")
+        if len({f for fps in per.values() for f in fps}) > 1:
+            out[f"{dataset}@{seed or 'pooled'}"] = {learner: next(iter(fps)) for learner, fps in sorted(per.items())}
+    return out
+
+
 def analyze(rows: Sequence[dict], cfg: AnalysisConfig | None = None, coverage_rows: Sequence[dict] = ()) -> dict:
     """Everything :mod:`.analyze` derives (module docstring) from ``trials.csv`` rows and coverage rows."""
     cfg = cfg or AnalysisConfig()
+    versions = data_versions(rows)
     if cfg.max_step is not None:
         rows = [r for r in rows if r["step"] <= cfg.max_step]
         if not rows:
@@ -217,6 +241,7 @@ def analyze(rows: Sequence[dict], cfg: AnalysisConfig | None = None, coverage_ro
         "unit": UNIT, "random_policy": {t: random_return(t) for t in tab.tasks},
         "units": units, "config": cfg.to_dict(), "table": t1,
         "incomplete_trials": sum(not s.complete for s in trial_scores), "trials": len(trial_scores),
+        "data_versions": versions,
         "claims": primary + exploratory_returns(tab, primary)
         + exploratory_coverage(tab.rows, cov, [f for f in (cfg.figure, cfg.volume) if f in figures]),
         "aggregates": aggregates(tab),
@@ -286,6 +311,11 @@ def analysis_markdown(res: dict) -> str:
     if res["incomplete_trials"]:
         lines += [f"{res['incomplete_trials']} of {res['trials']} trial(s) did not reach their final step; their "
                   "last evaluations are used.", ""]
+    if res.get("data_versions"):
+        lines += ["Learners trained on different versions of the same dataset and collection seed (a "
+                  "re-collection on another machine; each claim compares one learner's trials, so no cell mixes "
+                  "versions):", ""] + [f"- {k}: " + ", ".join(f"{learner} `{fp}`" for learner, fp in v.items())
+                                       for k, v in res["data_versions"].items()] + [""]
     lines += ["## Primary claims", "",
               f"{len(prim)} primary claim(s), one family: Holm's step-down at family-wise error "
               f"{cfg['alpha']:g}. Held: the adjusted interval lies above 0; not held: below 0; otherwise "

@@ -247,3 +247,25 @@ def test_mean_and_standard_error_of_huge_coverage_figures_do_not_overflow():
         m, se = mean_se([1e200, 3e200])
     assert math.isclose(m, 2e200) and math.isclose(se, 1e200)  # SD sqrt(2)e200 over sqrt(2)
     assert mean_se([1.0, 2.0, 3.0]) == (2.0, 1 / math.sqrt(3))
+
+
+def test_one_learner_never_mixes_two_versions_of_a_dataset_and_learners_on_different_versions_are_named():
+    """A re-collected shard whose fingerprint differs: mixing its trials into one learner's cell is refused in
+    one line; a second learner trained on the re-collection is listed under data_versions."""
+    from bex.analysis.analyze import analysis_markdown, analyze, data_versions
+
+    def row(learner, seed, fp, step=100):
+        return {"dataset": "be/0.5", "collection_seed": "2", "task": "walker_stand", "learner": learner,
+                "seed": seed, "step": step, "return_mean": 300.0 + seed, "episodes": 10, "steps_planned": 100,
+                "fingerprint": fp}
+
+    with pytest.raises(ValueError) as e:
+        data_versions([row("td3", 0, "aaaa"), row("td3", 1, "bbbb")])
+    assert "td3 trials of be/0.5 (collection seed 2) trained on data with fingerprints aaaa, bbbb" in str(e.value)
+    assert "\n" not in str(e.value)
+    rows = [row("td3", 0, "aaaa"), row("td3", 1, "aaaa"), row("crr", 0, "bbbb"), row("crr", 1, "")]
+    assert data_versions(rows) == {"be/0.5@2": {"crr": "bbbb", "td3": "aaaa"}}
+    assert data_versions(rows[:2]) == {}
+    res = analyze(rows)
+    assert res["data_versions"] == {"be/0.5@2": {"crr": "bbbb", "td3": "aaaa"}}
+    assert "- be/0.5@2: crr `bbbb`, td3 `aaaa`" in analysis_markdown(res)
