@@ -220,7 +220,9 @@ def analyze(rows: Sequence[dict], cfg: AnalysisConfig | None = None, coverage_ro
     cfg = cfg or AnalysisConfig()
     versions = data_versions(rows)
     if cfg.max_step is not None:
-        rows = [r for r in rows if r["step"] <= cfg.max_step]
+        # a trial planned longer counts as complete when it reached max_step: its score is a main-length one
+        rows = [{**r, "steps_planned": min(r["steps_planned"], cfg.max_step)}
+                if isinstance(r.get("steps_planned"), int) else r for r in rows if r["step"] <= cfg.max_step]
         if not rows:
             raise ValueError(f"no evaluation at or before step max_step={cfg.max_step}")
     trial_scores = scores(rows, cfg.score_last)

@@ -185,7 +185,9 @@ def test_stability_by_hand_and_max_step(tmp_path):
     assert [s["step"] for s in stability(rows)] == [100, 200, 300] and stability(rows)[-1]["rho_next"] is None
     res = analyze(rows, AnalysisConfig(score_last=1, max_step=200))
     assert res["table"]["cells"]["a\twalker_stand td3"]["mean"] == pytest.approx(11.0)
-    assert res["incomplete_trials"] == 6  # cut at 200 of 300 planned steps
+    assert res["incomplete_trials"] == 0  # 300 planned, cut at max_step 200: scored as 200-step trials
+    short = [r for r in rows if not (r["dataset"] == "a" and r["seed"] == 0 and r["step"] > 100)]
+    assert analyze(short, AnalysisConfig(score_last=1, max_step=200))["incomplete_trials"] == 1  # stopped at 100
 
 
 def test_coverage_of_shards_combines_over_collection_seeds():
