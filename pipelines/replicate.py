@@ -552,7 +552,7 @@ def carry_trials(exp: Path, trials: list, rows: list[dict], sources: Sequence[st
     for r in rows:
         by_trial.setdefault(tuple(r[k] for k in KEY), []).append(r)
     fingerprints: dict[str, str] = {}
-    left, carried = [], 0
+    left, carried = [], []
     for t in trials:
         cfg = t.to_dict()
         evals = sorted(by_trial.get(trial_key(cfg), []), key=lambda r: r["step"])
@@ -569,8 +569,9 @@ def carry_trials(exp: Path, trials: list, rows: list[dict], sources: Sequence[st
             raise ValueError(f"carried trial {evals[0].get('trial') or trial_key(cfg)} trained on data with "
                              f"fingerprint {'/'.join(sorted(found)) or 'none'}, but {t.dataset} {t.filters} now has "
                              f"{fingerprints[sel]}: the data differ; retrain without --carry")
-        name = evals[0].get("trial") or "_".join(str(x) for x in trial_key(cfg)).replace("/", "-")
-        carried += 1
+        carried.append((evals[0].get("trial") or "_".join(str(x) for x in trial_key(cfg)).replace("/", "-"),
+                        cfg, evals))
+    for name, cfg, evals in carried:  # written once every carried trial's data is checked
         if (exp / name).exists():
             continue  # carried by an earlier run of this root
         tmp = exp / f".{name}.carrying"
@@ -581,4 +582,4 @@ def carry_trials(exp: Path, trials: list, rows: list[dict], sources: Sequence[st
              "eval/return_std": r["return_std"], "data/fingerprint": r["fingerprint"]}) + "\n" for r in evals))
         (tmp / CARRIED).write_text(json.dumps({"from": [str(f) for f in sources]}))
         tmp.rename(exp / name)
-    return left, carried
+    return left, len(carried)

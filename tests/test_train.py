@@ -290,3 +290,42 @@ def test_paper_sweep_uses_exorl_variants_and_accepts_the_optional_learners():
     with_optional = SweepConfig.from_dict({**cfg.__dict__, "datasets": ["x"],
                                            "learners": cfg.learners + ["iql", "iql_bst"]})
     assert {make_config(n, preset="paper").extraction for n in with_optional.learners[-2:]} == {"awr", "bst"}
+
+
+def test_carried_trials_read_like_tune_trials_and_other_data_is_refused_before_anything_is_written(walker_data,
+                                                                                                    tmp_path):
+    """``bex replicate --carry``: a complete trial of the file becomes a trial folder that reads back as the same
+    trials.csv rows; an unfinished one is left to train; one trained on other data refuses the whole carry."""
+    from bex.analysis.results import read_trials
+    from bex.analysis.trials import rows_from_trials
+    from bex.pipelines.replicate import carry_trials
+    from bex.replay import Dataset
+
+    trials = SweepConfig.from_dict(dict(name="s", datasets=[{"path": str(walker_data), "split": True}],
+                                        tasks=["walker_stand"], learners=["td3"], seeds=[0], steps=200,
+                                        eval_every=100, eval_episodes=2)).trials()
+    be, sh = sorted(trials, key=lambda t: t.label)
+    fp = {t.label: Dataset(t.dataset, **t.filters).fingerprint() for t in trials}
+    assert be.label == "be/0.5" and fp["be/0.5"] != fp["shannon"]
+
+    def rows(t, steps, fingerprint=None):
+        return [{"dataset": t.label, "collection_seed": "", "task": "walker_stand", "learner": "td3", "seed": 0,
+                 "step": s, "return_mean": 10.0 + s, "episodes": 2, "return_std": 1.0, "steps_planned": 200,
+                 "fingerprint": fingerprint or fp[t.label], "trial": f"old_{t.label.replace('/', '-')}"}
+                for s in steps]
+
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    left, n = carry_trials(exp, trials, rows(be, (100, 200)) + rows(sh, (100,)), ["x.csv"])
+    assert n == 1 and [t.label for t in left] == ["shannon"]  # shannon's file stops at 100 of 200 steps
+    got = sorted((r["dataset"], r["step"], r["return_mean"], r["fingerprint"], r["trial"])
+                 for r in rows_from_trials(read_trials(exp)))
+    assert got == [("be/0.5", 100, 110.0, fp["be/0.5"], "old_be-0.5"), ("be/0.5", 200, 210.0, fp["be/0.5"],
+                                                                         "old_be-0.5")]
+    assert carry_trials(exp, trials, rows(be, (100, 200)), ["x.csv"])[1] == 1  # again: nothing rewritten
+    exp2 = tmp_path / "exp2"
+    exp2.mkdir()
+    with pytest.raises(ValueError) as e:
+        carry_trials(exp2, trials, rows(be, (100, 200)) + rows(sh, (100, 200), fingerprint="0" * 16), ["x.csv"])
+    assert "the data differ; retrain without --carry" in str(e.value) and "\n" not in str(e.value)
+    assert not any(exp2.iterdir())
