@@ -66,13 +66,13 @@ class AnalysisConfig(ConfigBase):
         return [ClaimSpec.from_dict(c, where=f"analysis.claims[{i}]") for i, c in enumerate(self.claims)]
 
 
-
 def mean_se(vals) -> tuple[float, float]:
     """Mean and standard error (ddof 1) of ``vals``, computed on values scaled to at most 1 in magnitude: BE
     coverage figures at α > 1 reach 1e200 and more, whose squares overflow float64."""
     x = np.asarray(vals, dtype=float)
     scale = float(np.max(np.abs(x))) or 1.0
     return float(np.mean(x / scale) * scale), float(np.std(x / scale, ddof=1) / np.sqrt(len(x)) * scale)
+
 
 def table1(tab: Table) -> dict:
     """Table 1's cells (raw returns) with their marks (module docstring)."""
