@@ -163,6 +163,25 @@ def rank_correlation(x: Sequence[float], y: Sequence[float], reps: int = 2000, s
     return {"rho": rho, "lo": float(lo), "hi": float(hi), "n": n}
 
 
+def comparable_coverage(configs: Sequence[tuple[str, dict]]) -> str:
+    """The standardiser of coverage files (``(path, its config)``) that :func:`combine_coverage` may combine, or
+    a one-line ``ValueError``: files from several calls (shards) must use the fixed standardiser (a pooled one is
+    relative to each call's datasets) and the same space and sample size.  No file: ``"pooled"``."""
+    if not configs:
+        return "pooled"
+    first_path, first = configs[0]
+    if len(configs) > 1:
+        for path, c in configs:
+            if c.get("standardiser", "pooled") != "fixed":
+                raise ValueError(f"--coverage {path!r} has standardiser {c.get('standardiser', 'pooled')!r}; coverage "
+                                 f"of several shards combines only with 'fixed' (coverage.standardiser: fixed)")
+            for k in ("space", "max_states"):
+                if c.get(k) != first.get(k):
+                    raise ValueError(f"--coverage {path!r} has {k}={c.get(k)!r} but {first_path!r} has "
+                                     f"{first.get(k)!r}: the figures are not comparable")
+    return first.get("standardiser", "pooled")
+
+
 def combine_coverage(files: Sequence[Sequence[dict]]) -> list[dict]:
     """Coverage rows of several ``coverage.json`` files (one per shard: one collection seed each) as one row
     per dataset: a figure present in two or more files becomes the mean over them with a 95 % t interval over
@@ -176,7 +195,8 @@ def combine_coverage(files: Sequence[Sequence[dict]]) -> list[dict]:
             by.setdefault(r["dataset"], []).append(r)
     out = []
     for name, rs in by.items():
-        row = {"dataset": name, "states": rs[0].get("states"), "collections": len(rs)}
+        row = {"dataset": name, "states": rs[0].get("states"), "collections": len(rs),
+               **{k: rs[0][k] for k in ("space", "domain", "dims") if k in rs[0]}}
         for k, v in rs[0].items():
             if not (isinstance(v, dict) and "value" in v):
                 continue
@@ -423,6 +443,6 @@ def write_analysis(res: dict, out_dir: str | Path, stem: str = "analysis") -> di
     return {"md": str(md), "json": str(js)}
 
 
-__all__ = ["AnalysisConfig", "analyze", "combine_coverage", "stability",
+__all__ = ["AnalysisConfig", "analyze", "combine_coverage", "comparable_coverage", "stability",
            "analysis_markdown", "table1", "table1_markdown", "aggregates",
            "rank_correlation", "write_analysis", "short", "footnotes"]

@@ -207,7 +207,19 @@ def _img(png: bytes, alt: str) -> str:
     return f'<img class="plot" alt="{html.escape(alt)}" src="{_png_uri(png)}">'
 
 
-def coverage_section(cov: list[dict], maps: dict[str, bytes]) -> str:
+def coverage_note(cov: list[dict], standardiser: str = "pooled") -> str:
+    """How the coverage rows were standardised and what their intervals are over: a ``bex coverage`` row's is a
+    subsampling interval; a row combined over shards (``collections`` ≥ 2) is a t interval over collection seeds."""
+    z = ("z-scored with the domain's fixed reference (the states of uniform random actions), the same in every "
+         "call" if standardiser == "fixed" else "z-scored with statistics pooled over the compared datasets")
+    n = max((r.get("collections") or 1) for r in cov)
+    interval = (f"value: the mean over {n} collection seeds (shards) [95 % t interval over them]; a dataset with "
+                f"one collection keeps its subsampling interval" if n > 1 else "value [95 % subsampling interval]")
+    return (f"k-NN figures of equal-size samples ({cov[0]['states']} states each) {z}, in "
+            f"{cov[0].get('space', '?')} space; {interval}")
+
+
+def coverage_section(cov: list[dict], maps: dict[str, bytes], standardiser: str = "pooled") -> str:
     rank = ("shannon", "renyi_q", "be_alpha", "volume", "near_static")
 
     def order(k: str):
@@ -223,12 +235,10 @@ def coverage_section(cov: list[dict], maps: dict[str, bytes]) -> str:
         body.append(f'<tr class="dataset-row" data-dataset="{html.escape(row["dataset"])}"><td>'
                     f'{html.escape(row["dataset"])}</td><td>{row["states"]}</td>{cells}</tr>')
     imgs = "".join(_img(png, f"shared {m} map") for m, png in sorted(maps.items()))
-    space = html.escape(str(cov[0].get("space", "?")))
     note = null_figures_note(cov)
     nulls = f'<p class="note">–: {html.escape(note)}.</p>' if note else ""
-    return (f'<h2>Coverage</h2><p class="note">k-NN figures of equal-size samples ({cov[0]["states"]} states '
-            f'each) z-scored with statistics pooled over the compared datasets, in {space} space; '
-            f'value [95 % subsampling interval]. Definitions: docs/coverage.md.</p>'
+    return (f'<h2>Coverage</h2><p class="note">{html.escape(coverage_note(cov, standardiser))}. Definitions: '
+            f'docs/coverage.md.</p>'
             f'<table id="coverage-table"><tr>{head}</tr>{"".join(body)}</table>{nulls}{imgs}')
 
 
@@ -303,6 +313,44 @@ def render(title: str, sections: list[str], inputs: list[str]) -> str:
             + "".join(sections) + "</body></html>\n")
 
 
+
+def analysis_sections(res: dict, rows: list[dict]) -> tuple[list[str], dict]:
+    """The page's sections from an analysis (:func:`bex.analysis.analyze.analyze`) of the trials' ``rows``: Table 1,
+    the claims, learning curves, aggregates and coverage against return; and what they hold (the summary)."""
+    curve_png = curve_pngs(curves(rows), res["random_policy"])
+    agg_png = {lr: aggregate_png(agg, lr) for lr, agg in res["aggregates"].items()}
+    sections = [results_section(res, curve_png, agg_png)]
+    found = dict(results_rows=res["table"]["rows"], random_policy=res["random_policy"],
+                 aggregates={lr: {d: {k: a[k] for k in ("value", "lo", "hi")} for d, a in agg["datasets"].items()}
+                             for lr, agg in res["aggregates"].items()},
+                 verdicts={c["claim"]: c["verdict"] for c in res["claims"] if c.get("primary")},
+                 plots=len(curve_png) + len(agg_png))
+    corr = res.get("rank_correlation")
+    if corr:
+        found["rank_correlation"] = {k: v for k, v in corr.items() if k != "points"}
+        rho = ("needs at least 3 datasets" if corr["rho"] is None
+               else f"{corr['rho']:.2f}, 95 % bootstrap interval [{corr['lo']:.2f}, {corr['hi']:.2f}]")
+        sections.append(f'<h2>Coverage against return</h2><p class="note">Per dataset: '
+                        f'{html.escape(corr["figure"])} (coverage table) against the mean normalised score over '
+                        f'all columns. Spearman rank correlation: {rho} ({corr["n"]} datasets; the interval '
+                        f'resamples datasets).</p>'
+                        + _img(scatter_png(corr["points"], corr["figure"], corr), "coverage against return"))
+        found["plots"] += 1
+    return sections, found
+
+
+def analysis_page(res: dict, rows: list[dict], cov_rows: list[dict], out: str | Path, inputs: Sequence[str],
+                  standardiser: str = "pooled") -> dict:
+    """``bex analyze``'s page (``report.html`` beside ``analysis.md``): the same sections as :func:`build_report`
+    from trials.csv files alone, several shards' included, with their combined coverage table (no maps: those need
+    the datasets).  Written atomically; returns what it holds."""
+    sections = [coverage_section(cov_rows, {}, standardiser)] if cov_rows else []
+    more, found = analysis_sections(res, rows)
+    page = render("bex analyze", sections + more, list(inputs))
+    atomic_write_bytes(Path(out), page.encode())
+    return {"out": str(out), "datasets": [r["dataset"] for r in cov_rows], **found, "bytes": len(page)}
+
+
 def build_report(paths: Sequence[str | Path], out: str | Path, cov_cfg: CoverageConfig | None = None,
                  figure: str = "shannon", with_coverage: bool = True, progress: Reporter | None = None,
                  analysis_cfg=None, prepared: dict | None = None) -> dict:
@@ -330,9 +378,11 @@ def build_report(paths: Sequence[str | Path], out: str | Path, cov_cfg: Coverage
     summary: dict = {"out": str(out), "datasets": [], "plots": 0}
     res = rows = None
 
+    standardisers = {cov_cfg.standardiser} if inp.datasets else set()
     for d in inp.coverage_dirs:
         cj = read_coverage_json(d / "coverage.json")
         cov_rows += cj["datasets"]
+        standardisers.add(cj.get("config", {}).get("standardiser", "pooled"))
         for m in ("tsne", "phate"):
             if (d / f"{m}.png").is_file():
                 maps[f"{m} ({d.name})"] = (d / f"{m}.png").read_bytes()
@@ -352,6 +402,7 @@ def build_report(paths: Sequence[str | Path], out: str | Path, cov_cfg: Coverage
         if with_coverage:
             cj = given.get("coverage") or sweep_coverage(run, trials, cov_cfg, progress=tick)
             cov_rows += cj["datasets"]
+            standardisers.add(cj.get("config", {}).get("standardiser", "pooled"))
             for m in ("tsne", "phate"):
                 if (run / COVERAGE_DIR / f"{m}.png").is_file():
                     maps[f"{m} (sweep)"] = (run / COVERAGE_DIR / f"{m}.png").read_bytes()
@@ -364,29 +415,16 @@ def build_report(paths: Sequence[str | Path], out: str | Path, cov_cfg: Coverage
             res = analyze(rows, cfg, cov_rows)
             tick(Progress("analysis", 1, 1))
     if cov_rows:
-        sections.append(coverage_section(cov_rows, maps))
+        if len(standardisers) > 1:
+            raise ValueError(f"the coverage inputs were standardised differently ({sorted(standardisers)}): their "
+                             f"figures are not comparable; recompute them with one standardiser")
+        sections.append(coverage_section(cov_rows, maps, standardisers.pop()))
         summary["datasets"] += [r["dataset"] for r in cov_rows]
         summary["plots"] += len(maps)
     if res is not None:
-        curve_png = curve_pngs(curves(rows), res["random_policy"])
-        agg_png = {lr: aggregate_png(agg, lr) for lr, agg in res["aggregates"].items()}
-        sections.append(results_section(res, curve_png, agg_png))
-        summary.update(results_rows=res["table"]["rows"], random_policy=res["random_policy"],
-                       aggregates={lr: {d: {k: a[k] for k in ("value", "lo", "hi")} for d, a in agg["datasets"].items()}
-                                   for lr, agg in res["aggregates"].items()},
-                       verdicts={c["claim"]: c["verdict"] for c in res["claims"] if c.get("primary")},
-                       plots=summary["plots"] + len(curve_png) + len(agg_png))
-        corr = res.get("rank_correlation")
-        if corr:
-            summary["rank_correlation"] = {k: v for k, v in corr.items() if k != "points"}
-            rho = ("needs at least 3 datasets" if corr["rho"] is None
-                   else f"{corr['rho']:.2f}, 95 % bootstrap interval [{corr['lo']:.2f}, {corr['hi']:.2f}]")
-            sections.append(f'<h2>Coverage against return</h2><p class="note">Per dataset: '
-                            f'{html.escape(corr["figure"])} (coverage table) against the mean normalised score over '
-                            f'all columns. Spearman rank correlation: {rho} ({corr["n"]} datasets; the interval '
-                            f'resamples datasets).</p>'
-                            + _img(scatter_png(corr["points"], corr["figure"], corr), "coverage against return"))
-            summary["plots"] += 1
+        more, found = analysis_sections(res, rows)
+        sections += more
+        summary.update(found, plots=summary["plots"] + found["plots"])
     if not sections:
         raise ValueError("nothing to report: the inputs hold no coverage and no trial results")
     page = render("bex report", sections, [str(p) for p in paths])

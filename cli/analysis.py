@@ -87,9 +87,9 @@ def analyze(trials: List[Path] = typer.Argument(..., help="trials.csv file(s) of
             max_step: Optional[int] = typer.Option(None, "--max-step", help="leave out evaluations after this "
                                                    "gradient step (a longer pilot's trials as main-length ones)")):
     """Table 1, the primary claims' verdicts, exploratory comparisons and aggregates from trials.csv alone."""
-    from bex.analysis.analyze import AnalysisConfig, combine_coverage, write_analysis
+    from bex.analysis.analyze import AnalysisConfig, combine_coverage, comparable_coverage, write_analysis
     from bex.analysis.analyze import analyze as run_analysis
-    from bex.analysis.report import read_coverage_json
+    from bex.analysis.report import analysis_page, read_coverage_json
     from bex.analysis.results import plot_curves
     from bex.analysis.trials import curves, read_trials_csv
 
@@ -110,10 +110,14 @@ def analyze(trials: List[Path] = typer.Argument(..., help="trials.csv file(s) of
     for cov_path in coverage_files:
         if not Path(cov_path).is_file():
             raise FileNotFoundError(f"--coverage {str(cov_path)!r} is not a file")
-        files.append(read_coverage_json(Path(cov_path))["datasets"])
-    cov_rows = combine_coverage(files) if files else []
+        files.append(read_coverage_json(Path(cov_path)))
+    standardiser = comparable_coverage([(str(p), f.get("config", {})) for p, f in zip(coverage_files, files)])
+    cov_rows = combine_coverage([f["datasets"] for f in files]) if files else []
     rows = read_trials_csv(trials)
     res = run_analysis(rows, cfg, cov_rows)
     paths = write_analysis(res, folder)
     plot_curves(folder, curves(rows), res["random_policy"])
-    out(json.dumps({**paths, "verdicts": {c["claim"]: c["verdict"] for c in res["claims"] if c.get("primary")}}))
+    page = analysis_page(res, rows, cov_rows, folder / "report.html", [str(p) for p in [*trials, *coverage_files]],
+                         standardiser)
+    out(json.dumps({**paths, "report": page["out"],
+                    "verdicts": {c["claim"]: c["verdict"] for c in res["claims"] if c.get("primary")}}))

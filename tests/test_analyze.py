@@ -203,6 +203,20 @@ def test_coverage_of_shards_combines_over_collection_seeds():
     assert one["shannon"] == {"value": 1.0, "lo": 0.0, "hi": 2.0, "values": [1.0]}
 
 
+def test_only_comparable_coverage_files_combine():
+    """Several shards' coverage combines only with the fixed standardiser, one space and one sample size."""
+    from bex.analysis.analyze import comparable_coverage
+
+    fixed = {"standardiser": "fixed", "space": "physics", "max_states": 20000}
+    assert comparable_coverage([("a", fixed), ("b", dict(fixed))]) == "fixed"
+    assert comparable_coverage([("a", {"standardiser": "pooled"})]) == "pooled"  # one call: its own frame
+    assert comparable_coverage([]) == "pooled"
+    with pytest.raises(ValueError, match="'b' has standardiser 'pooled'"):
+        comparable_coverage([("a", fixed), ("b", {**fixed, "standardiser": "pooled"})])
+    with pytest.raises(ValueError, match="'b' has max_states=5000 but 'a' has 20000"):
+        comparable_coverage([("a", fixed), ("b", {**fixed, "max_states": 5000})])
+
+
 def test_a_shard_is_one_collection_seed_trained_alone_in_its_own_root():
     from bex.pipelines.replicate import ReplicateConfig
 

@@ -96,6 +96,7 @@ def test_report_page_loads_offline_in_chromium_with_every_row_and_non_blank_plot
     assert all(im["ok"] and im["width"] > 100 and im["height"] > 100 for im in res["images"])
     assert min(res["variances"]) > 1e-3, res["variances"]  # drawn, not blank
     assert all(r.startswith("data:") for r in res["refs"])  # nothing to fetch: opens offline
+    assert "statistics pooled over the compared datasets" in page.read_text()  # bex coverage's default frame
     # the rank correlation on the page is Spearman's on (Shannon coverage, mean return)
     cov = {r["dataset"]: r["shannon"]["value"] for r in json.loads((run / "coverage" / "coverage.json").read_text())
            ["datasets"]}
@@ -152,6 +153,50 @@ def test_aggregates_are_per_task_iqm_then_their_mean_and_the_rank_correlation():
     c = rank_correlation([1, 2, 3, 4, 5], [10, 20, 30, 50, 40])
     assert c["rho"] == pytest.approx(0.9) and -1 <= c["lo"] <= c["hi"] <= 1
     assert rank_correlation([1, 2], [2, 1])["rho"] is None
+
+
+def test_bex_analyze_page_combines_shards_and_opens_offline_in_chromium(tmp_path):
+    """``bex analyze`` over trials.csv alone writes report.html: Table 1, the claims and the coverage of two shards
+    combined over collection seeds (mean and t interval, computed here); pooled-standardiser shards are refused."""
+    import re
+
+    from scipy import stats as st
+
+    from tests.test_analyze import FINAL, write_trials
+
+    trials = write_trials(tmp_path / "trials.csv")
+    names = sorted({d for d, _ in FINAL})
+    shannon = {0: {d: 1.0 + i for i, d in enumerate(names)}, 1: {d: 2.0 + 3 * i for i, d in enumerate(names)}}
+    cfg = {"standardiser": "fixed", "space": "physics", "max_states": 500}
+    for shard, vals in shannon.items():
+        rows = [{"dataset": d, "states": 500, "space": "physics",
+                 "shannon": {"value": v, "lo": v - 0.5, "hi": v + 0.5}} for d, v in vals.items()]
+        (tmp_path / f"cov{shard}.json").write_text(json.dumps({"config": cfg, "datasets": rows}))
+    out = tmp_path / "a"
+    p = subprocess.run([BEX, "analyze", str(trials), "--coverage", str(tmp_path / "cov0.json"), "--coverage",
+                        str(tmp_path / "cov1.json"), "--out", str(out), "--score-last", "2"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert json.loads(p.stdout.splitlines()[-1])["report"] == str(out / "report.html")
+    res = load_page(out / "report.html")
+    assert res["errors"] == [] and all(r.startswith("data:") for r in res["refs"])
+    tables = dict(res["rows"])
+    for table in ("coverage-table", "results-table", "aggregate-table"):
+        assert sorted(tables[table]) == names, table
+    assert "claims-table" in tables and min(res["variances"]) > 1e-3
+    text = (out / "report.html").read_text()
+    assert "fixed reference" in text and "mean over 2 collection seeds" in text and "in physics space" in text
+    x = np.array([shannon[0]["smm"], shannon[1]["smm"]])
+    half = st.t.ppf(0.975, 1) * x.std(ddof=1) / np.sqrt(2)
+    cell = re.search(r'data-dataset="smm"><td>smm</td><td>500</td><td>([^<]+) <small>\[([^,]+), ([^\]]+)\]', text)
+    assert [float(v) for v in cell.groups()] == pytest.approx([x.mean(), x.mean() - half, x.mean() + half], rel=1e-2)
+    pooled = tmp_path / "pooled.json"
+    pooled.write_text((tmp_path / "cov1.json").read_text().replace('"fixed"', '"pooled"'))
+    r = subprocess.run([BEX, "analyze", str(trials), "--coverage", str(tmp_path / "cov0.json"), "--coverage",
+                        str(pooled), "--out", str(tmp_path / "b")], capture_output=True, text=True, timeout=300)
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and "standardiser 'pooled'" in lines[0], r.stderr[-2000:]
+    assert not (tmp_path / "b").exists()
 
 
 def test_bex_report_bad_input_is_one_line(tmp_path):
