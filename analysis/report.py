@@ -313,11 +313,11 @@ def render(title: str, sections: list[str], inputs: list[str]) -> str:
             + "".join(sections) + "</body></html>\n")
 
 
-
-def analysis_sections(res: dict, rows: list[dict]) -> tuple[list[str], dict]:
+def analysis_sections(res: dict, rows: list[dict], curve_png: dict[str, bytes] | None = None) -> tuple[list[str], dict]:
     """The page's sections from an analysis (:func:`bex.analysis.analyze.analyze`) of the trials' ``rows``: Table 1,
-    the claims, learning curves, aggregates and coverage against return; and what they hold (the summary)."""
-    curve_png = curve_pngs(curves(rows), res["random_policy"])
+    the claims, learning curves, aggregates and coverage against return; and what they hold (the summary).
+    ``curve_png``: the learning curves when the caller has drawn them (:func:`.results.curve_pngs`)."""
+    curve_png = curve_pngs(curves(rows), res["random_policy"]) if curve_png is None else curve_png
     agg_png = {lr: aggregate_png(agg, lr) for lr, agg in res["aggregates"].items()}
     sections = [results_section(res, curve_png, agg_png)]
     found = dict(results_rows=res["table"]["rows"], random_policy=res["random_policy"],
@@ -340,12 +340,12 @@ def analysis_sections(res: dict, rows: list[dict]) -> tuple[list[str], dict]:
 
 
 def analysis_page(res: dict, rows: list[dict], cov_rows: list[dict], out: str | Path, inputs: Sequence[str],
-                  standardiser: str = "pooled") -> dict:
+                  standardiser: str = "pooled", curve_png: dict[str, bytes] | None = None) -> dict:
     """``bex analyze``'s page (``report.html`` beside ``analysis.md``): the same sections as :func:`build_report`
     from trials.csv files alone, several shards' included, with their combined coverage table (no maps: those need
     the datasets).  Written atomically; returns what it holds."""
     sections = [coverage_section(cov_rows, {}, standardiser)] if cov_rows else []
-    more, found = analysis_sections(res, rows)
+    more, found = analysis_sections(res, rows, curve_png)
     page = render("bex analyze", sections + more, list(inputs))
     atomic_write_bytes(Path(out), page.encode())
     return {"out": str(out), "datasets": [r["dataset"] for r in cov_rows], **found, "bytes": len(page)}
@@ -355,8 +355,9 @@ def build_report(paths: Sequence[str | Path], out: str | Path, cov_cfg: Coverage
                  figure: str = "shannon", with_coverage: bool = True, progress: Reporter | None = None,
                  analysis_cfg=None, prepared: dict | None = None) -> dict:
     """Write the report page to ``out``; returns a summary (what the page holds).  ``prepared``: a sweep's
-    ``rows`` (``trials.csv``), their ``analysis`` and its ``coverage`` (:func:`sweep_coverage`) when the caller
-    has them (``bex replicate``), so that nothing is derived or read twice."""
+    ``rows`` (``trials.csv``), their ``analysis``, its ``coverage`` (:func:`sweep_coverage`) and, optionally, the
+    drawn learning curves ``curve_png`` when the caller has them (``bex replicate``), so that nothing is derived,
+    read or drawn twice."""
     from .analyze import AnalysisConfig, analyze
     from .coverage import coverage, load_state_sets
 
@@ -422,7 +423,7 @@ def build_report(paths: Sequence[str | Path], out: str | Path, cov_cfg: Coverage
         summary["datasets"] += [r["dataset"] for r in cov_rows]
         summary["plots"] += len(maps)
     if res is not None:
-        more, found = analysis_sections(res, rows)
+        more, found = analysis_sections(res, rows, (prepared or {}).get("curve_png"))
         sections += more
         summary.update(found, plots=summary["plots"] + found["plots"])
     if not sections:

@@ -123,10 +123,11 @@ def write_results(run_dir: str | Path, cfg=None, coverage_rows=(), rows: list[di
         w.writerow([r, col, f"{c['mean']:.3f}", "" if np.isnan(c["sd"]) else f"{c['sd']:.3f}", c["n"],
                     " ".join(f"{x:.3f}" for x in c["values"])])
     atomic_write_bytes(run_dir / "results.csv", buf.getvalue().encode())
-    pngs = plot_curves(run_dir, curves(rows), res["random_policy"])
+    curve_png = curve_pngs(curves(rows), res["random_policy"])
     return {"markdown": md.rstrip("\n"), "complete": res["trials"] - res["incomplete_trials"],
             "csv": str(run_dir / "results.csv"), "md": str(run_dir / "results.md"),
-            "trials_csv": str(run_dir / FILE), "plots": pngs, "analysis": res, "rows": rows}
+            "trials_csv": str(run_dir / FILE), "plots": save_curves(run_dir, curve_png), "curve_png": curve_png,
+            "analysis": res, "rows": rows}
 
 
 def curve_pngs(by_col, reference: dict[str, float] | None = None) -> dict[str, bytes]:
@@ -179,16 +180,17 @@ def curve_pngs(by_col, reference: dict[str, float] | None = None) -> dict[str, b
     return out
 
 
-def plot_curves(run_dir: Path, by_col, reference: dict[str, float] | None = None) -> list[str]:
-    """The learning curves (:func:`curve_pngs`) as ``run_dir/curves/<task>_<learner>.png``."""
+def save_curves(run_dir: Path, curve_png: dict[str, bytes]) -> list[str]:
+    """The learning curves (:func:`curve_pngs`, drawn once: the report page embeds the same PNGs) as
+    ``run_dir/curves/<task>_<learner>.png``."""
     out_dir = run_dir / "curves"
     out_dir.mkdir(exist_ok=True)
     paths = []
-    for col, png in curve_pngs(by_col, reference).items():
+    for col, png in curve_png.items():
         p = out_dir / (col.replace(" ", "_").replace("/", "-").replace("[", "").replace("]", "") + ".png")
         atomic_write_bytes(p, png)
         paths.append(str(p))
     return paths
 
 
-__all__ = ["read_trials", "sweep_rows", "write_results", "curve_pngs", "plot_curves"]
+__all__ = ["read_trials", "sweep_rows", "write_results", "curve_pngs", "save_curves"]

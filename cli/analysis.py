@@ -90,7 +90,7 @@ def analyze(trials: List[Path] = typer.Argument(..., help="trials.csv file(s) of
     from bex.analysis.analyze import AnalysisConfig, combine_coverage, comparable_coverage, write_analysis
     from bex.analysis.analyze import analyze as run_analysis
     from bex.analysis.report import analysis_page, read_coverage_json
-    from bex.analysis.results import plot_curves
+    from bex.analysis.results import curve_pngs, save_curves
     from bex.analysis.trials import curves, read_trials_csv
 
     settings = {}
@@ -116,8 +116,9 @@ def analyze(trials: List[Path] = typer.Argument(..., help="trials.csv file(s) of
     rows = read_trials_csv(trials)
     res = run_analysis(rows, cfg, cov_rows)
     paths = write_analysis(res, folder)
-    plot_curves(folder, curves(rows), res["random_policy"])
+    curve_png = curve_pngs(curves(rows), res["random_policy"])
+    save_curves(folder, curve_png)
     page = analysis_page(res, rows, cov_rows, folder / "report.html", [str(p) for p in [*trials, *coverage_files]],
-                         standardiser)
+                         standardiser, curve_png)
     out(json.dumps({**paths, "report": page["out"],
                     "verdicts": {c["claim"]: c["verdict"] for c in res["claims"] if c.get("primary")}}))

@@ -362,7 +362,8 @@ def run_replication(cfg: ReplicateConfig, resume: bool = False, progress: Report
         cov = sweep_coverage(exp, trials_read, cov_cfg)
         out = write_results(exp, acfg, cov["datasets"], rows=sweep_rows(exp, trials_read))  # Table 1, analysis
         rep = build_report([exp], cfg.output("report", ".html"), cov_cfg, figure=acfg.figure,
-                           prepared={"rows": out["rows"], "analysis": out["analysis"], "coverage": cov})
+                           prepared={"rows": out["rows"], "analysis": out["analysis"], "coverage": cov,
+                                     "curve_png": out["curve_png"]})
         _finish(proj, root, cfg.experiment)
 
         stage(4, "trials.csv, Table 1 and the claims in the root")
